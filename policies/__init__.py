@@ -1,0 +1,1 @@
+"""Tollgate policy engine: YAML policy schema and the routing decision. Pure: no I/O, no gateway imports."""
