@@ -248,7 +248,7 @@ def test_tool_call_non_streaming_and_streaming(client: openai.OpenAI) -> None:
         tool_choice={"type": "function", "function": {"name": "other"}},
     )
     tool_calls = r.choices[0].message.tool_calls or []
-    assert tool_calls[0].function.name == "other"
+    assert tool_calls[0].type == "function" and tool_calls[0].function.name == "other"
 
 
 # ----------------------------------------------------------------------------- failures
