@@ -1,0 +1,255 @@
+"""The OpenAI-compatible API: chat completions, completions, embeddings, models, and a
+tenant-scoped view of a request's recorded attempts.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import select
+
+from gateway.auth import Principal
+from gateway.budgets import Reservation
+from gateway.config import BackendConfig
+from gateway.dispatch import Dispatcher, RequestContext
+from gateway.errors import InvalidRequest, NotFound
+from gateway.pricing import format_usd
+from gateway.runtime import POLICY_PREFIX, Runtime
+from gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from gateway.store.models import requests as requests_table
+from gateway.streaming import SSEResponse, relay
+
+router = APIRouter()
+
+TASK_HEADER = "x-tollgate-task-id"
+MAX_TASK_ID = 256
+
+
+def runtime_of(request: Request) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+def _task_ref(request: Request, body: dict[str, Any]) -> str:
+    ref = request.headers.get(TASK_HEADER)
+    if ref is None:
+        meta = body.get("metadata")
+        if isinstance(meta, dict) and meta.get("task_id") is not None:
+            ref = str(meta["task_id"])
+    if ref is not None and not (0 < len(ref) <= MAX_TASK_ID):
+        raise InvalidRequest(
+            f"task id must be 1..{MAX_TASK_ID} characters", param=TASK_HEADER
+        )
+    return ref or ""
+
+
+def _headers(ctx: RequestContext, backend: BackendConfig | None, *, cost: bool) -> dict[str, str]:
+    headers = {
+        "x-tollgate-request-id": ctx.request_id,
+        "x-tollgate-task-id": ctx.task_ref,
+        "x-tollgate-attempts": str(ctx.attempts),
+    }
+    if backend is not None:
+        headers["x-tollgate-backend"] = backend.name
+    if ctx.policy:
+        headers["x-tollgate-policy"] = ctx.policy
+    if cost:
+        headers["x-tollgate-cost-usd"] = format_usd(None if ctx.unpriced else ctx.total_cost)
+    return headers
+
+
+def _worst_case(rt: Runtime, chain: list[BackendConfig], prompt_tokens: int, max_out: int) -> Decimal:
+    worst = Decimal(0)
+    for backend in chain:
+        price = rt.price(backend)
+        if price is not None:
+            worst = max(worst, price.cost(prompt_tokens, max_out))
+    return worst
+
+
+async def _authenticate(rt: Runtime, authorization: str | None) -> Principal:
+    return await rt.auth.authenticate(authorization)
+
+
+async def _serve(
+    request: Request,
+    rt: Runtime,
+    principal: Principal,
+    endpoint: str,
+    body: dict[str, Any],
+    *,
+    streamable: bool,
+) -> Response:
+    route = rt.resolve(body["model"])
+    chain = rt.callable_chain(route)
+    stream = bool(body.get("stream")) and streamable
+    ctx = RequestContext(
+        principal=principal,
+        endpoint=endpoint,
+        policy=route.policy,
+        streamed=stream,
+        request_id=request.state.request_id,
+        task_ref=_task_ref(request, body),
+    )
+    dispatcher = Dispatcher(rt)
+    reservation = Reservation()
+    if principal.key_budget_usd is not None or principal.tenant_budget_usd is not None:
+        if "messages" in body:
+            prompt_tokens = rt.caller.count_message_tokens(chain[0], body["messages"])
+        else:
+            prompt_tokens = rt.caller.count_text_tokens(chain[0], str(body.get("prompt") or body.get("input") or ""))
+        max_out = int(
+            body.get("max_tokens")
+            or body.get("max_completion_tokens")
+            or rt.config.server.reserve_output_tokens
+        ) * int(body.get("n") or 1)
+        reservation = await rt.budgets.reserve(principal, _worst_case(rt, chain, prompt_tokens, max_out))
+    dispatcher.start_task(ctx)
+    caller = rt.caller
+
+    if not stream:
+        try:
+            op = {"chat": caller.chat, "completions": caller.completion, "embeddings": caller.embedding}[endpoint]
+            backend, resp = await dispatcher.call(ctx, chain, body, op)
+        finally:
+            await rt.budgets.settle(reservation, ctx.total_cost)
+        return JSONResponse(resp, headers=_headers(ctx, backend, cost=True))
+
+    stream_op = caller.chat_stream if endpoint == "chat" else caller.completion_stream
+    try:
+        clock, first, upstream = await dispatcher.open_stream(ctx, chain, body, stream_op)
+    except BaseException:
+        await rt.budgets.settle(reservation, ctx.total_cost)
+        raise
+    options = body.get("stream_options") or {}
+    forward_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+
+    async def finish() -> None:
+        await rt.budgets.settle(reservation, ctx.total_cost)
+
+    gen = relay(
+        dispatcher, ctx, clock, body, first, upstream, forward_usage=forward_usage, on_finish=finish
+    )
+    return SSEResponse(gen, headers=_headers(ctx, clock.backend, cost=False))
+
+
+@router.post("/v1/chat/completions", tags=["openai"])
+async def chat_completions(
+    request: Request,
+    payload: ChatCompletionRequest,
+    authorization: str | None = Header(default=None),
+) -> Response:
+    rt = runtime_of(request)
+    principal = await _authenticate(rt, authorization)
+    body = payload.model_dump(exclude_unset=True)
+    return await _serve(request, rt, principal, "chat", body, streamable=True)
+
+
+@router.post("/v1/completions", tags=["openai"])
+async def completions(
+    request: Request,
+    payload: CompletionRequest,
+    authorization: str | None = Header(default=None),
+) -> Response:
+    rt = runtime_of(request)
+    principal = await _authenticate(rt, authorization)
+    body = payload.model_dump(exclude_unset=True)
+    return await _serve(request, rt, principal, "completions", body, streamable=True)
+
+
+@router.post("/v1/embeddings", tags=["openai"])
+async def embeddings(
+    request: Request,
+    payload: EmbeddingRequest,
+    authorization: str | None = Header(default=None),
+) -> Response:
+    rt = runtime_of(request)
+    principal = await _authenticate(rt, authorization)
+    body = payload.model_dump(exclude_unset=True)
+    return await _serve(request, rt, principal, "embeddings", body, streamable=False)
+
+
+@router.get("/v1/models", tags=["openai"])
+async def list_models(request: Request, authorization: str | None = Header(default=None)) -> dict[str, Any]:
+    rt = runtime_of(request)
+    await _authenticate(rt, authorization)
+    cfg = rt.config
+    data: list[dict[str, Any]] = []
+    for backend in cfg.backends:
+        price = rt.price(backend)
+        reason = rt.unavailable_reason(backend)
+        data.append(
+            {
+                "id": backend.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "tollgate",
+                "tollgate": {
+                    "kind": "backend",
+                    "model": backend.model,
+                    "available": reason is None,
+                    "unavailable_reason": reason,
+                    "input_cost_per_token": str(price.input_per_token) if price else None,
+                    "output_cost_per_token": str(price.output_per_token) if price else None,
+                    "price_source": price.source if price else None,
+                    "capabilities": sorted(backend.capabilities),
+                    "tags": sorted(backend.tags),
+                    "context_window": backend.context_window,
+                },
+            }
+        )
+    for name, policy in cfg.policies.items():
+        data.append(
+            {
+                "id": POLICY_PREFIX + name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "tollgate",
+                "tollgate": {"kind": "policy", "candidates": list(policy.candidates)},
+            }
+        )
+    for alias, target in cfg.aliases.items():
+        data.append(
+            {
+                "id": alias,
+                "object": "model",
+                "created": 0,
+                "owned_by": "tollgate",
+                "tollgate": {"kind": "alias", "target": target},
+            }
+        )
+    return {"object": "list", "data": data}
+
+
+@router.get("/v1/requests/{request_id}", tags=["tollgate"])
+async def get_request(
+    request: Request, request_id: str, authorization: str | None = Header(default=None)
+) -> dict[str, Any]:
+    """Every recorded attempt of one of the caller's requests (tenant-scoped)."""
+    rt = runtime_of(request)
+    principal = await _authenticate(rt, authorization)
+    await rt.writer.flush()
+    stmt = (
+        select(requests_table)
+        .where(requests_table.c.request_id == request_id)
+        .where(requests_table.c.tenant_id == principal.tenant_id)
+        .order_by(requests_table.c.attempt)
+    )
+    async with rt.engine.connect() as conn:
+        rows = (await conn.execute(stmt)).mappings().all()
+    if not rows:
+        raise NotFound(f"no request {request_id!r} for this tenant", param="request_id")
+    attempts = []
+    total = Decimal(0)
+    for row in rows:
+        item = {k: v for k, v in row.items() if k not in ("tenant_id", "decision")}
+        for k in ("created_at", "finished_at"):
+            if item.get(k) is not None:
+                item[k] = item[k].isoformat()
+        if row["cost_usd"] is not None:
+            total += Decimal(str(row["cost_usd"]))
+            item["cost_usd"] = format_usd(Decimal(str(row["cost_usd"])))
+        attempts.append(item)
+    return {"request_id": request_id, "cost_usd": format_usd(total), "attempts": attempts}

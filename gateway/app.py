@@ -1,0 +1,91 @@
+"""The app factory: ``create_app(settings)`` builds the FastAPI application; nothing at import."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from gateway import __version__, admin, api, health
+from gateway.errors import install_error_handlers
+from gateway.logs import configure_logging
+from gateway.metrics import Metrics
+from gateway.middleware import GatewayMiddleware
+from gateway.migrate import upgrade_database
+from gateway.runtime import build_runtime
+from gateway.settings import Settings
+from gateway.upstream import BackendCaller
+
+log = logging.getLogger("tollgate.app")
+
+
+class UnsafeBind(RuntimeError):
+    """Refuse to expose the gateway beyond this host without an admin key."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(settings: Settings) -> None:
+    if is_loopback(settings.host):
+        return
+    if not settings.admin_key:
+        raise UnsafeBind(
+            f"refusing to listen on {settings.host}: a non-loopback address needs an admin key "
+            "(set TOLLGATE_ADMIN_KEY), or bind to 127.0.0.1"
+        )
+    if settings.config.server.anonymous_tenant:
+        raise UnsafeBind(
+            f"refusing to listen on {settings.host} with server.anonymous_tenant set: anonymous "
+            "access is only allowed on a loopback address"
+        )
+
+
+def _default_caller() -> BackendCaller:
+    from gateway.litellm_adapter import LiteLLMCaller  # heavy import: only when serving
+
+    return LiteLLMCaller()
+
+
+def create_app(settings: Settings, *, caller: BackendCaller | None = None) -> FastAPI:
+    """Build the gateway app. ``caller`` replaces the litellm adapter (tests inject theirs)."""
+    check_bind(settings)
+    configure_logging()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.config.store.auto_migrate:
+            await asyncio.to_thread(upgrade_database, settings.database_url)
+        runtime = await build_runtime(settings, caller or _default_caller(), metrics)
+        app.state.runtime = runtime
+        log.info("tollgate %s ready (state: %s)", __version__, runtime.state.kind)
+        try:
+            yield
+        finally:
+            await runtime.close()
+
+    app = FastAPI(
+        title="Tollgate",
+        version=__version__,
+        description="Cost-aware, OpenAI-compatible LLM gateway",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(api.router)
+    app.include_router(admin.router)
+    app.include_router(health.router)
+    app.add_middleware(
+        GatewayMiddleware, max_body_bytes=settings.config.server.max_body_bytes, metrics=metrics
+    )
+    return app

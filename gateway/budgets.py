@@ -1,0 +1,77 @@
+"""Budget enforcement: reserve a request's worst-case cost up front, settle to the real cost.
+
+Scopes are a key's and a tenant's budgets (``max_budget_usd``). The ledger lives in the shared
+state (Redis across replicas); a scope seen for the first time is seeded from the SQL store's
+recorded spend, so a Redis restart does not reset anyone's budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.auth import Principal
+from gateway.errors import BudgetExceeded
+from gateway.state import SharedState, from_nano, to_nano
+from gateway.store.models import requests
+
+
+@dataclass
+class Reservation:
+    scopes: list[str] = field(default_factory=list)
+    amount_nano: int = 0
+    settled: bool = False
+
+
+class BudgetLedger:
+    def __init__(self, state: SharedState, engine: AsyncEngine) -> None:
+        self.state = state
+        self.engine = engine
+
+    async def _seed(self, scope: str) -> None:
+        if await self.state.budget_seeded(scope):
+            return
+        kind, _, ident = scope.partition(":")
+        column = requests.c.key_id if kind == "key" else requests.c.tenant_id
+        stmt = select(func.coalesce(func.sum(requests.c.cost_usd), 0)).where(column == ident)
+        async with self.engine.connect() as conn:
+            spent = Decimal(str(await conn.scalar(stmt) or 0))
+        await self.state.budget_seed(scope, to_nano(spent))
+
+    @staticmethod
+    def _limits(principal: Principal) -> list[tuple[str, Decimal]]:
+        out = []
+        if principal.key_id and principal.key_budget_usd is not None:
+            out.append((f"key:{principal.key_id}", principal.key_budget_usd))
+        if principal.tenant_budget_usd is not None:
+            out.append((f"tenant:{principal.tenant_id}", principal.tenant_budget_usd))
+        return out
+
+    async def reserve(self, principal: Principal, worst_case_usd: Decimal) -> Reservation:
+        """Reserve ``worst_case_usd`` in every budget of the caller, or raise BudgetExceeded."""
+        reservation = Reservation(amount_nano=to_nano(worst_case_usd, round_up=True))
+        for scope, limit in self._limits(principal):
+            await self._seed(scope)
+            ok = await self.state.budget_reserve(scope, to_nano(limit), reservation.amount_nano)
+            if not ok:
+                await self.settle(reservation, Decimal(0))
+                spent, reserved = await self.state.budget_spent(scope)
+                raise BudgetExceeded(
+                    f"budget exceeded for {scope.split(':')[0]}: limit ${limit}, spent "
+                    f"${from_nano(spent)}, in flight ${from_nano(reserved)}, this request may cost "
+                    f"up to ${worst_case_usd.quantize(Decimal('1e-8'))}; raise max_budget_usd or "
+                    f"lower max_tokens"
+                )
+            reservation.scopes.append(scope)
+        return reservation
+
+    async def settle(self, reservation: Reservation, actual_usd: Decimal) -> None:
+        if reservation.settled:
+            return
+        reservation.settled = True
+        actual = to_nano(actual_usd)
+        for scope in reservation.scopes:
+            await self.state.budget_settle(scope, reservation.amount_nano, actual)

@@ -1,0 +1,232 @@
+"""The ``tollgate`` command line: serve, config check, db upgrade, keys, and the predictor tools."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="tollgate",
+    help="Tollgate: a cost-aware, OpenAI-compatible LLM gateway.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Validate configuration files.", no_args_is_help=True)
+db_app = typer.Typer(help="Manage the SQL store's schema.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke virtual API keys.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+
+ConfigOpt = Annotated[
+    str | None, typer.Option("--config", "-c", help="config file (default: $TOLLGATE_CONFIG or config.yaml)")
+]
+
+
+def _mount_predictor() -> None:
+    try:
+        from predictors.cli import app as predictor_app
+    except ImportError:  # the predictors package is optional at build time of this CLI
+        return
+    app.add_typer(predictor_app, name="predictor", help="Train, evaluate and run the complexity predictor.")
+
+
+_mount_predictor()
+
+
+def _settings(config: str | None, host: str | None = None, port: int | None = None) -> Any:
+    from gateway.config import ConfigError
+    from gateway.settings import Settings
+
+    try:
+        return Settings.from_env(config, host=host, port=port)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            err.print(f"[red]error[/red] {issue}", highlight=False, markup=True)
+        raise typer.Exit(2) from None
+
+
+def _database_url(config: str | None) -> str:
+    """Store URL for CLI commands: the environment wins; the config file is optional here."""
+    from gateway.settings import DEFAULT_CONFIG, DEFAULT_DATABASE_URL
+
+    if os.environ.get("TOLLGATE_DATABASE_URL"):
+        return os.environ["TOLLGATE_DATABASE_URL"]
+    path = config or os.environ.get("TOLLGATE_CONFIG") or DEFAULT_CONFIG
+    if os.path.exists(path):
+        settings = _settings(path)
+        return str(settings.database_url)
+    return DEFAULT_DATABASE_URL
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="bind address (default from config: 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default from config: 4000)")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Run the gateway (uvicorn)."""
+    import uvicorn
+
+    from gateway.app import UnsafeBind, create_app
+
+    settings = _settings(config, host, port)
+    try:
+        application = create_app(settings)
+    except UnsafeBind as exc:
+        err.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(2) from None
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@config_app.command("check")
+def config_check(
+    file: Annotated[str | None, typer.Argument(help="config file (default: $TOLLGATE_CONFIG or config.yaml)")] = None,
+) -> None:
+    """Validate a config file; print every error with its YAML path and line."""
+    from gateway.config import ConfigError, load_config
+
+    path = file or os.environ.get("TOLLGATE_CONFIG") or "config.yaml"
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            err.print(f"[red]error[/red] {issue}", highlight=False)
+        err.print(f"{len(exc.issues)} error(s) in {path}")
+        raise typer.Exit(1) from None
+    table = Table(title=f"{path}: OK", show_lines=False)
+    for col in ("backend", "model", "credentials", "price"):
+        table.add_column(col)
+    for b in cfg.backends:
+        if b.api_key is None:
+            cred = "none needed" if b.is_local else "none"
+        else:
+            cred = f"${b.api_key.env} " + ("set" if b.api_key.value() else "[yellow]NOT SET[/yellow]")
+        if b.input_cost_per_token is not None:
+            price = f"config {b.input_cost_per_token}/{b.output_cost_per_token}"
+        elif b.self_hosted is not None:
+            price = f"self-hosted ${b.self_hosted.gpu_hour_usd}/GPU-h"
+        else:
+            price = "litellm cost map"
+        table.add_row(b.name, b.model, cred, price)
+    out.print(table)
+    out.print(f"policies: {', '.join(cfg.policies) or 'none'}; aliases: {', '.join(cfg.aliases) or 'none'}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    config: ConfigOpt = None,
+    revision: Annotated[str, typer.Option(help="target revision")] = "head",
+) -> None:
+    """Create or migrate the schema at TOLLGATE_DATABASE_URL (or the config's store.url)."""
+    from gateway.migrate import current_revision, upgrade_database
+    from gateway.store.database import redact_url, to_async_url
+
+    url = _database_url(config)
+    upgrade_database(url, revision)
+    out.print(f"database {redact_url(to_async_url(url))} at revision {current_revision(to_async_url(url))}")
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def _with_keystore(url: str, fn: Any) -> Any:
+    from gateway.migrate import upgrade_database
+    from gateway.store.database import create_engine
+    from gateway.store.keys import KeyStore
+
+    await asyncio.to_thread(upgrade_database, url)
+    engine = create_engine(url)
+    try:
+        return await fn(KeyStore(engine))
+    finally:
+        await engine.dispose()
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="tenant the key belongs to (created if new)")],
+    name: Annotated[str | None, typer.Option(help="a label for the key")] = None,
+    max_budget_usd: Annotated[str | None, typer.Option(help="spend limit for this key, USD")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Create a key; it is printed once, as the last line of output."""
+    budget = None
+    if max_budget_usd is not None:
+        try:
+            budget = Decimal(max_budget_usd)
+        except InvalidOperation:
+            err.print(f"[red]error[/red] --max-budget-usd must be a number, got {max_budget_usd!r}")
+            raise typer.Exit(2) from None
+        if budget < 0:
+            err.print("[red]error[/red] --max-budget-usd must be >= 0")
+            raise typer.Exit(2)
+    raw, record = _run(
+        _with_keystore(_database_url(config), lambda ks: ks.create_key(tenant, name=name, max_budget_usd=budget))
+    )
+    err.print(
+        f"created key {record.id} for tenant {record.tenant_name!r}"
+        + (f" with budget ${budget}" if budget is not None else "")
+        + " — store it now, it is not shown again:"
+    )
+    sys.stdout.write(raw + "\n")
+
+
+@keys_app.command("list")
+def keys_list(
+    tenant: Annotated[str | None, typer.Option(help="only this tenant's keys")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """List keys (prefixes only; keys themselves are never stored)."""
+    records = _run(_with_keystore(_database_url(config), lambda ks: ks.list(tenant)))
+    table = Table()
+    for col in ("id", "tenant", "name", "prefix", "budget USD", "created", "revoked"):
+        table.add_column(col)
+    for r in records:
+        table.add_row(
+            r.id, r.tenant_name, r.name or "", r.prefix + "…",
+            str(r.max_budget_usd) if r.max_budget_usd is not None else "",
+            r.created_at.isoformat(timespec="seconds"),
+            r.revoked_at.isoformat(timespec="seconds") if r.revoked_at else "",
+        )
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="key id or its display prefix")],
+    config: ConfigOpt = None,
+) -> None:
+    """Revoke a key (takes effect on every replica within the key-cache TTL)."""
+    record = _run(_with_keystore(_database_url(config), lambda ks: ks.revoke(key)))
+    if record is None:
+        err.print(f"[red]error[/red] no key with id or prefix {key!r} (or the prefix is ambiguous)")
+        raise typer.Exit(1)
+    out.print(f"revoked {record.id} ({record.prefix}…) of tenant {record.tenant_name}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

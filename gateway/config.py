@@ -1,0 +1,285 @@
+"""Deployment configuration: the strict pydantic schema of ``config.yaml`` and its loader.
+
+Every validation error is reported with the YAML path of the offending key and its line
+(``config.yaml:14: backends[1].api_key: ...``). Secrets are never written in the file: a
+backend's ``api_key`` is a reference ``os.environ/NAME`` resolved at call time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gateway.yamlsource import YamlDocument, YamlSyntaxError, load_yaml_file, parse_yaml
+
+ENV_REF = re.compile(r"^os\.environ/([A-Za-z_][A-Za-z0-9_]*)$")
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+Capability = Literal["tools", "json_mode", "vision", "streaming", "embeddings", "completions"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EnvSecret(Strict):
+    """A secret named by an environment variable; the value is read when needed, never stored."""
+
+    env: str
+
+    def value(self) -> str | None:
+        return os.environ.get(self.env) or None
+
+    def __repr__(self) -> str:
+        return f"EnvSecret(env={self.env!r})"
+
+
+def _parse_secret(value: Any) -> Any:
+    if value is None or isinstance(value, EnvSecret):
+        return value
+    if isinstance(value, str):
+        match = ENV_REF.match(value.strip())
+        if match:
+            return EnvSecret(env=match.group(1))
+        raise ValueError(
+            "secrets are not written in the config file: use os.environ/NAME and set NAME "
+            "in the gateway's environment"
+        )
+    raise ValueError("expected a string of the form os.environ/NAME")
+
+
+class SelfHostedCost(Strict):
+    """Price a self-hosted backend from what its GPU costs and how fast it serves.
+
+    USD per output token = gpu_hour_usd / 3600 / output_tokens_per_second, and likewise for
+    input (prefill) tokens. Self-hosted models are never free: the GPU is paid whether or not
+    a request runs, so idle time is spread over the throughput you declare here.
+    """
+
+    gpu_hour_usd: Decimal = Field(gt=0)
+    output_tokens_per_second: float = Field(gt=0)
+    input_tokens_per_second: float = Field(gt=0)
+
+
+class BackendConfig(Strict):
+    """One model endpoint the gateway can call (through litellm)."""
+
+    name: Annotated[str, Field(pattern=NAME, max_length=128)]
+    model: Annotated[str, Field(min_length=1, description="litellm model string")]
+    api_base: str | None = None
+    api_key: EnvSecret | None = None
+    api_version: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict, description="extra litellm params")
+    input_cost_per_token: Decimal | None = Field(default=None, ge=0)
+    output_cost_per_token: Decimal | None = Field(default=None, ge=0)
+    self_hosted: SelfHostedCost | None = None
+    context_window: int | None = Field(default=None, gt=0)
+    max_output_tokens: int | None = Field(default=None, gt=0)
+    capabilities: frozenset[Capability] = frozenset({"streaming"})
+    tags: frozenset[str] = frozenset()
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    retry_backoff_s: float = Field(default=0.25, ge=0)
+    profile: str | None = Field(default=None, description="predictor profile this backend maps to")
+
+    _check_secret = field_validator("api_key", mode="before")(_parse_secret)
+
+    @model_validator(mode="after")
+    def _prices_consistent(self) -> BackendConfig:
+        given = (self.input_cost_per_token is None, self.output_cost_per_token is None)
+        if given[0] != given[1]:
+            raise ValueError("set both input_cost_per_token and output_cost_per_token, or neither")
+        if self.self_hosted is not None and self.input_cost_per_token is not None:
+            raise ValueError("give either self_hosted GPU pricing or per-token prices, not both")
+        return self
+
+    @property
+    def is_local(self) -> bool:
+        """True when the endpoint is on this host (a self-hosted server needing no API key)."""
+        if self.api_base is None:
+            return False
+        host = re.sub(r"^[a-z]+://", "", self.api_base).split("/")[0].rsplit(":", 1)[0]
+        host = host.strip("[]")
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+
+class StoreConfig(Strict):
+    url: str | None = Field(default=None, description="overridden by TOLLGATE_DATABASE_URL")
+    spool_dir: str = "var/spool"
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    flush_interval_ms: int = Field(default=200, ge=10, le=60_000)
+    auto_migrate: bool = True
+
+
+class RedisConfig(Strict):
+    url: str | None = Field(default=None, description="overridden by TOLLGATE_REDIS_URL")
+    key_prefix: str = "tg:"
+
+
+class ServerConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=4000, ge=1, le=65535)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    anonymous_tenant: str | None = Field(
+        default=None,
+        description="tenant for requests without a key; only honoured on a loopback bind",
+    )
+    key_cache_ttl_s: float = Field(default=5.0, ge=0)
+    reserve_output_tokens: int = Field(
+        default=1024, ge=1, description="budget reservation when a request sets no max_tokens"
+    )
+
+
+class BreakerConfig(Strict):
+    failure_threshold: int = Field(default=5, ge=1)
+    window_s: float = Field(default=30.0, gt=0)
+    cooldown_s: float = Field(default=30.0, gt=0)
+
+
+class PolicyConfig(Strict):
+    """Until the policy engine exists a policy is an ordered fallback chain of backends."""
+
+    candidates: list[str] = Field(min_length=1)
+
+
+class Config(Strict):
+    backends: list[BackendConfig] = Field(min_length=1)
+    aliases: dict[str, str] = Field(default_factory=dict)
+    policies: dict[str, PolicyConfig] = Field(default_factory=dict)
+    store: StoreConfig = StoreConfig()
+    redis: RedisConfig = RedisConfig()
+    server: ServerConfig = ServerConfig()
+    circuit_breaker: BreakerConfig = BreakerConfig()
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        names = [b.name for b in self.backends]
+        seen: set[str] = set()
+        for index, name in enumerate(names):
+            if name in seen:
+                raise _LocError(("backends", index, "name"), f"duplicate backend name {name!r}")
+            seen.add(name)
+        for pname, policy in self.policies.items():
+            for index, cand in enumerate(policy.candidates):
+                if cand not in seen:
+                    raise _LocError(
+                        ("policies", pname, "candidates", index),
+                        f"unknown backend {cand!r} (known: {', '.join(sorted(seen))})",
+                    )
+        for alias, target in self.aliases.items():
+            if target.startswith("tollgate/"):
+                if target.removeprefix("tollgate/") not in self.policies:
+                    raise _LocError(("aliases", alias), f"alias points to unknown policy {target!r}")
+            elif target not in seen:
+                raise _LocError(("aliases", alias), f"alias points to unknown backend {target!r}")
+            if alias in seen:
+                raise _LocError(("aliases", alias), f"alias {alias!r} shadows a backend name")
+        return self
+
+    def backend(self, name: str) -> BackendConfig | None:
+        for b in self.backends:
+            if b.name == name:
+                return b
+        return None
+
+
+class _LocError(ValueError):
+    """A cross-reference error raised inside a model validator, with the path it concerns."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem found in a config file, located by YAML path and line."""
+
+    source: str
+    path: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.line}" if self.line else self.source
+        return f"{where}: {self.path or '(document)'}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The config was rejected; ``issues`` lists every problem found."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(i) for i in issues))
+
+
+def format_loc(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _issues_from_validation(doc: YamlDocument, exc: ValidationError) -> list[ConfigIssue]:
+    issues = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        message = err["msg"].removeprefix("Value error, ")
+        ctx_err = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_err, _LocError):
+            loc = (*loc, *ctx_err.loc)
+            message = str(ctx_err)
+        if err["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see docs/configuration.md)"
+        issues.append(ConfigIssue(doc.source, format_loc(loc), doc.line_of(loc), message))
+    return issues
+
+
+def validate_document(doc: YamlDocument) -> Config:
+    """Validate parsed YAML into a Config or raise ConfigError with located issues."""
+    if not isinstance(doc.data, dict):
+        raise ConfigError([ConfigIssue(doc.source, "", 1, "the config must be a YAML mapping")])
+    try:
+        return Config.model_validate(doc.data)
+    except ValidationError as exc:
+        raise ConfigError(_issues_from_validation(doc, exc)) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Load and validate a config file; raise ConfigError naming every problem."""
+    try:
+        doc = load_yaml_file(path)
+    except FileNotFoundError:
+        raise ConfigError([ConfigIssue(str(path), "", None, "file not found")]) from None
+    except YamlSyntaxError as exc:
+        raise ConfigError([ConfigIssue(exc.source, "", exc.line, exc.message)]) from None
+    return validate_document(doc)
+
+
+def load_config_text(text: str, source: str = "<string>") -> Config:
+    try:
+        doc = parse_yaml(text, source)
+    except YamlSyntaxError as exc:
+        raise ConfigError([ConfigIssue(exc.source, "", exc.line, exc.message)]) from None
+    return validate_document(doc)

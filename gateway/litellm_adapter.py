@@ -1,0 +1,180 @@
+"""The backend adapter: the one module that imports litellm.
+
+Implements ``gateway.upstream.BackendCaller`` on top of litellm, so any litellm provider and
+any OpenAI-compatible self-hosted server (vLLM, SGLang, llama.cpp) can be a backend. Retries
+and fallbacks are *not* delegated to litellm (``max_retries=0``): the gateway runs them itself
+so that every attempt is priced and recorded. litellm's remote cost-map fetch is disabled:
+prices come from the cost map bundled with the pinned litellm version.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("LITELLM_LOG", "ERROR")
+
+from collections.abc import AsyncIterator  # noqa: E402
+from decimal import Decimal  # noqa: E402
+from typing import Any  # noqa: E402
+
+import litellm  # noqa: E402
+
+from gateway.config import BackendConfig  # noqa: E402
+from gateway.upstream import RETRYABLE_STATUSES, UpstreamFailure  # noqa: E402
+
+litellm.telemetry = False
+litellm.suppress_debug_info = True
+litellm.drop_params = False
+litellm.set_verbose = False
+
+# Keys the gateway consumes itself and never forwards upstream.
+_GATEWAY_KEYS = frozenset({"model", "stream", "stream_options", "metadata"})
+_NO_KEY = "sk-no-key-required"
+
+
+def _call_kwargs(backend: BackendConfig, body: dict[str, Any]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {k: v for k, v in body.items() if k not in _GATEWAY_KEYS}
+    kwargs.update(backend.params)
+    kwargs["model"] = backend.model
+    if backend.api_base:
+        kwargs["api_base"] = backend.api_base
+    if backend.api_version:
+        kwargs["api_version"] = backend.api_version
+    key = backend.api_key.value() if backend.api_key else None
+    kwargs["api_key"] = key or (_NO_KEY if backend.is_local or backend.api_key is None else None)
+    kwargs["timeout"] = backend.timeout_s
+    kwargs["max_retries"] = 0
+    return kwargs
+
+
+def _retry_after(exc: Exception) -> float | None:
+    for source in (getattr(exc, "litellm_response_headers", None), getattr(getattr(exc, "response", None), "headers", None)):
+        if source is None:
+            continue
+        try:
+            value = source.get("retry-after")
+        except Exception:
+            value = None
+        if value is not None:
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
+
+
+def classify(exc: Exception) -> UpstreamFailure:
+    """Translate a litellm/openai exception into an UpstreamFailure."""
+    if isinstance(exc, UpstreamFailure):
+        return exc
+    status = getattr(exc, "status_code", None)
+    status = int(status) if isinstance(status, int) else None
+    name = type(exc).__name__
+    message = str(getattr(exc, "message", None) or exc)
+    if isinstance(exc, litellm.Timeout) or "Timeout" in name:
+        return UpstreamFailure(message, status=status or 408, error_type="timeout", retryable=True)
+    if isinstance(exc, litellm.APIConnectionError) and status in (None, 500):
+        return UpstreamFailure(message, status=None, error_type="connection_error", retryable=True)
+    if isinstance(exc, litellm.ContextWindowExceededError):
+        return UpstreamFailure(message, status=400, error_type="context_window_exceeded", retryable=False)
+    if status is None:
+        return UpstreamFailure(message, status=None, error_type=name, retryable=True)
+    if status in RETRYABLE_STATUSES:
+        kind = "rate_limited" if status == 429 else "server_error"
+        return UpstreamFailure(
+            message, status=status, error_type=kind, retryable=True, retry_after_s=_retry_after(exc)
+        )
+    client_fault = status in (400, 413, 422)
+    return UpstreamFailure(
+        message, status=status, error_type=name, retryable=False, client_fault=client_fault
+    )
+
+
+class LiteLLMCaller:
+    """BackendCaller over litellm's async API."""
+
+    async def chat(self, backend: BackendConfig, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            resp = await litellm.acompletion(**_call_kwargs(backend, body))
+        except Exception as exc:
+            raise classify(exc) from exc
+        return resp.model_dump()  # type: ignore[no-any-return,union-attr]
+
+    async def chat_stream(
+        self, backend: BackendConfig, body: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        kwargs = _call_kwargs(backend, body)
+        kwargs["stream"] = True
+        kwargs["stream_options"] = {"include_usage": True}
+        try:
+            stream = await litellm.acompletion(**kwargs)
+        except Exception as exc:
+            raise classify(exc) from exc
+        try:
+            async for chunk in stream:  # type: ignore[union-attr]
+                yield chunk.model_dump(exclude_none=True)
+        except Exception as exc:
+            raise classify(exc) from exc
+        finally:
+            await stream.aclose()  # type: ignore[union-attr]
+
+    async def completion(self, backend: BackendConfig, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            resp = await litellm.atext_completion(**_call_kwargs(backend, body))
+        except Exception as exc:
+            raise classify(exc) from exc
+        return resp.model_dump()  # type: ignore[no-any-return]
+
+    async def completion_stream(
+        self, backend: BackendConfig, body: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        kwargs = _call_kwargs(backend, body)
+        kwargs["stream"] = True
+        kwargs["stream_options"] = {"include_usage": True}
+        try:
+            stream = await litellm.atext_completion(**kwargs)
+        except Exception as exc:
+            raise classify(exc) from exc
+        try:
+            async for chunk in stream:  # type: ignore[union-attr]
+                yield chunk.model_dump(exclude_none=True) if hasattr(chunk, "model_dump") else dict(chunk)
+        except Exception as exc:
+            raise classify(exc) from exc
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
+
+    async def embedding(self, backend: BackendConfig, body: dict[str, Any]) -> dict[str, Any]:
+        kwargs = _call_kwargs(backend, body)
+        kwargs.pop("max_retries", None)
+        try:
+            resp = await litellm.aembedding(**kwargs)
+        except Exception as exc:
+            raise classify(exc) from exc
+        return resp.model_dump()  # type: ignore[no-any-return]
+
+    def catalog_price(self, backend: BackendConfig) -> tuple[Decimal, Decimal] | None:
+        try:
+            info = litellm.get_model_info(backend.model)
+        except Exception:
+            return None
+        inp, out = info.get("input_cost_per_token"), info.get("output_cost_per_token")
+        if inp is None or out is None:
+            return None
+        return Decimal(str(inp)), Decimal(str(out))
+
+    def count_message_tokens(self, backend: BackendConfig, messages: list[Any]) -> int:
+        try:
+            return int(litellm.token_counter(model=backend.model, messages=messages))
+        except Exception:
+            return sum(len(str(m.get("content") or "")) for m in messages if isinstance(m, dict)) // 4
+
+    def count_text_tokens(self, backend: BackendConfig, text: str) -> int:
+        if not text:
+            return 0
+        try:
+            return int(litellm.token_counter(model=backend.model, text=text))
+        except Exception:
+            return max(1, len(text) // 4)

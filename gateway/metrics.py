@@ -1,0 +1,48 @@
+"""Prometheus metrics of one gateway app (its own registry: nothing is global or built at import)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "tollgate_requests", "Client requests by endpoint and HTTP status",
+            ["endpoint", "status"], registry=r,
+        )
+        self.attempts = Counter(
+            "tollgate_attempts", "Backend attempts by backend and outcome",
+            ["backend", "status"], registry=r,
+        )
+        self.latency = Histogram(
+            "tollgate_attempt_latency_seconds", "Backend attempt latency",
+            ["backend"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.ttft = Histogram(
+            "tollgate_time_to_first_token_seconds", "Time to first streamed chunk",
+            ["backend"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.tokens = Counter(
+            "tollgate_tokens", "Tokens by backend and kind", ["backend", "kind"], registry=r
+        )
+        self.cost = Counter("tollgate_cost_usd", "Spend in USD by backend", ["backend"], registry=r)
+        self.errors = Counter(
+            "tollgate_errors", "Backend errors by type", ["backend", "error_type"], registry=r
+        )
+        self.breaker_open = Counter(
+            "tollgate_circuit_opened", "Times a backend's circuit opened", ["backend"], registry=r
+        )
+        self.store_pending = Gauge(
+            "tollgate_store_pending_rows", "Rows waiting for the SQL store", registry=r
+        )
+        self.store_spooled = Gauge(
+            "tollgate_store_spool_files", "Spool files waiting for replay", registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,164 @@
+"""The running gateway's parts, built once per app in its lifespan and shared by the routes.
+
+Owns model-name resolution (backend, alias or ``tollgate/<policy>``) and backend availability.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.auth import Authenticator, Principal
+from gateway.budgets import BudgetLedger
+from gateway.config import BackendConfig, Config
+from gateway.errors import ModelNotFound, NoBackendAvailable
+from gateway.metrics import Metrics
+from gateway.pricing import Price, resolve_price
+from gateway.settings import Settings
+from gateway.state import BreakerSettings, SharedState, make_state
+from gateway.store.database import create_engine
+from gateway.store.keys import KeyStore
+from gateway.store.writer import RecordWriter
+from gateway.upstream import BackendCaller
+
+log = logging.getLogger("tollgate.runtime")
+
+POLICY_PREFIX = "tollgate/"
+
+
+@dataclass(frozen=True)
+class Route:
+    """What the request's ``model`` field resolved to."""
+
+    policy: str | None
+    chain: tuple[BackendConfig, ...]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    caller: BackendCaller
+    engine: AsyncEngine
+    writer: RecordWriter
+    state: SharedState
+    keys: KeyStore
+    auth: Authenticator
+    budgets: BudgetLedger
+    metrics: Metrics
+    prices: dict[str, Price | None] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Config:
+        return self.settings.config
+
+    @property
+    def breaker(self) -> BreakerSettings:
+        cb = self.config.circuit_breaker
+        return BreakerSettings(cb.failure_threshold, cb.window_s, cb.cooldown_s)
+
+    @staticmethod
+    def unavailable_reason(backend: BackendConfig) -> str | None:
+        """Why a backend cannot be called right now (missing credentials), or None."""
+        if backend.api_key is not None and backend.api_key.value() is None:
+            return f"environment variable {backend.api_key.env} is not set"
+        return None
+
+    def resolve(self, model: str) -> Route:
+        cfg = self.config
+        target = cfg.aliases.get(model, model)
+        if target.startswith(POLICY_PREFIX):
+            name = target.removeprefix(POLICY_PREFIX)
+            policy = cfg.policies.get(name)
+            if policy is None:
+                raise ModelNotFound(
+                    f"unknown policy {name!r}; policies: {', '.join(sorted(cfg.policies)) or 'none'}",
+                    param="model",
+                )
+            backends = tuple(b for b in (cfg.backend(n) for n in policy.candidates) if b)
+            return Route(name, backends)
+        backend = cfg.backend(target)
+        if backend is None:
+            names = sorted(
+                [b.name for b in cfg.backends]
+                + list(cfg.aliases)
+                + [POLICY_PREFIX + p for p in cfg.policies]
+            )
+            raise ModelNotFound(
+                f"the model {model!r} does not exist on this gateway; use a backend, alias or "
+                f"policy: {', '.join(names)} (GET /v1/models lists them)",
+                param="model",
+            )
+        return Route(None, (backend,))
+
+    def callable_chain(self, route: Route) -> list[BackendConfig]:
+        chain = [b for b in route.chain if self.unavailable_reason(b) is None]
+        if not chain:
+            reasons = "; ".join(f"{b.name}: {self.unavailable_reason(b)}" for b in route.chain)
+            raise NoBackendAvailable(f"no backend can serve this request ({reasons})")
+        return chain
+
+    def price(self, backend: BackendConfig) -> Price | None:
+        if backend.name not in self.prices:
+            self.prices[backend.name] = resolve_price(backend, self.caller)
+        return self.prices[backend.name]
+
+    async def store_ok(self) -> bool:
+        try:
+            async with asyncio.timeout(2):
+                async with self.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    async def close(self) -> None:
+        await self.writer.close()
+        await self.state.close()
+        await self.engine.dispose()
+
+
+async def build_runtime(settings: Settings, caller: BackendCaller, metrics: Metrics) -> Runtime:
+    cfg = settings.config
+    engine = create_engine(settings.database_url)
+    writer = RecordWriter(
+        engine,
+        cfg.store.spool_dir,
+        batch_size=cfg.store.batch_size,
+        flush_interval_s=cfg.store.flush_interval_ms / 1000,
+    )
+    await writer.start()
+    state = make_state(settings.redis_url, cfg.redis.key_prefix)
+    keys = KeyStore(engine)
+    anonymous = None
+    if cfg.server.anonymous_tenant:
+        tenant_id = await keys.ensure_tenant(cfg.server.anonymous_tenant)
+        anonymous = Principal(tenant_id, cfg.server.anonymous_tenant, None)
+    auth = Authenticator(
+        keys, ttl_s=cfg.server.key_cache_ttl_s, admin_key=settings.admin_key, anonymous=anonymous
+    )
+    runtime = Runtime(
+        settings=settings,
+        caller=caller,
+        engine=engine,
+        writer=writer,
+        state=state,
+        keys=keys,
+        auth=auth,
+        budgets=BudgetLedger(state, engine),
+        metrics=metrics,
+    )
+    for backend in cfg.backends:
+        price = runtime.price(backend)
+        reason = runtime.unavailable_reason(backend)
+        log.info(
+            "backend %s (%s): %s, %s",
+            backend.name,
+            backend.model,
+            "available" if reason is None else f"unavailable: {reason}",
+            f"priced from {price.source}" if price else "UNPRICED (costs recorded as unknown)",
+        )
+    return runtime

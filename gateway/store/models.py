@@ -1,0 +1,96 @@
+"""SQL schema of the store (SQLAlchemy Core tables); Alembic migrations in migrations/ mirror it.
+
+Money columns are ``Numeric`` and hold ``Decimal`` USD. ``requests`` has one row per *attempt*
+(every retry and fallback is its own row, linked by ``request_id`` and ``fallback_of``);
+``tasks`` has one row per client task (``x-tollgate-task-id``), whose cost is the sum of its
+attempts. No foreign keys on the hot tables: attempt rows are written in batches, possibly
+replayed from the spool, and must never be rejected for ordering reasons.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+MONEY = Numeric(20, 10)
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("max_budget_usd", MONEY, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant_id", String(32), ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("name", String(128), nullable=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("max_budget_usd", MONEY, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant_id", String(32), nullable=False),
+    Column("external_id", String(256), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("tenant_id", "external_id", name="uq_tasks_tenant_external"),
+)
+
+requests = Table(
+    "requests",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("request_id", String(32), nullable=False),
+    Column("task_id", String(32), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("tenant_id", String(32), nullable=False),
+    Column("key_id", String(32), nullable=True),
+    Column("endpoint", String(32), nullable=False),
+    Column("policy", String(128), nullable=True),
+    Column("backend", String(128), nullable=False),
+    Column("model", String(256), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("error_type", String(64), nullable=True),
+    Column("http_status", Integer, nullable=True),
+    Column("prompt_tokens", Integer, nullable=True),
+    Column("completion_tokens", Integer, nullable=True),
+    Column("usage_source", String(16), nullable=True),
+    Column("cost_usd", MONEY, nullable=True),
+    Column("latency_ms", Float, nullable=True),
+    Column("ttft_ms", Float, nullable=True),
+    Column("streamed", Boolean, nullable=False),
+    Column("fallback_of", String(32), nullable=True),
+    Column("decision", JSON, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Index("ix_requests_tenant_created", "tenant_id", "created_at"),
+    Index("ix_requests_request_id", "request_id"),
+    Index("ix_requests_task_id", "task_id"),
+    Index("ix_requests_key_created", "key_id", "created_at"),
+)

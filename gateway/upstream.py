@@ -1,0 +1,63 @@
+"""The contract between the gateway and whatever calls model backends.
+
+``BackendCaller`` is what the request path uses; the production implementation is the litellm
+adapter (``gateway.litellm_adapter``), and tests inject their own through ``create_app``.
+Callers speak OpenAI JSON (plain dicts) and raise ``UpstreamFailure`` for every upstream
+problem, already classified (status, error type, retryable, retry-after).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any, Protocol
+
+from gateway.config import BackendConfig
+
+RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+class UpstreamFailure(Exception):
+    """A backend call failed. ``status`` is the upstream HTTP status (None: no response)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None,
+        error_type: str,
+        retryable: bool,
+        retry_after_s: float | None = None,
+        client_fault: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.error_type = error_type
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
+        self.client_fault = client_fault  # the request itself is bad: no fallback will help
+
+
+class BackendCaller(Protocol):
+    async def chat(self, backend: BackendConfig, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def chat_stream(
+        self, backend: BackendConfig, body: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]: ...
+
+    async def completion(self, backend: BackendConfig, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def completion_stream(
+        self, backend: BackendConfig, body: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]: ...
+
+    async def embedding(self, backend: BackendConfig, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def catalog_price(self, backend: BackendConfig) -> tuple[Decimal, Decimal] | None:
+        """(input, output) USD per token from the provider's published prices, if known."""
+        ...
+
+    def count_message_tokens(self, backend: BackendConfig, messages: list[Any]) -> int: ...
+
+    def count_text_tokens(self, backend: BackendConfig, text: str) -> int: ...
