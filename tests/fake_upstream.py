@@ -1021,7 +1021,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def serve(
-    host: str, port: int, config: dict[str, Any] | None = None, log_level: str = "warning"
+    host: str,
+    port: int,
+    config: dict[str, Any] | None = None,
+    log_level: str = "warning",
+    keep_alive_s: int = 75,
 ) -> None:
     """Serve the fake in this process (blocking); prints ``FAKE_UPSTREAM_PORT=<port>`` once
     the socket is bound (port 0 picks a free one)."""
@@ -1042,7 +1046,7 @@ def serve(
         access_log=False,
         log_level=log_level,
         backlog=2048,
-        timeout_keep_alive=30,
+        timeout_keep_alive=keep_alive_s,  # long: clients under test keep pooled connections
     )
     uvicorn.Server(uv_config).run(sockets=[sock])
 
@@ -1067,6 +1071,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--models", help="comma-separated ids listed by GET /v1/models")
     p.add_argument("--config-json", help="full behaviour as JSON (flags override it)")
     p.add_argument("--log-level", default="warning")
+    p.add_argument("--keep-alive-s", type=int, default=75, help="idle keep-alive timeout")
     return p.parse_args(argv)
 
 
@@ -1093,7 +1098,7 @@ def main(argv: list[str] | None = None) -> None:
         merge_config(DEFAULT_CONFIG, config)
     except RequestError as exc:
         raise SystemExit(f"fake_upstream: {exc.message}") from None
-    serve(args.host, args.port, config, args.log_level)
+    serve(args.host, args.port, config, args.log_level, args.keep_alive_s)
 
 
 # --------------------------------------------------------------------------- library handle
