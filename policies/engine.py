@@ -124,9 +124,13 @@ def escalation_cost(
         reach = _ONE  # probability the cascade gets to this tier
         for cost, p in tiers:
             q = _ONE - Decimal(repr(p))
-            attempts = sum((q**k for k in range(retries_per_tier + 1)), Decimal(0))
+            attempts = Decimal(0)  # 1 + q + ... + q^r (Decimal 0**0 is an error, so no pow)
+            fail_all = _ONE
+            for _ in range(retries_per_tier + 1):
+                attempts += fail_all
+                fail_all *= q
             spend += reach * cost * attempts
-            reach *= q ** (retries_per_tier + 1)
+            reach *= fail_all
         return +spend, +(_ONE - reach)
 
 
