@@ -56,6 +56,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _not_empty(value: Any) -> Any:
+    # An after-validator rather than ``min_length``: pydantic would also report "too short"
+    # when an item is invalid, pointing the operator at the wrong line.
+    if len(value) == 0:
+        raise PydanticCustomError("empty", "must not be empty")
+    return value
+
+
 def _raise(title: str, issues: list[tuple[Loc, str, Any]]) -> None:
     """Raise one ValidationError carrying every issue at its own loc (relative to the model)."""
     if not issues:
@@ -221,7 +229,7 @@ class Constraints(_Strict):
 class Escalation(_Strict):
     """Cascade: when a validator rejects an answer, retry on the next tier."""
 
-    validators: tuple[ValidatorSpec, ...] = Field(min_length=1)
+    validators: tuple[ValidatorSpec, ...]
     #: How many tiers above the first one may be tried (0: validators only record outcome).
     max_escalations: int = Field(default=1, ge=0, le=10)
     #: Same-backend retries after a rejected answer, before escalating.
@@ -230,6 +238,32 @@ class Escalation(_Strict):
     #: succeed, in ascending P(success); ``candidates``: the eligible candidates listed after
     #: the chosen one, in the operator's order.
     order: Literal["capability", "candidates"] = "capability"
+
+    _validators_given = field_validator("validators")(_not_empty)
+
+
+# --------------------------------------------------------------------------- locations
+
+_OBJECTIVE_TAGS = frozenset({"cheapest_adequate", "min_cost_per_success", "max_quality_within"})
+_VALIDATOR_TAGS = frozenset({"json_schema", "regex", "non_empty", "refusal", "max_length"})
+
+
+def yaml_loc(loc: Loc) -> Loc:
+    """A pydantic error ``loc`` as a path in the YAML document.
+
+    pydantic puts the discriminator value of a tagged union into ``loc``
+    (``objective.cheapest_adequate.min_success``); the YAML has no such key, so drop it.
+    """
+    out: list[str | int] = []
+    for i, part in enumerate(loc):
+        prev = loc[i - 1] if i > 0 else None
+        if prev == "objective" and part in _OBJECTIVE_TAGS:
+            continue
+        if isinstance(prev, int) and i >= 2 and loc[i - 2] == "validators":
+            if part in _VALIDATOR_TAGS:
+                continue
+        out.append(part)
+    return tuple(out)
 
 
 # --------------------------------------------------------------------------- policy
@@ -249,7 +283,7 @@ class Policy(_Strict):
 
     description: str = ""
     #: Backend names, in the operator's order (used for ties and ``first_candidate``).
-    candidates: tuple[Name, ...] = Field(min_length=1)
+    candidates: tuple[Name, ...]
     objective: Objective
     constraints: Constraints = Field(default_factory=Constraints)
     #: When the predictor gives no estimate: ``cheapest`` | ``first_candidate`` | ``error`` |
@@ -258,6 +292,7 @@ class Policy(_Strict):
     escalation: Escalation | None = None
 
     _version: str = PrivateAttr(default="")
+    _candidates_given = field_validator("candidates")(_not_empty)
 
     def model_post_init(self, context: Any, /) -> None:
         self._version = content_version(self.model_dump(mode="json", by_alias=True))
@@ -407,11 +442,12 @@ class Shadow(_Strict):
 class PolicySet(_Strict):
     """Everything under ``policies``/``routing``/``shadow``: the unit of (hot) reload."""
 
-    policies: dict[Name, Policy] = Field(min_length=1)
+    policies: dict[Name, Policy]
     routing: Routing
     shadow: tuple[Shadow, ...] = ()
 
     _version: str = PrivateAttr(default="")
+    _policies_given = field_validator("policies")(_not_empty)
 
     def model_post_init(self, context: Any, /) -> None:
         self._version = content_version(self.model_dump(mode="json", by_alias=True))
