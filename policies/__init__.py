@@ -8,9 +8,10 @@ from policies.decision import CONSTRAINT_ORDER, CandidateRow, Decision
 from policies.engine import decide, escalation_cost, select
 from policies.explain import render_table
 from policies.facts import BackendFacts, PredictionFacts, RequestFacts
-from policies.schema import Policy, PolicySet
+from policies.schema import Policy, PolicySet, yaml_loc
 from policies.shadow import ShadowResult, shadow_decisions
-from policies.validators import ValidationResult, run_validators
+from policies.sources import PolicyLoadError, PolicySource, SourceIssue, load_policy_set
+from policies.validators import ValidationResult, all_passed, run_validators
 
 __all__ = [
     "CONSTRAINT_ORDER",
@@ -18,15 +19,21 @@ __all__ = [
     "CandidateRow",
     "Decision",
     "Policy",
+    "PolicyLoadError",
     "PolicySet",
+    "PolicySource",
     "PredictionFacts",
     "RequestFacts",
     "ShadowResult",
+    "SourceIssue",
     "ValidationResult",
+    "all_passed",
     "decide",
     "escalation_cost",
+    "load_policy_set",
     "render_table",
     "run_validators",
     "select",
     "shadow_decisions",
+    "yaml_loc",
 ]
