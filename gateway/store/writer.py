@@ -135,8 +135,10 @@ class RecordWriter:
     # -- internals ---------------------------------------------------------------------------
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.flush_interval_s)
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel (hangs close())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.flush_interval_s):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 while self.pending:
