@@ -1,0 +1,127 @@
+"""Probability calibration: scoring rules, reliability tables and Platt scaling.
+
+This module owns the answer to "does P(success) = 0.8 mean 80 %?": Brier score, log loss,
+expected calibration error (ECE) with a reliability table, ROC AUC, and the per-profile Platt
+map that turns out-of-fold logits into calibrated probabilities. All functions ignore NaN
+labels (queries a model has no record for). Labels may be 0/1 or soft scores in [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_EPS = 1e-7
+
+
+def _clean(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y, dtype=float).ravel()
+    p = np.asarray(p, dtype=float).ravel()
+    if y.shape != p.shape:
+        raise ValueError(f"shape mismatch: {y.shape} vs {p.shape}")
+    keep = ~np.isnan(y) & ~np.isnan(p)
+    return y[keep], p[keep]
+
+
+def brier_score(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean squared error between probability and outcome (0 is perfect, 0.25 is a coin)."""
+    y, p = _clean(y, p)
+    return float(np.mean((p - y) ** 2)) if y.size else float("nan")
+
+
+def log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    y, p = _clean(y, p)
+    if not y.size:
+        return float("nan")
+    p = np.clip(p, _EPS, 1 - _EPS)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+@dataclass(frozen=True)
+class ReliabilityBin:
+    lo: float
+    hi: float
+    count: int
+    mean_p: float
+    observed: float
+
+
+def reliability_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[ReliabilityBin]:
+    """Equal-width bins over [0, 1]; ``observed`` is the mean outcome in the bin."""
+    y, p = _clean(y, p)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1], right=False), 0, bins - 1)
+    out = []
+    for b in range(bins):
+        sel = which == b
+        n = int(sel.sum())
+        out.append(
+            ReliabilityBin(
+                lo=float(edges[b]),
+                hi=float(edges[b + 1]),
+                count=n,
+                mean_p=float(p[sel].mean()) if n else float("nan"),
+                observed=float(y[sel].mean()) if n else float("nan"),
+            )
+        )
+    return out
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Count-weighted mean |mean_p - observed| over equal-width bins."""
+    table = reliability_table(y, p, bins)
+    total = sum(b.count for b in table)
+    if total == 0:
+        return float("nan")
+    return float(sum(b.count * abs(b.mean_p - b.observed) for b in table if b.count) / total)
+
+
+def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """Area under the ROC curve for 0/1 labels (ties count one half); NaN if one class."""
+    y, p = _clean(y, p)
+    pos = y >= 0.5
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(p, kind="mergesort")
+    ranks = np.empty(len(p), dtype=float)
+    sorted_p = p[order]
+    # average ranks over ties
+    i = 0
+    while i < len(p):
+        j = i
+        while j + 1 < len(p) and sorted_p[j + 1] == sorted_p[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0)))
+
+
+def fit_platt(logits: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> tuple[float, float]:
+    """Fit ``p = sigmoid(scale * logit + bias)`` by Newton's method on the log loss.
+
+    ``l2`` shrinks ``scale`` towards 1 and ``bias`` towards 0, which keeps the map sane when a
+    profile has few or one-sided labels.
+    """
+    t, z = _clean(y, logits)  # drops pairs where either is NaN
+    if z.size < 10:
+        return 1.0, 0.0
+    w = np.array([1.0, 0.0])
+    for _ in range(50):
+        p = sigmoid(w[0] * z + w[1])
+        g = np.array([np.sum((p - t) * z), np.sum(p - t)]) / z.size
+        g += l2 * (w - np.array([1.0, 0.0]))
+        r = p * (1 - p)
+        h = np.array(
+            [[np.sum(r * z * z), np.sum(r * z)], [np.sum(r * z), np.sum(r)]]
+        ) / z.size + l2 * np.eye(2)
+        step = np.linalg.solve(h, g)
+        w = w - step
+        if np.max(np.abs(step)) < 1e-9:
+            break
+    return float(w[0]), float(w[1])

@@ -1,0 +1,59 @@
+"""On-disk cache of dataset embeddings, keyed by embedder fingerprint and text hash.
+
+This module owns not embedding the same dataset twice: training and the routing benchmark
+embed ~10k prompts, which takes minutes on 2 cores. Files are plain ``.npz`` (read with
+``allow_pickle=False``) under ``$TOLLGATE_CACHE_DIR`` or ``~/.cache/tollgate/embeddings``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from predictors.embedding import EMBED_DIM, Embedder, text_hash
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("TOLLGATE_CACHE_DIR")
+    base = Path(env) if env else Path.home() / ".cache" / "tollgate"
+    return base / "embeddings"
+
+
+def _path(fingerprint: str) -> Path:
+    return cache_dir() / (hashlib.sha256(fingerprint.encode()).hexdigest()[:16] + ".npz")
+
+
+def _load(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        return {}
+    with np.load(path, allow_pickle=False) as z:
+        keys = z["keys"]
+        vecs = z["vectors"]
+    return {str(k): v for k, v in zip(keys, vecs, strict=True)}
+
+
+def embed_cached(embedder: Embedder, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    """Embeddings of ``texts``; only the texts not cached for this embedder are computed."""
+    path = _path(embedder.fingerprint)
+    known = _load(path)
+    hashes = [text_hash(t) for t in texts]
+    missing = sorted({h: t for h, t in zip(hashes, texts, strict=True) if h not in known}.items())
+    if missing:
+        vecs = embedder.encode([t for _, t in missing], batch_size=batch_size)
+        for (h, _), v in zip(missing, vecs, strict=True):
+            known[h] = v
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(
+            tmp,
+            keys=np.array(list(known.keys()), dtype="<U64"),
+            vectors=np.stack(list(known.values())).astype(np.float32),
+        )
+        tmp.replace(path)
+    if not hashes:
+        return np.zeros((0, EMBED_DIM), dtype=np.float32)
+    return np.stack([known[h] for h in hashes]).astype(np.float32)

@@ -1,0 +1,184 @@
+"""The outcome model: P(adequate | query, backend profile) from a query embedding.
+
+This module owns the learned map from an embedding to one calibrated probability per profile.
+It is an IRT-style factor model: a query gets a ``rank``-dimensional "difficulty" vector
+``h(x)`` (linear, or a one-hidden-layer MLP of the embedding), each profile an "ability"
+vector ``u`` and bias ``a``, and ``logit = a + u · h(x)``; a per-profile Platt map fitted on
+out-of-fold logits makes the probabilities calibrated. All profiles share ``h``, so profiles
+with few labels borrow strength from the others, missing labels (NaN) are simply skipped, and a
+new backend's profile is fitted from a few hundred outcomes by learning only ``(a, u)``
+(:func:`fit_new_profile`). Training uses torch; inference is a few numpy matmuls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from predictors.calibration import fit_platt, sigmoid
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # chosen by measurement on seeded splits of RouterBench and MMLU-Pro (docs/predictor.md):
+    # a linear h(x) of rank 8-16 with ~100 Adam steps beat deeper/longer fits on Brier and AUC
+    rank: int = 12
+    hidden: int = 0  # 0: linear h(x); >0: one ReLU hidden layer of this width
+    weight_decay: float = 1e-4
+    dropout: float = 0.1
+    steps: int = 100  # optimizer steps (mini-batches of 512); more overfits
+    lr: float = 3e-3
+    calibration_folds: int = 5
+    seed: int = 0
+
+
+@dataclass
+class OutcomeModel:
+    """Weights of the factor model; all arrays are float32 numpy."""
+
+    profiles: list[str]
+    arrays: dict[str, np.ndarray] = field(repr=False)
+
+    def features(self, x: np.ndarray) -> np.ndarray:
+        """The query "difficulty" vectors h(x), shape (n, rank)."""
+        a = self.arrays
+        if "w1" in a:
+            x = np.maximum(x @ a["w1"].T + a["b1"], 0.0)
+        return np.asarray(x @ a["w"].T + a["c"], dtype=np.float32)
+
+    def raw_logits(self, x: np.ndarray) -> np.ndarray:
+        return self.features(x) @ self.arrays["u"].T + self.arrays["a"]
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated P(success), shape (n, n_profiles)."""
+        z = self.raw_logits(np.asarray(x, dtype=np.float32))
+        return sigmoid(z * self.arrays["platt_scale"] + self.arrays["platt_bias"])
+
+    def with_profile(
+        self, name: str, a: float, u: np.ndarray, scale: float = 1.0, bias: float = 0.0
+    ) -> OutcomeModel:
+        """A copy with one more (or one replaced) profile."""
+        profiles = list(self.profiles)
+        arrays = {k: v.copy() for k, v in self.arrays.items()}
+        row = {
+            "a": np.float32(a),
+            "u": u.astype(np.float32),
+            "platt_scale": np.float32(scale),
+            "platt_bias": np.float32(bias),
+        }
+        if name in profiles:
+            i = profiles.index(name)
+            for k, v in row.items():
+                arrays[k][i] = v
+        else:
+            profiles.append(name)
+            for k, v in row.items():
+                arrays[k] = np.concatenate([arrays[k], np.asarray(v)[None, ...]], axis=0)
+        return OutcomeModel(profiles, arrays)
+
+
+def _train_torch(x: np.ndarray, y: np.ndarray, cfg: TrainConfig) -> dict[str, np.ndarray]:
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    xt = torch.from_numpy(np.asarray(x, dtype=np.float32))
+    mask = torch.from_numpy(~np.isnan(y))
+    yt = torch.from_numpy(np.nan_to_num(y, nan=0.0).astype(np.float32))
+    n_in, m = xt.shape[1], yt.shape[1]
+    layers: list[torch.nn.Module] = []
+    if cfg.hidden:
+        layers += [
+            torch.nn.Linear(n_in, cfg.hidden),
+            torch.nn.ReLU(),
+            torch.nn.Dropout(cfg.dropout),
+        ]
+        n_in = cfg.hidden
+    layers.append(torch.nn.Linear(n_in, cfg.rank))
+    body = torch.nn.Sequential(*layers)
+    head = torch.nn.Linear(cfg.rank, m)
+    # start the biases at the profiles' base rates so training only learns the query part
+    with torch.no_grad():
+        rate = ((yt * mask).sum(0) / mask.sum(0).clamp(min=1)).clamp(0.02, 0.98)
+        head.bias.copy_(torch.log(rate / (1 - rate)))
+    params = list(body.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
+    n = xt.shape[0]
+    batch = 512
+    gen = torch.Generator().manual_seed(cfg.seed)
+    body.train()
+    steps = 0
+    while steps < cfg.steps:
+        perm = torch.randperm(n, generator=gen)
+        for start in range(0, n, batch):
+            if steps >= cfg.steps:
+                break
+            steps += 1
+            idx = perm[start : start + batch]
+            logits = head(body(xt[idx]))
+            mb = mask[idx]
+            loss = (loss_fn(logits, yt[idx]) * mb).sum() / mb.sum().clamp(min=1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    body.eval()
+    out: dict[str, np.ndarray] = {}
+    lin = [mod for mod in body if isinstance(mod, torch.nn.Linear)]
+    if cfg.hidden:
+        out["w1"] = lin[0].weight.detach().numpy().copy()
+        out["b1"] = lin[0].bias.detach().numpy().copy()
+    out["w"] = lin[-1].weight.detach().numpy().copy()
+    out["c"] = lin[-1].bias.detach().numpy().copy()
+    out["u"] = head.weight.detach().numpy().copy()
+    out["a"] = head.bias.detach().numpy().copy()
+    return {k: v.astype(np.float32) for k, v in out.items()}
+
+
+def fit_outcome_model(
+    x: np.ndarray, y: np.ndarray, profiles: Sequence[str], cfg: TrainConfig | None = None
+) -> OutcomeModel:
+    """Fit on embeddings ``x`` (n, d) and outcomes ``y`` (n, m; NaN = no record).
+
+    Platt maps are fitted on out-of-fold logits (``cfg.calibration_folds`` folds), then the
+    final weights are refitted on all rows.
+    """
+    cfg = cfg or TrainConfig()
+    y = np.asarray(y, dtype=np.float32)
+    m = y.shape[1]
+    scale = np.ones(m, dtype=np.float32)
+    bias = np.zeros(m, dtype=np.float32)
+    if cfg.calibration_folds >= 2:
+        rng = np.random.default_rng(cfg.seed)
+        fold = rng.permutation(len(x)) % cfg.calibration_folds
+        oof = np.full(y.shape, np.nan, dtype=np.float32)
+        for k in range(cfg.calibration_folds):
+            tr, te = fold != k, fold == k
+            arrays = _train_torch(x[tr], y[tr], cfg)
+            part = OutcomeModel(list(profiles), arrays)
+            oof[te] = part.raw_logits(x[te])
+        for j in range(m):
+            scale[j], bias[j] = fit_platt(oof[:, j], y[:, j])
+    arrays = _train_torch(x, y, cfg)
+    arrays["platt_scale"] = scale
+    arrays["platt_bias"] = bias
+    return OutcomeModel(list(profiles), arrays)
+
+
+def fit_new_profile(
+    model: OutcomeModel, x: np.ndarray, success: np.ndarray, l2: float = 1.0
+) -> tuple[float, np.ndarray]:
+    """Fit a new backend's ability ``(a, u)`` from labelled outcomes, keeping h(x) frozen.
+
+    An L2-penalised logistic regression on the ``rank`` query features; with a few hundred
+    labels this is well determined (rank + 1 parameters) and close to calibrated.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    feats = model.features(np.asarray(x, dtype=np.float32))
+    yb = np.asarray(success, dtype=float)
+    keep = ~np.isnan(yb)
+    clf = LogisticRegression(C=1.0 / l2, max_iter=1000)
+    clf.fit(feats[keep], (yb[keep] >= 0.5).astype(int))
+    return float(clf.intercept_[0]), clf.coef_[0].astype(np.float32)

@@ -1,0 +1,155 @@
+"""Training and evaluation recipes: datasets → embeddings → outcome model → artifact.
+
+This module owns the reproducible recipe behind ``tollgate predictor train`` and ``evaluate``:
+which datasets are joined (one profile per dataset model, NaN where a dataset does not cover
+a model), the held-out calibration report stored in the metadata, and the final fit on all
+rows that becomes the shipped weights. Training is deterministic (fixed seeds, single
+process), so retraining on the same data reproduces the same content hash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from predictors.artifact import write_artifact
+from predictors.calibration import (
+    brier_score,
+    expected_calibration_error,
+    log_loss,
+    reliability_table,
+    roc_auc,
+)
+from predictors.datasets import OutcomeTable, read_dataset, split_ids
+from predictors.embedding import MODEL_NAME, MODEL_PACKAGE, Embedder, EmbedderConfig
+from predictors.embedding_cache import embed_cached
+from predictors.outcome_model import TrainConfig, fit_outcome_model
+
+DEFAULT_DATASETS = ("routerbench", "mmlu-pro")  # alpacaeval's licence forbids shipping
+
+
+def join_tables(tables: Sequence[OutcomeTable]) -> tuple[list[str], list[str], np.ndarray]:
+    """Stack datasets: (row keys ``dataset:id``, prompts, outcomes (n, all models))."""
+    models: list[str] = []
+    for t in tables:
+        clash = set(models) & set(t.models)
+        if clash:
+            raise ValueError(f"model names appear in two datasets: {sorted(clash)}")
+        models += t.models
+    keys, prompts, blocks = [], [], []
+    for t in tables:
+        block = pd.DataFrame(np.nan, index=t.outcome.index, columns=pd.Index(models))
+        block[t.models] = t.outcome.to_numpy()
+        blocks.append(block.to_numpy(dtype=np.float32))
+        keys += [f"{t.name}:{i}" for i in t.ids]
+        prompts += list(t.prompts)
+    return keys, prompts, np.concatenate(blocks, axis=0) if blocks else np.zeros((0, 0))
+
+
+def calibration_report(y: np.ndarray, p: np.ndarray, profiles: Sequence[str]) -> dict[str, Any]:
+    """Brier, log loss, ECE, AUC overall and per profile, plus a 10-bin reliability table."""
+    per = {}
+    for j, name in enumerate(profiles):
+        if np.isnan(y[:, j]).all():
+            continue
+        per[name] = {
+            "brier": round(brier_score(y[:, j], p[:, j]), 5),
+            "auc": round(roc_auc(y[:, j], p[:, j]), 5),
+            "ece": round(expected_calibration_error(y[:, j], p[:, j]), 5),
+        }
+    return {
+        "brier": round(brier_score(y, p), 5),
+        "log_loss": round(log_loss(y, p), 5),
+        "ece": round(expected_calibration_error(y, p), 5),
+        "mean_auc": round(float(np.nanmean([v["auc"] for v in per.values()])), 5),
+        "reliability": [
+            {
+                "bin": f"{b.lo:.1f}-{b.hi:.1f}",
+                "n": b.count,
+                "mean_p": None if b.count == 0 else round(b.mean_p, 4),
+                "observed": None if b.count == 0 else round(b.observed, 4),
+            }
+            for b in reliability_table(y, p)
+        ],
+        "per_profile": per,
+    }
+
+
+def holdout_report(
+    x: np.ndarray,
+    y: np.ndarray,
+    keys: Sequence[str],
+    profiles: Sequence[str],
+    cfg: TrainConfig,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fit on a seeded 70 % of the queries and report calibration on the other 30 %."""
+    tr, te = split_ids(list(keys), seed)
+    index = {k: i for i, k in enumerate(keys)}
+    itr = np.array([index[k] for k in tr])
+    ite = np.array([index[k] for k in te])
+    model = fit_outcome_model(x[itr], y[itr], profiles, cfg)
+    report = calibration_report(y[ite], model.predict_proba(x[ite]), profiles)
+    report["split"] = f"seeded 70/30 by query, seed {seed}; {len(itr)} train / {len(ite)} test"
+    return report
+
+
+def train(
+    out_dir: str | Path,
+    datasets: Sequence[str] = DEFAULT_DATASETS,
+    data_dir: str | Path | None = None,
+    cfg: TrainConfig | None = None,
+    embedder: Embedder | None = None,
+    name: str = "tollgate-predictor",
+) -> dict[str, Any]:
+    """Train on ``datasets`` and write an artifact to ``out_dir``; returns its metadata."""
+    cfg = cfg or TrainConfig()
+    tables = [read_dataset(d, data_dir) for d in datasets]
+    keys, prompts, y = join_tables(tables)
+    profiles = [m for t in tables for m in t.models]
+    embedder = embedder or Embedder(EmbedderConfig())
+    x = embed_cached(embedder, prompts)
+    report = holdout_report(x, y, keys, profiles, cfg)
+    model = fit_outcome_model(x, y, profiles, cfg)
+    profile_info = {}
+    for t in tables:
+        for m in t.models:
+            cost = t.cost[m].mean()
+            profile_info[m] = {
+                "dataset": t.name,
+                "labelled_queries": int(t.outcome[m].notna().sum()),
+                "base_rate": round(float(t.outcome[m].mean()), 5),
+                "mean_cost_usd": None if np.isnan(cost) else float(f"{cost:.6g}"),
+            }
+    meta: dict[str, Any] = {
+        "name": name,
+        "profiles": profiles,
+        "profile_info": profile_info,
+        "embedder": {
+            **embedder.config.to_dict(),
+            "fingerprint": embedder.fingerprint,
+            "model": MODEL_NAME,
+            "package": MODEL_PACKAGE,
+        },
+        "features": "mean-pooled, L2-normalised all-MiniLM-L6-v2 embedding (384-d) of the "
+        "prompt, head+tail truncated to the embedder's token budget",
+        "model": {
+            "family": "IRT-style factor model: logit = a_profile + u_profile . h(x), "
+            "per-profile Platt calibration on out-of-fold logits",
+            "train_config": asdict(cfg),
+        },
+        "complexity": "1 - mean P(success) over the trained profiles",
+        "training_data": {
+            "datasets": [t.describe() for t in tables],
+            "rows": len(keys),
+            "labels": int((~np.isnan(y)).sum()),
+            "source": "../shared/data (see its README for provenance and licences)",
+        },
+        "metrics_holdout": report,
+    }
+    return write_artifact(out_dir, model.arrays, meta)
