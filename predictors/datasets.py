@@ -1,4 +1,4 @@
-"""Readers for the recorded per-query × per-model outcome tables in ``../shared/data``.
+"""Readers for the recorded per-query, per-model outcome tables in ``../shared/data``.
 
 This module owns turning each published routing dataset into one common value,
 :class:`OutcomeTable`: per query id, the prompt text a client would send, per model the

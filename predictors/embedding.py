@@ -93,7 +93,8 @@ class Embedder:
             torch.set_num_threads(threads)
         path = str(model_dir) if model_dir is not None else str(bundled_model_dir())
         st = SentenceTransformer(path, device=device)
-        model = st[0].auto_model.eval()
+        model: Any = st[0].auto_model
+        model.eval()
         self.tokenizer = st.tokenizer
         if device == "cpu" and self.config.quantize_int8:
             from torch.ao.quantization import quantize_dynamic

@@ -279,7 +279,10 @@ class PredictorService:
         for it in items:
             pred = preds[it.prompt]
             self._cache_put(it.key, pred)
-            it.loop.call_soon_threadsafe(_set_result, it.future, pred)
+            try:
+                it.loop.call_soon_threadsafe(_set_result, it.future, pred)
+            except RuntimeError:  # the caller's event loop is closed: nobody is waiting
+                pass
 
 
 def _set_result(fut: asyncio.Future[Prediction], value: Prediction) -> None:
