@@ -185,7 +185,13 @@ class Dispatcher:
         self, backend: BackendConfig, body: dict[str, Any], reported: Any, completion_text: str
     ) -> Usage:
         """Upstream-reported usage when present, else counted with the backend's tokenizer."""
-        if isinstance(reported, dict) and reported.get("prompt_tokens") is not None:
+        # Some adapters report an all-zero usage when the upstream sent none: treat that as
+        # missing whenever something was generated, or streamed and plain calls would differ.
+        if (
+            isinstance(reported, dict)
+            and reported.get("prompt_tokens") is not None
+            and (reported.get("prompt_tokens") or reported.get("completion_tokens") or not completion_text)
+        ):
             return Usage(
                 int(reported.get("prompt_tokens") or 0),
                 int(reported.get("completion_tokens") or 0),

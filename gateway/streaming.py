@@ -45,6 +45,10 @@ def _chunk_text(chunk: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _carries_output(choice: dict[str, Any]) -> bool:
+    return bool(choice.get("delta") or choice.get("text") or choice.get("finish_reason"))
+
+
 async def relay(
     dispatcher: Dispatcher,
     ctx: RequestContext,
@@ -68,8 +72,8 @@ async def relay(
             text.append(_chunk_text(chunk))
             if not forward_usage and "usage" in chunk:
                 chunk = {k: v for k, v in chunk.items() if k != "usage"}
-                if not chunk.get("choices"):
-                    chunk = None
+                if not any(_carries_output(c) for c in chunk.get("choices") or []):
+                    chunk = None  # the usage-only chunk the client did not ask for
             if chunk is not None:
                 yield sse(chunk)
             try:
