@@ -25,14 +25,21 @@ def upgrade_database(database_url: str, revision: str = "head") -> None:
 
 
 def current_revision(database_url: str) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-    from sqlalchemy import create_engine as create_sync_engine
+    """The schema revision the database is at (None: not migrated)."""
+    import asyncio
 
-    url = database_url.replace("postgresql+asyncpg://", "postgresql://")
-    url = url.replace("sqlite+aiosqlite://", "sqlite://")
-    engine = create_sync_engine(url)
-    try:
-        with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
-    finally:
-        engine.dispose()
+    from alembic.runtime.migration import MigrationContext
+
+    from gateway.store.database import create_engine
+
+    async def read() -> str | None:
+        engine = create_engine(database_url)
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(
+                    lambda c: MigrationContext.configure(c).get_current_revision()
+                )
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
