@@ -328,13 +328,31 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def run_async(coro: Any) -> Any:
-    """Run a coroutine on uvloop when available (keeps the generator light)."""
+    """Run a coroutine on a fresh uvloop loop (keeps the generator light).
+
+    Not ``asyncio.run``/``uvloop.run``: their SIGINT handler only cancels the main task, and a
+    library that swallows that cancellation would let a Ctrl-C go unnoticed; here Ctrl-C raises
+    KeyboardInterrupt straight out of the loop and the caller stops every server.
+    """
+    loop: asyncio.AbstractEventLoop
     try:
         import uvloop
 
-        return uvloop.run(coro)
+        loop = uvloop.new_event_loop()
     except ImportError:  # pragma: no cover - uvloop is in the lock file
-        return asyncio.run(coro)
+        loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        try:
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending, timeout=2.0))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
 
 
 # --------------------------------------------------------------------------- processes
@@ -655,7 +673,7 @@ class Plan:
     rates: list[float]
     duration_s: float
     max_duration_s: float
-    concurrency: int
+    concurrency: list[int]
     warmup_s: float
     timeout_s: float
     max_inflight: int
@@ -682,7 +700,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rates", default="25,50,100,200,400", help="open-loop req/s, comma list")
     p.add_argument("--duration", type=float, default=8.0, help="seconds per open-loop phase")
     p.add_argument("--max-duration", type=float, default=10.0, help="closed-loop phase seconds")
-    p.add_argument("--concurrency", type=int, default=64, help="closed-loop workers")
+    p.add_argument(
+        "--concurrency",
+        default="16,64",
+        help="closed-loop worker counts, comma list; max sustained req/s = best of them",
+    )
     p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per target")
     p.add_argument("--timeout", type=float, default=10.0, help="per-request timeout seconds")
     p.add_argument("--max-inflight", type=int, default=2000, help="open-loop in-flight cap")
@@ -738,6 +760,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
         targets.insert(0, "direct")
     targets.sort(key=ALL_TARGETS.index)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    concurrency = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
+    if not concurrency or any(c < 1 or c > 1024 for c in concurrency):
+        raise SystemExit("--concurrency needs worker counts in 1..1024")
     if not rates or any(r <= 0 for r in rates):
         raise SystemExit("--rates needs positive numbers")
     return Plan(
@@ -745,7 +770,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         rates,
         args.duration,
         args.max_duration,
-        args.concurrency,
+        concurrency,
         args.warmup,
         args.timeout,
         args.max_inflight,
@@ -850,7 +875,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     run_async(gens[name].closed_loop(2, 0.3))  # re-open pooled connections
                     measure(name, functools.partial(_open, rate=rate, plan=plan))
             for name in plan.targets:
-                measure(name, functools.partial(_closed, plan=plan))
+                for workers in plan.concurrency:
+                    measure(name, functools.partial(_closed, workers=workers, plan=plan))
             for t in targets.values():  # everything runs again (for the store check)
                 if t.proc is not None:
                     procs.resume(t.proc)
@@ -875,8 +901,8 @@ def _open(gen: LoadGen, *, rate: float, plan: Plan) -> Any:
     return gen.open_loop(rate, plan.duration_s, plan.max_inflight)
 
 
-def _closed(gen: LoadGen, *, plan: Plan) -> Any:
-    return gen.closed_loop(plan.concurrency, plan.max_duration_s)
+def _closed(gen: LoadGen, *, workers: int, plan: Plan) -> Any:
+    return gen.closed_loop(workers, plan.max_duration_s)
 
 
 def check_store(store: Store, target: Target, procs: Processes) -> dict[str, Any]:
@@ -960,14 +986,28 @@ def build_report(
                 and (lt.p99_ms is None or t.p99_ms < lt.p99_ms)
             )
             latency_ok = latency_ok and ok
-        tmax, lmax = by.get(("tollgate", "max", None)), by.get(("litellm", "max", None))
-        max_ratio = _ratio(tmax.achieved_rps if tmax else None, lmax.achieved_rps if lmax else None)
+        for workers in plan.concurrency:
+            t_c, l_c = (
+                next((r for r in results if r.target == name and r.concurrency == workers), None)
+                for name in ("tollgate", "litellm")
+            )
+            ratios.append(
+                {
+                    "rate": f"max c={workers}",
+                    "rps": _ratio(
+                        t_c.achieved_rps if t_c else None, l_c.achieved_rps if l_c else None
+                    ),
+                }
+            )
+        tmax, lmax = best_max(results, "tollgate"), best_max(results, "litellm")
+        max_ratio = _ratio(tmax, lmax)
         ratios.append({"rate": "max", "rps": max_ratio})
         goals = {
             "less_added_latency_at_every_rate": latency_ok,
             "more_max_rps": bool(max_ratio is not None and max_ratio > 1.0),
         }
     return {
+        "max_sustained_rps": {name: best_max(results, name) for name in targets},
         "plan": asdict(plan),
         "machine": {
             "cpus": os.cpu_count(),
@@ -981,6 +1021,12 @@ def build_report(
         "goals": goals,
         "command": " ".join(["python -m bench.overhead", *sys.argv[1:]]),
     }
+
+
+def best_max(results: list[PhaseResult], target: str) -> float | None:
+    """Max sustained req/s: the best closed-loop throughput over the worker counts tried."""
+    rates = [r.achieved_rps for r in results if r.target == target and r.phase == "max"]
+    return round(max(rates), 1) if rates else None
 
 
 def _version(dist: str) -> str | None:
@@ -1060,7 +1106,10 @@ def print_report(report: dict[str, Any]) -> None:
             _f(r.send_lag_p99_ms),
         )
     table.add_section()
-    for r in sorted(maxes, key=lambda r: order[r.target]):
+    maxes.sort(key=lambda r: (r.concurrency or 0, order[r.target]))
+    for i, r in enumerate(maxes):
+        if i and maxes[i - 1].concurrency != r.concurrency:
+            table.add_section()
         table.add_row(
             _phase_label(r),
             r.target,
@@ -1076,9 +1125,10 @@ def print_report(report: dict[str, Any]) -> None:
     if report.get("ratios"):
         table.add_section()
         for ratio in report["ratios"]:
-            if ratio["rate"] == "max":
+            if str(ratio["rate"]).startswith("max"):
+                label = "max (best)" if ratio["rate"] == "max" else ratio["rate"]
                 table.add_row(
-                    "max", "Tollgate/LiteLLM", _f(ratio["rps"], 2), "", "", "", "", "", "", ""
+                    label, "Tollgate/LiteLLM", _f(ratio["rps"], 2), "", "", "", "", "", "", ""
                 )
             else:
                 table.add_row(
@@ -1102,6 +1152,11 @@ def print_report(report: dict[str, Any]) -> None:
             f"{check['ok_requests']} successful requests (+{check['error_requests']} failed) "
             f"-> {verdict}" + (f"  [{check['error']}]" if check.get("error") else "")
         )
+    best = report.get("max_sustained_rps") or {}
+    console.print(
+        "max sustained req/s (best closed-loop level): "
+        + ", ".join(f"{name} {_f(v)}" for name, v in best.items())
+    )
     goals = report.get("goals")
     if goals:
         console.print(
