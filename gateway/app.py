@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from gateway import __version__, admin, api, health
+from gateway import __version__, admin, api, feedback, health
 from gateway.errors import install_error_handlers
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics
@@ -85,6 +85,7 @@ def create_app(settings: Settings, *, caller: BackendCaller | None = None) -> Fa
     app.include_router(api.router)
     app.include_router(admin.router)
     app.include_router(health.router)
+    app.include_router(feedback.router)
     app.add_middleware(
         GatewayMiddleware, max_body_bytes=settings.config.server.max_body_bytes, metrics=metrics
     )

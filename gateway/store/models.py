@@ -94,3 +94,31 @@ requests = Table(
     Index("ix_requests_task_id", "task_id"),
     Index("ix_requests_key_created", "key_id", "created_at"),
 )
+
+# Outcomes: whether a task succeeded, from client feedback, a validator or a judge (issue 5).
+# One row per (task, source, scope): ``scope`` is the request id the outcome is about, or ""
+# for a task-level outcome (NULL-free so the unique key holds on every database). Posting the
+# same feedback again rewrites the same row, so retries are idempotent and corrections replace.
+outcomes = Table(
+    "outcomes",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant_id", String(32), nullable=False),
+    Column("task_id", String(32), nullable=False),
+    Column("request_id", String(32), nullable=True),
+    Column("scope", String(32), nullable=False),
+    Column("source", String(16), nullable=False),  # feedback | validator | judge
+    Column("success", Boolean, nullable=False),
+    Column("score", Float, nullable=True),
+    Column("comment", String(4000), nullable=True),
+    Column("detail", JSON, nullable=True),
+    Column("backend", String(128), nullable=True),  # the judge's backend
+    Column("cost_usd", MONEY, nullable=True),  # what the judge's call cost
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("task_id", "source", "scope", name="uq_outcomes_task_source_scope"),
+    Index("ix_outcomes_tenant_updated", "tenant_id", "updated_at"),
+)
+
+# admin-wide reports filter attempts by time alone (migration 0002)
+Index("ix_requests_created", requests.c.created_at)

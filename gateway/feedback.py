@@ -1,0 +1,229 @@
+"""Task outcomes: ``POST /v1/feedback`` and recording an outcome (feedback, validator, judge).
+
+An outcome says whether a task succeeded. It comes from one of three sources — the client's
+feedback, an automatic validator, or a judge model — and is stored in ``outcomes``, one row per
+(task, source, scope) where scope is the request the outcome is about ("" = the whole task).
+
+Idempotency: an outcome row's id is derived from (task, source, scope), and a write replaces
+the row. Posting the same feedback twice (a client retry) leaves one row and answers
+``"status": "unchanged"``; posting a different verdict for the same task or request is a
+correction and replaces the earlier one (``"status": "updated"``). Feedback can never be
+counted twice.
+
+How a task's outcome is decided from its rows lives in ``gateway.reports`` (client feedback
+first, then the judge, then validators; within a source the latest wins).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.api import MAX_TASK_ID, runtime_of
+from gateway.dispatch import task_uuid
+from gateway.errors import NotFound
+from gateway.pricing import format_usd
+from gateway.store.models import outcomes as outcomes_table
+from gateway.store.models import requests as requests_table
+from gateway.store.models import tasks as tasks_table
+
+router = APIRouter()
+
+Source = Literal["feedback", "validator", "judge"]
+SOURCES: tuple[Source, ...] = ("feedback", "judge", "validator")  # precedence order
+OUTCOME_NAMESPACE = uuid.UUID("0b7c2a55-3f1e-4f7a-8d0c-5e6a9b1d2c34")
+MAX_COMMENT = 4000
+
+
+def outcome_id(task_id: str, source: str, scope: str) -> str:
+    return uuid.uuid5(OUTCOME_NAMESPACE, f"{task_id}\x00{source}\x00{scope}").hex
+
+
+class FeedbackRequest(BaseModel):
+    """Body of ``POST /v1/feedback``: exactly one of request_id / task_id, and the verdict."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str | None = Field(default=None, min_length=1, max_length=32)
+    task_id: str | None = Field(default=None, min_length=1, max_length=MAX_TASK_ID)
+    success: bool
+    score: float | None = Field(default=None, ge=0, le=1)
+    comment: str | None = Field(default=None, max_length=MAX_COMMENT)
+
+    @model_validator(mode="after")
+    def _one_id(self) -> FeedbackRequest:
+        if (self.request_id is None) == (self.task_id is None):
+            raise ValueError("give exactly one of request_id (x-tollgate-request-id) or task_id")
+        return self
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One verdict about a task (or one request of it) to record."""
+
+    tenant_id: str
+    task_id: str  # internal task id (``task_uuid``)
+    source: Source
+    success: bool
+    request_id: str | None = None
+    score: float | None = None
+    comment: str | None = None
+    detail: dict[str, Any] | None = None
+    backend: str | None = None
+    cost_usd: Decimal | None = None
+
+    @property
+    def scope(self) -> str:
+        return self.request_id or ""
+
+    @property
+    def id(self) -> str:
+        return outcome_id(self.task_id, self.source, self.scope)
+
+
+_COMPARED = ("success", "score", "comment", "detail", "backend", "cost_usd", "request_id")
+
+
+def _same(row: Any, outcome: Outcome) -> bool:
+    for col in _COMPARED:
+        old, new = row[col], getattr(outcome, col)
+        if col == "cost_usd" and old is not None and new is not None:
+            if Decimal(str(old)) != Decimal(str(new)):
+                return False
+        elif old != new:
+            return False
+    return True
+
+
+async def record_outcome(engine: AsyncEngine, outcome: Outcome) -> tuple[str, dict[str, Any]]:
+    """Insert or replace an outcome; returns (created|updated|unchanged, the stored row)."""
+    now = datetime.now(UTC)
+    values: dict[str, Any] = {
+        "id": outcome.id,
+        "tenant_id": outcome.tenant_id,
+        "task_id": outcome.task_id,
+        "request_id": outcome.request_id,
+        "scope": outcome.scope,
+        "source": outcome.source,
+        "success": outcome.success,
+        "score": outcome.score,
+        "comment": outcome.comment,
+        "detail": outcome.detail,
+        "backend": outcome.backend,
+        "cost_usd": outcome.cost_usd,
+        "created_at": now,
+        "updated_at": now,
+    }
+    async with engine.begin() as conn:
+        existing = (
+            (await conn.execute(select(outcomes_table).where(outcomes_table.c.id == outcome.id)))
+            .mappings()
+            .first()
+        )
+        if existing is not None and _same(existing, outcome):
+            return "unchanged", dict(existing)
+        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(outcomes_table).values(values)
+        update = {k: v for k, v in values.items() if k not in ("id", "created_at")}
+        # a concurrent first write of the same id is a replace too, never a duplicate row
+        await conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=update))
+        row = (
+            (await conn.execute(select(outcomes_table).where(outcomes_table.c.id == outcome.id)))
+            .mappings()
+            .one()
+        )
+    return ("created" if existing is None else "updated"), dict(row)
+
+
+async def resolve_task(
+    engine: AsyncEngine, tenant_id: str, *, request_id: str | None, task_ref: str | None
+) -> tuple[str, str]:
+    """(internal task id, client task id) of one of this tenant's requests or tasks; 404 else."""
+    async with engine.connect() as conn:
+        if request_id is not None:
+            row = (
+                await conn.execute(
+                    select(requests_table.c.task_id)
+                    .where(requests_table.c.request_id == request_id)
+                    .where(requests_table.c.tenant_id == tenant_id)
+                    .limit(1)
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"no request {request_id!r} for this tenant", param="request_id")
+            internal = str(row[0])
+            ref = (
+                await conn.execute(
+                    select(tasks_table.c.external_id).where(tasks_table.c.id == internal)
+                )
+            ).scalar()
+            return internal, str(ref) if ref is not None else ""
+        assert task_ref is not None
+        internal = task_uuid(tenant_id, task_ref)
+        found = (
+            await conn.execute(
+                select(tasks_table.c.id)
+                .where(tasks_table.c.id == internal)
+                .where(tasks_table.c.tenant_id == tenant_id)
+            )
+        ).first()
+        if found is None:
+            raise NotFound(f"no task {task_ref!r} for this tenant", param="task_id")
+        return internal, task_ref
+
+
+def render_outcome(row: dict[str, Any], task_ref: str, status: str) -> dict[str, Any]:
+    return {
+        "object": "tollgate.outcome",
+        "id": row["id"],
+        "status": status,
+        "task_id": task_ref,
+        "request_id": row["request_id"],
+        "source": row["source"],
+        "success": bool(row["success"]),
+        "score": row["score"],
+        "comment": row["comment"],
+        "cost_usd": format_usd(Decimal(str(row["cost_usd"])))
+        if row["cost_usd"] is not None
+        else None,
+        "created_at": row["created_at"].isoformat(),
+        "updated_at": row["updated_at"].isoformat(),
+    }
+
+
+@router.post("/v1/feedback", tags=["tollgate"])
+async def post_feedback(
+    request: Request, payload: FeedbackRequest, authorization: str | None = Header(default=None)
+) -> JSONResponse:
+    """Record the client's verdict on one of its tasks (by task id or by one request's id)."""
+    rt = runtime_of(request)
+    principal = await rt.auth.authenticate(authorization)
+    await rt.writer.flush()  # a request answered a moment ago must be found
+    internal, ref = await resolve_task(
+        rt.engine, principal.tenant_id, request_id=payload.request_id, task_ref=payload.task_id
+    )
+    status, row = await record_outcome(
+        rt.engine,
+        Outcome(
+            tenant_id=principal.tenant_id,
+            task_id=internal,
+            source="feedback",
+            success=payload.success,
+            request_id=payload.request_id,
+            score=payload.score,
+            comment=payload.comment,
+        ),
+    )
+    return JSONResponse(
+        render_outcome(row, ref, status), status_code=201 if status == "created" else 200
+    )
