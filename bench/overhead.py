@@ -99,6 +99,8 @@ class PhaseResult:
     mean_ms: float | None = None
     max_ms: float | None = None
     send_lag_p99_ms: float | None = None  # how late the generator sent (its own overload)
+    bench_cpu_cores: float | None = None  # CPU used by generator + upstream + target, in cores
+    other_cpu_cores: float | None = None  # CPU used by everything else on the host, in cores
     upstream_requests: int | None = None
     added_p50_ms: float | None = None
     added_p99_ms: float | None = None
@@ -431,6 +433,51 @@ class Processes:
                 self.stop(proc, grace_s=5.0)
 
 
+@dataclass
+class CpuSnapshot:
+    wall: float
+    host_busy_s: float
+    ours_s: float
+    pids: list[int]
+
+
+def _host_busy_s() -> float:
+    """Busy CPU seconds of the whole host since boot (all cores), from /proc/stat."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return 0.0
+    ticks = [int(x) for x in fields[:8]]
+    busy = sum(ticks) - ticks[3] - ticks[4]  # minus idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu_s(pid: int) -> float:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def cpu_snapshot(pids: list[int]) -> CpuSnapshot:
+    own = os.times()
+    ours = own.user + own.system + sum(_proc_cpu_s(p) for p in pids)
+    return CpuSnapshot(time.monotonic(), _host_busy_s(), ours, pids)
+
+
+def cpu_since(before: CpuSnapshot) -> tuple[float | None, float | None]:
+    """(cores used by this bench's processes, cores used by everything else) since ``before``:
+    other engineers' jobs on a shared 2-core box skew a phase, and this shows when."""
+    after = cpu_snapshot(before.pids)
+    wall = after.wall - before.wall
+    if wall <= 0 or after.host_busy_s == 0.0:
+        return None, None
+    ours = (after.ours_s - before.ours_s) / wall
+    others = max(0.0, (after.host_busy_s - before.host_busy_s) / wall - ours)
+    return round(ours, 2), round(others, 2)
+
+
 def wait_ready(
     url: str,
     proc: subprocess.Popen[bytes],
@@ -697,15 +744,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(ALL_TARGETS),
         help="comma list of direct,tollgate,litellm (direct is always measured)",
     )
-    p.add_argument("--rates", default="25,50,100,200,400", help="open-loop req/s, comma list")
-    p.add_argument("--duration", type=float, default=8.0, help="seconds per open-loop phase")
-    p.add_argument("--max-duration", type=float, default=10.0, help="closed-loop phase seconds")
+    p.add_argument("--rates", help="open-loop req/s, comma list (default 25,50,100,200,400)")
+    p.add_argument("--duration", type=float, help="seconds per open-loop phase (default 8)")
+    p.add_argument("--max-duration", type=float, help="closed-loop phase seconds (default 10)")
     p.add_argument(
         "--concurrency",
         default="16,64",
         help="closed-loop worker counts, comma list; max sustained req/s = best of them",
     )
-    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per target")
+    p.add_argument("--warmup", type=float, help="warm-up seconds per target (default 2)")
     p.add_argument("--timeout", type=float, default=10.0, help="per-request timeout seconds")
     p.add_argument("--max-inflight", type=int, default=2000, help="open-loop in-flight cap")
     p.add_argument(
@@ -743,11 +790,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=REPO / "bench" / "out" / "overhead.json")
     p.add_argument("--keep-tmp", action="store_true", help="keep logs and the SQLite file")
     args = p.parse_args(argv)
+    # --quick changes the defaults only; explicit options still win
+    defaults = {"rates": "25,50,100,200,400", "duration": 8.0, "max_duration": 10.0, "warmup": 2.0}
     if args.quick:
-        args.rates = "50,200"
-        args.duration = min(args.duration, 3.0)
-        args.max_duration = min(args.max_duration, 4.0)
-        args.warmup = min(args.warmup, 1.0)
+        defaults = {"rates": "50,200", "duration": 3.0, "max_duration": 4.0, "warmup": 1.0}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     return args
 
 
@@ -855,7 +904,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             def measure(name: str, phase: Callable[[LoadGen], Any]) -> PhaseResult:
                 only(name)
                 upstream.reset(config=False, stats=True)
+                pids = [p for p in (upstream.proc, targets[name].proc) if p is not None]
+                before = cpu_snapshot([p.pid for p in pids])
                 res: PhaseResult = run_async(phase(gens[name]))
+                res.bench_cpu_cores, res.other_cpu_cores = cpu_since(before)
                 res.upstream_requests = int(upstream.stats()["total_requests"])
                 results.append(res)
                 log(
@@ -1071,6 +1123,8 @@ def print_report(report: dict[str, Any]) -> None:
             "upstream and the server under test (others paused: "
             f"{'yes' if plan['isolate'] else 'no'}; pinned: {'yes' if plan['pin'] else 'no'})."
             " added = target minus direct at the same rate. Latency from scheduled send."
+            " cores bench/other = CPU cores used during the phase by generator + upstream +"
+            " target / by every other process on the host (shared machine: compare with care)."
         ),
     )
     for col in (
@@ -1084,6 +1138,7 @@ def print_report(report: dict[str, Any]) -> None:
         "added p50 ms",
         "added p99 ms",
         "gen lag p99 ms",
+        "cores bench/other",
     ):
         table.add_column(col, justify="left" if col in ("phase", "target", "errors") else "right")
     rates = [r for r in results if r.phase == "rate"]
@@ -1104,6 +1159,7 @@ def print_report(report: dict[str, Any]) -> None:
             _f(r.added_p50_ms),
             _f(r.added_p99_ms),
             _f(r.send_lag_p99_ms),
+            _cores(r),
         )
     table.add_section()
     maxes.sort(key=lambda r: (r.concurrency or 0, order[r.target]))
@@ -1121,15 +1177,14 @@ def print_report(report: dict[str, Any]) -> None:
             _f(r.added_p50_ms),
             _f(r.added_p99_ms),
             "",
+            _cores(r),
         )
     if report.get("ratios"):
         table.add_section()
         for ratio in report["ratios"]:
             if str(ratio["rate"]).startswith("max"):
                 label = "max (best)" if ratio["rate"] == "max" else ratio["rate"]
-                table.add_row(
-                    label, "Tollgate/LiteLLM", _f(ratio["rps"], 2), "", "", "", "", "", "", ""
-                )
+                table.add_row(label, "Tollgate/LiteLLM", _f(ratio["rps"], 2), *([""] * 8))
             else:
                 table.add_row(
                     f"{ratio['rate']:g} req/s",
@@ -1141,6 +1196,7 @@ def print_report(report: dict[str, Any]) -> None:
                     _f(ratio["p99"], 2),
                     _f(ratio["added_p50"], 2),
                     _f(ratio["added_p99"], 2),
+                    "",
                     "",
                 )
     console.print(table)
@@ -1164,6 +1220,12 @@ def print_report(report: dict[str, Any]) -> None:
             f"{'MET' if goals['less_added_latency_at_every_rate'] else 'NOT MET'}; "
             f"more max req/s: {'MET' if goals['more_max_rps'] else 'NOT MET'}"
         )
+
+
+def _cores(r: PhaseResult) -> str:
+    if r.bench_cpu_cores is None or r.other_cpu_cores is None:
+        return "-"
+    return f"{r.bench_cpu_cores:.2f}/{r.other_cpu_cores:.2f}"
 
 
 def _errs(r: PhaseResult) -> str:
