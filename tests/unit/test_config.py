@@ -1,0 +1,78 @@
+"""Config schema and loader: every error names the YAML path and line; env overrides."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, load_config, load_config_text
+from gateway.settings import Settings
+
+MINIMAL = """\
+backends:
+  - name: local
+    model: openai/some-model          # any litellm model string
+    api_base: http://127.0.0.1:9000/v1
+    api_key: os.environ/LOCAL_KEY
+    input_cost_per_token: 0.0000002   # optional price override, USD
+    output_cost_per_token: 0.0000006
+"""
+
+
+def test_minimal_backend_entry_from_the_issue_is_accepted() -> None:
+    cfg = load_config_text(MINIMAL)
+    (b,) = cfg.backends
+    assert b.api_key is not None and b.api_key.env == "LOCAL_KEY"
+    assert b.input_cost_per_token == Decimal("0.0000002") and b.is_local
+
+
+def issues(text: str) -> list[tuple[str, int | None, str]]:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text, "c.yaml")
+    return [(i.path, i.line, i.message) for i in info.value.issues]
+
+
+def test_errors_carry_path_and_line() -> None:
+    found = issues(MINIMAL.replace("api_key: os.environ/LOCAL_KEY", "api_key: sk-plaintext")
+                   + "    colour: red\n    timeout_s: 0\n")
+    assert ("backends[0].api_key", 5) == found[0][:2] and "os.environ/NAME" in found[0][2]
+    paths = {(p, line) for p, line, _ in found}
+    assert ("backends[0].colour", 8) in paths and ("backends[0].timeout_s", 9) in paths
+
+
+def test_cross_reference_errors_are_located() -> None:
+    text = MINIMAL + "policies:\n  p:\n    candidates: [local, ghost]\naliases:\n  auto: tollgate/nope\n"
+    found = issues(text)
+    assert found[0][0] == "policies.p.candidates[1]" and found[0][1] == 10
+    assert "ghost" in found[0][2]
+
+
+def test_yaml_syntax_error_has_line() -> None:
+    (issue,) = issues("backends:\n  - name: a\n    model: [unclosed\n")
+    assert issue[1] is not None and issue[1] >= 3
+
+
+def test_duplicate_backend_and_half_prices() -> None:
+    text = MINIMAL + "  - name: local\n    model: openai/x\n    input_cost_per_token: 1\n"
+    found = issues(text)
+    messages = " ".join(m for _, _, m in found)
+    assert "both input_cost_per_token and output_cost_per_token" in messages
+
+
+def test_shipped_config_is_valid() -> None:
+    cfg = load_config(Path(__file__).resolve().parents[2] / "config.yaml")
+    assert {b.name for b in cfg.backends} >= {"local-moe", "premium-api"}
+    local = cfg.backend("local-moe")
+    assert local is not None and local.self_hosted is not None
+
+
+def test_environment_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(MINIMAL)
+    env = {"TOLLGATE_DATABASE_URL": "postgresql://u@h/db", "TOLLGATE_REDIS_URL": "redis://r:1/0",
+           "TOLLGATE_ADMIN_KEY": "admin-zq9"}
+    s = Settings.from_env(str(path), environ=env)
+    assert (s.database_url, s.redis_url, s.admin_key) == ("postgresql://u@h/db", "redis://r:1/0", "admin-zq9")
+    assert "admin-zq9" not in repr(s)
