@@ -1,0 +1,93 @@
+"""Artifact round trip, hash verification, and the shipped default artifact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from predictors.artifact import (
+    DEFAULT_ARTIFACT_DIR,
+    METADATA_FILE,
+    WEIGHTS_FILE,
+    ArtifactError,
+    read_artifact,
+    write_artifact,
+)
+from predictors.outcome_model import OutcomeModel, TrainConfig, fit_outcome_model
+from predictors.service import load_artifact
+
+META = {"name": "t", "profiles": ["a", "b"], "embedder": {"max_tokens": 64}}
+
+
+def _arrays() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {"w": rng.normal(size=(3, 4)).astype(np.float32), "a": np.zeros(2, np.float32)}
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    meta = write_artifact(tmp_path, _arrays(), META)
+    arrays, meta2 = read_artifact(tmp_path)
+    np.testing.assert_array_equal(arrays["w"], _arrays()["w"])
+    assert meta2["content_hash"] == meta["content_hash"]
+    assert meta2["version"] == f"t-{meta['content_hash'][:12]}"
+
+
+def test_same_content_same_version(tmp_path: Path) -> None:
+    a = write_artifact(tmp_path / "a", _arrays(), META)
+    b = write_artifact(tmp_path / "b", _arrays(), META)
+    assert a["version"] == b["version"]
+
+
+def test_tampered_weights_rejected(tmp_path: Path) -> None:
+    write_artifact(tmp_path, _arrays(), META)
+    data = bytearray((tmp_path / WEIGHTS_FILE).read_bytes())
+    data[-1] ^= 0x01
+    (tmp_path / WEIGHTS_FILE).write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="hash mismatch"):
+        read_artifact(tmp_path)
+
+
+def test_tampered_metadata_rejected(tmp_path: Path) -> None:
+    write_artifact(tmp_path, _arrays(), META)
+    meta = json.loads((tmp_path / METADATA_FILE).read_text())
+    meta["profiles"] = ["a", "evil"]
+    (tmp_path / METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="hash mismatch"):
+        read_artifact(tmp_path)
+
+
+def test_missing_files_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError):
+        read_artifact(tmp_path)
+
+
+def test_shipped_default_artifact_is_valid_and_small() -> None:
+    arrays, meta = read_artifact(DEFAULT_ARTIFACT_DIR)
+    size = sum(p.stat().st_size for p in DEFAULT_ARTIFACT_DIR.iterdir())
+    assert size < 10 * 1024 * 1024
+    assert "gpt-4-1106-preview" in meta["profiles"]
+    assert "mistralai/mixtral-8x7b-chat" in meta["profiles"]
+    assert "gemini-1.5-flash-002" in meta["profiles"]
+    assert meta["metrics_holdout"]["brier"] < 0.25  # better than a coin
+    pred = load_artifact()
+    assert pred.version == meta["version"]
+    assert arrays["u"].shape[0] == len(pred.profiles)
+
+
+def test_outcome_model_learns_and_is_calibrated_on_synthetic_data() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(1500, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    logits = np.stack([4 * x[:, 0], 4 * x[:, 0] + 1.0], axis=1)
+    y = (rng.random(logits.shape) < 1 / (1 + np.exp(-logits))).astype(np.float32)
+    y[:200, 1] = np.nan  # missing labels are skipped
+    model = fit_outcome_model(x, y, ["weak", "strong"], TrainConfig(rank=2, steps=300))
+    p = model.predict_proba(x)
+    assert (p[:, 1] > p[:, 0]).mean() > 0.9  # the stronger profile is ranked higher
+    assert np.corrcoef(p[:, 0], x[:, 0])[0, 1] > 0.9
+    assert abs(np.nanmean(y[:, 0]) - p[:, 0].mean()) < 0.03
+    clone = OutcomeModel(model.profiles, model.arrays)
+    np.testing.assert_allclose(clone.predict_proba(x[:5]), p[:5])
