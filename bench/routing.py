@@ -1,6 +1,6 @@
 """Routing benchmark: does the predictor send queries to cheaper backends that still succeed?
 
-For RouterBench (real per-query USD cost) and MMLU-Pro (README token convention × prices.csv),
+For RouterBench (real per-query USD cost) and MMLU-Pro (README token convention x prices.csv),
 on 5 seeded 70/30 splits by query (training only ever sees the 70 %), every router's cost knob
 is swept and scored on the 30 % with the recorded outcomes and costs:
 
@@ -27,12 +27,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from predictors.calibration import brier_score, expected_calibration_error, roc_auc  # noqa: E402
-from predictors.datasets import OutcomeTable, read_dataset, split_ids  # noqa: E402
-from predictors.embedding import Embedder  # noqa: E402
-from predictors.embedding_cache import embed_cached  # noqa: E402
-from predictors.outcome_model import TrainConfig, fit_outcome_model  # noqa: E402
-from predictors.routing_eval import (  # noqa: E402
+from predictors.calibration import brier_score, expected_calibration_error, roc_auc
+from predictors.datasets import OutcomeTable, read_dataset, split_ids
+from predictors.embedding import Embedder
+from predictors.embedding_cache import embed_cached
+from predictors.outcome_model import TrainConfig, fit_outcome_model
+from predictors.routing_eval import (
     aiq,
     cost_to_reach,
     hull,
@@ -319,7 +319,7 @@ def _plot(name: str, curves: dict[str, Curve], singles: list[str], best: int) ->
     ax.set_xscale("log")
     ax.set_xlabel("mean cost per query (USD, log)")
     ax.set_ylabel("accuracy")
-    ax.set_title(f"{name}: cost–accuracy on the 30% test split (seed 0)")
+    ax.set_title(f"{name}: cost-accuracy on the 30% test split (seed 0)")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(OUT / f"routing_{name}.png", dpi=120)

@@ -1,4 +1,4 @@
-"""Cost–quality curve metrics for routers, as used by RouterBench and ``bench/routing.py``.
+"""Cost-quality curve metrics for routers, as used by RouterBench and ``bench/routing.py``.
 
 This module owns the arithmetic of judging a router from its (cost, quality) operating points:
 

@@ -65,7 +65,7 @@ def test_alpacaeval_scores() -> None:
 def test_split_is_seeded_and_disjoint() -> None:
     ids = [str(i) for i in range(100)]
     a_tr, a_te = split_ids(ids, 3)
-    b_tr, b_te = split_ids(ids, 3)
+    b_tr, _ = split_ids(ids, 3)
     assert a_tr == b_tr and len(a_tr) == 70 and len(a_te) == 30
     assert not set(a_tr) & set(a_te)
     assert split_ids(ids, 4)[0] != a_tr
