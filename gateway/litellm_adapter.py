@@ -48,6 +48,18 @@ def _call_kwargs(backend: BackendConfig, body: dict[str, Any]) -> dict[str, Any]
     return kwargs
 
 
+def _openai_shape(resp: dict[str, Any]) -> dict[str, Any]:
+    """Drop litellm's own bookkeeping fields so clients get the provider's OpenAI shape."""
+    resp.pop("provider_specific_fields", None)
+    for choice in resp.get("choices") or []:
+        choice.pop("provider_specific_fields", None)
+        for part in ("message", "delta"):
+            inner = choice.get(part)
+            if isinstance(inner, dict):
+                inner.pop("provider_specific_fields", None)
+    return resp
+
+
 def _retry_after(exc: Exception) -> float | None:
     for source in (getattr(exc, "litellm_response_headers", None), getattr(getattr(exc, "response", None), "headers", None)):
         if source is None:
@@ -99,7 +111,7 @@ class LiteLLMCaller:
             resp = await litellm.acompletion(**_call_kwargs(backend, body))
         except Exception as exc:
             raise classify(exc) from exc
-        return resp.model_dump()  # type: ignore[no-any-return,union-attr]
+        return _openai_shape(resp.model_dump())  # type: ignore[union-attr]
 
     async def chat_stream(
         self, backend: BackendConfig, body: dict[str, Any]
@@ -113,7 +125,7 @@ class LiteLLMCaller:
             raise classify(exc) from exc
         try:
             async for chunk in stream:  # type: ignore[union-attr]
-                yield chunk.model_dump(exclude_none=True)
+                yield _openai_shape(chunk.model_dump(exclude_none=True))
         except Exception as exc:
             raise classify(exc) from exc
         finally:
@@ -138,7 +150,7 @@ class LiteLLMCaller:
             raise classify(exc) from exc
         try:
             async for chunk in stream:  # type: ignore[union-attr]
-                yield chunk.model_dump(exclude_none=True) if hasattr(chunk, "model_dump") else dict(chunk)
+                yield _openai_shape(chunk.model_dump(exclude_none=True)) if hasattr(chunk, "model_dump") else dict(chunk)
         except Exception as exc:
             raise classify(exc) from exc
         finally:
