@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from gateway import __version__, admin, api, feedback, health
+from gateway import __version__, admin, api, dashboard, feedback, health
 from gateway.errors import install_error_handlers
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics
@@ -86,6 +86,7 @@ def create_app(settings: Settings, *, caller: BackendCaller | None = None) -> Fa
     app.include_router(admin.router)
     app.include_router(health.router)
     app.include_router(feedback.router)
+    app.include_router(dashboard.router)
     app.add_middleware(
         GatewayMiddleware, max_body_bytes=settings.config.server.max_body_bytes, metrics=metrics
     )

@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gateway import cli_report
+
 app = typer.Typer(
     name="tollgate",
     help="Tollgate: a cost-aware, OpenAI-compatible LLM gateway.",
@@ -24,6 +26,7 @@ keys_app = typer.Typer(help="Create, list and revoke virtual API keys.", no_args
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+app.add_typer(cli_report.app, name="report")
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)

@@ -1,0 +1,262 @@
+"""``tollgate report spend|tasks``: the reports of ``gateway.reports`` read straight from the store,
+printed as a rich table, CSV or JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gateway.reports import GROUP_BYS, Report, ReportQuery, parse_when, report
+
+app = typer.Typer(help="Spend and cost-per-successful-task reports.", no_args_is_help=True)
+err = Console(stderr=True, soft_wrap=True)
+
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option("--config", "-c", help="config file (default: $TOLLGATE_CONFIG or config.yaml)"),
+]
+GroupOpt = Annotated[str, typer.Option("--group-by", "-g", help=" | ".join(GROUP_BYS))]
+SinceOpt = Annotated[
+    str | None, typer.Option("--since", help="start: ISO date/time or an age (7d, 12h)")
+]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="end (exclusive), same forms")]
+TenantOpt = Annotated[str | None, typer.Option("--tenant", help="only this tenant (by name)")]
+BaselineOpt = Annotated[
+    str | None,
+    typer.Option("--baseline", help="backend to price savings on (default: most expensive)"),
+]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table | csv | json")]
+
+COLUMNS = (
+    ("label", "group"),
+    ("requests", "requests"),
+    ("attempts", "attempts"),
+    ("prompt_tokens", "in tok"),
+    ("completion_tokens", "out tok"),
+    ("spend_usd", "spend $"),
+    ("tasks", "tasks"),
+    ("succeeded", "ok"),
+    ("failed", "failed"),
+    ("unknown", "unknown"),
+    ("success_rate", "success"),
+    ("cost_per_successful_task_usd", "$/ok task"),
+    ("p50_latency_ms", "p50 ms"),
+    ("p95_latency_ms", "p95 ms"),
+    ("error_rate", "errors"),
+    ("fallback_rate", "fallback"),
+    ("baseline_cost_usd", "baseline $"),
+)
+
+
+def _load(config: str | None) -> tuple[str, Any]:
+    """(database URL, config or None): the environment wins; the config file is optional."""
+    from gateway.config import ConfigError, load_config
+    from gateway.settings import DEFAULT_CONFIG, DEFAULT_DATABASE_URL
+
+    path = config or os.environ.get("TOLLGATE_CONFIG") or DEFAULT_CONFIG
+    cfg = None
+    if os.path.exists(path):
+        try:
+            cfg = load_config(path)
+        except ConfigError as exc:
+            for issue in exc.issues:
+                err.print(f"[red]error[/red] {issue}", highlight=False)
+            raise typer.Exit(2) from None
+    elif config is not None:
+        err.print(f"[red]error[/red] config file not found: {config}")
+        raise typer.Exit(2)
+    url = os.environ.get("TOLLGATE_DATABASE_URL") or (cfg.store.url if cfg else None)
+    return url or DEFAULT_DATABASE_URL, cfg
+
+
+def _prices(cfg: Any) -> dict[str, Any]:
+    if cfg is None:
+        return {}
+    from gateway.pricing import resolve_price
+
+    caller: Any = _NoCatalog()
+    if any(b.input_cost_per_token is None and b.self_hosted is None for b in cfg.backends):
+        from gateway.litellm_adapter import LiteLLMCaller  # heavy: only for catalog prices
+
+        caller = LiteLLMCaller()
+    return {b.name: resolve_price(b, caller) for b in cfg.backends}
+
+
+class _NoCatalog:
+    def catalog_price(self, backend: Any) -> None:
+        return None
+
+
+async def build(
+    kind: str,
+    url: str,
+    cfg: Any,
+    *,
+    group_by: str,
+    since: str | None,
+    until: str | None,
+    tenant: str | None,
+    baseline: str | None,
+) -> Report:
+    from sqlalchemy import select
+
+    from gateway.migrate import upgrade_database
+    from gateway.store.database import create_engine
+    from gateway.store.models import tenants
+
+    await asyncio.to_thread(upgrade_database, url)
+    engine = create_engine(url)
+    try:
+        tenant_id = None
+        if tenant is not None:
+            async with engine.connect() as conn:
+                tenant_id = (
+                    await conn.execute(select(tenants.c.id).where(tenants.c.name == tenant))
+                ).scalar()
+            if tenant_id is None:
+                err.print(f"[red]error[/red] no tenant {tenant!r}")
+                raise typer.Exit(1)
+        tags: dict[str, list[str]] = {}
+        for b in cfg.backends if cfg else []:
+            for tag in b.tags:
+                tags.setdefault(tag, []).append(b.name)
+        q = ReportQuery(
+            group_by=group_by,  # type: ignore[arg-type]
+            start=parse_when(since),
+            end=parse_when(until),
+            tenant_id=tenant_id,
+            tags={t: tuple(v) for t, v in tags.items()},
+        )
+        return await report(engine, kind, q, prices=_prices(cfg), baseline=baseline)  # type: ignore[arg-type]
+    finally:
+        await engine.dispose()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}" if value < 10 else f"{value:.0f}"
+    return str(value)
+
+
+def render(rep: Report, fmt: str, out: Any = None) -> None:
+    out = out or sys.stdout
+    data = rep.as_dict()
+    if fmt == "json":
+        out.write(json.dumps(data, indent=2) + "\n")
+        return
+    rows = [*data["rows"], {**data["total"], "label": "TOTAL"}]
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["group", *(key for key, _ in COLUMNS[1:])])
+        for row in rows:
+            writer.writerow(["" if row[k] is None else row[k] for k, _ in COLUMNS])
+        out.write(buf.getvalue())
+        return
+    title = f"{rep.kind} by {rep.query.group_by}"
+    if rep.query.start or rep.query.end:
+        title += f" ({data['start'] or '…'} → {data['end'] or 'now'})"
+    table = Table(title=title)
+    for _, header in COLUMNS:
+        table.add_column(header, justify="left" if header == "group" else "right")
+    for i, row in enumerate(rows):
+        table.add_row(*(_cell(row[k]) for k, _ in COLUMNS), end_section=i == len(rows) - 2)
+    console = Console(file=out, soft_wrap=False, width=max(160, Console().width))
+    console.print(table)
+    s = data["savings"]
+    if s:
+        console.print(
+            f"savings vs always [bold]{s['baseline']}[/bold]: spent ${s['actual_spend_usd']} "
+            f"instead of ${s['baseline_cost_usd']} (saved ${s['saved_usd']}"
+            + (f", {s['saved_fraction']:.1%}" if s["saved_fraction"] is not None else "")
+            + f"); success rate {_pct(s['actual_success_rate'])} vs "
+            f"{_pct(s['baseline_success_rate'])} on {s['baseline']} "
+            f"({s['baseline_tasks_with_known_outcome']} of its tasks with a known outcome)",
+            highlight=False,
+        )
+    console.print(
+        "tasks with no outcome are 'unknown', never successes; $/ok task = all spend ÷ "
+        "succeeded tasks (docs/reports.md)",
+        style="dim",
+    )
+
+
+def _pct(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.1%}"
+
+
+def _run(kind: str, **kw: Any) -> None:
+    group_by, fmt = kw.pop("group_by"), kw.pop("fmt")
+    if group_by not in GROUP_BYS:
+        err.print(f"[red]error[/red] --group-by must be one of {', '.join(GROUP_BYS)}")
+        raise typer.Exit(2)
+    if fmt not in ("table", "csv", "json"):
+        err.print("[red]error[/red] --format must be table, csv or json")
+        raise typer.Exit(2)
+    url, cfg = _load(kw.pop("config"))
+    if kw["baseline"] is not None and (cfg is None or cfg.backend(kw["baseline"]) is None):
+        err.print(f"[red]error[/red] unknown baseline backend {kw['baseline']!r}")
+        raise typer.Exit(2)
+    try:
+        rep = asyncio.run(build(kind, url, cfg, group_by=group_by, **kw))
+    except ValueError as exc:
+        err.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(2) from None
+    render(rep, fmt)
+
+
+@app.command("spend")
+def spend(
+    group_by: GroupOpt = "backend",
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    tenant: TenantOpt = None,
+    baseline: BaselineOpt = None,
+    fmt: FormatOpt = "table",
+    config: ConfigOpt = None,
+) -> None:
+    """Spend by attempt: requests, tokens, spend, success, $/successful task, latency, errors."""
+    _run(
+        "spend",
+        group_by=group_by,
+        since=since,
+        until=until,
+        tenant=tenant,
+        baseline=baseline,
+        fmt=fmt,
+        config=config,
+    )
+
+
+@app.command("tasks")
+def tasks(
+    group_by: GroupOpt = "policy",
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    tenant: TenantOpt = None,
+    baseline: BaselineOpt = None,
+    fmt: FormatOpt = "table",
+    config: ConfigOpt = None,
+) -> None:
+    """Whole tasks, grouped by their final attempt: cost per successful task, success rate."""
+    _run(
+        "tasks",
+        group_by=group_by,
+        since=since,
+        until=until,
+        tenant=tenant,
+        baseline=baseline,
+        fmt=fmt,
+        config=config,
+    )

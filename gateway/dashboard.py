@@ -1,0 +1,158 @@
+"""Reports over HTTP: ``GET /v1/spend`` (JSON reports), ``GET /v1/dashboard/data`` (everything
+the dashboard shows, in one call) and ``GET /dashboard`` (the static page that draws it).
+
+Scope: a tenant key sees its own tenant; the admin key sees every tenant, or one with
+``?tenant=NAME``. The page itself carries no data and needs no key to load: it asks for a key
+(kept in the browser's session storage, or passed in the URL fragment ``#key=…``, which is never
+sent to the server) and calls the data endpoint with it.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import HTMLResponse
+from sqlalchemy import select
+
+from gateway.api import runtime_of
+from gateway.errors import InvalidRequest, NotFound
+from gateway.reports import GROUP_BYS, ReportQuery, parse_when, recent_failures, report
+from gateway.runtime import Runtime
+from gateway.store.models import tenants
+
+router = APIRouter()
+
+
+@dataclass(frozen=True)
+class Scope:
+    tenant_id: str | None  # None: all tenants
+    tenant_name: str | None
+    admin: bool
+
+
+def _is_admin(rt: Runtime, authorization: str | None) -> bool:
+    admin = rt.settings.admin_key
+    if not admin or not authorization:
+        return False
+    scheme, _, token = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        token.strip().encode(), admin.encode()
+    )
+
+
+async def resolve_scope(rt: Runtime, authorization: str | None, tenant: str | None) -> Scope:
+    if _is_admin(rt, authorization):
+        if tenant is None:
+            return Scope(None, None, True)
+        async with rt.engine.connect() as conn:
+            tid = (
+                await conn.execute(select(tenants.c.id).where(tenants.c.name == tenant))
+            ).scalar()
+        if tid is None:
+            raise NotFound(f"no tenant {tenant!r}", param="tenant")
+        return Scope(str(tid), tenant, True)
+    principal = await rt.auth.authenticate(authorization)
+    if tenant is not None and tenant != principal.tenant_name:
+        raise InvalidRequest("a tenant key can only report on its own tenant", param="tenant")
+    return Scope(principal.tenant_id, principal.tenant_name, False)
+
+
+def build_query(
+    rt: Runtime, scope: Scope, group_by: str, start: str | None, end: str | None
+) -> ReportQuery:
+    if group_by not in GROUP_BYS:
+        raise InvalidRequest(
+            f"group_by must be one of {', '.join(GROUP_BYS)}, not {group_by!r}", param="group_by"
+        )
+    try:
+        since, until = parse_when(start), parse_when(end)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="start") from None
+    tags: dict[str, list[str]] = {}
+    for backend in rt.config.backends:
+        for tag in backend.tags:
+            tags.setdefault(tag, []).append(backend.name)
+    return ReportQuery(
+        group_by=group_by,  # type: ignore[arg-type]
+        start=since,
+        end=until,
+        tenant_id=scope.tenant_id,
+        tags={t: tuple(b) for t, b in tags.items()},
+    )
+
+
+def prices_of(rt: Runtime) -> dict[str, Any]:
+    return {b.name: rt.price(b) for b in rt.config.backends}
+
+
+def _check_baseline(rt: Runtime, baseline: str | None) -> None:
+    if baseline is not None and rt.config.backend(baseline) is None:
+        raise InvalidRequest(f"unknown baseline backend {baseline!r}", param="baseline")
+
+
+@router.get("/v1/spend", tags=["tollgate"])
+async def get_spend(
+    request: Request,
+    kind: str = Query("spend", description="spend (attempts) or tasks (whole tasks)"),
+    group_by: str = Query("backend", description=" | ".join(GROUP_BYS)),
+    start: str | None = Query(None, description="ISO time or an age such as 7d"),
+    end: str | None = Query(None, description="ISO time or an age; exclusive"),
+    baseline: str | None = Query(None, description="backend to price savings against"),
+    tenant: str | None = Query(None, description="admin key only: one tenant"),
+    authorization: str | None = Header(default=None),
+) -> dict[str, Any]:
+    """Spend or task report for the caller's tenant (the admin key: every tenant)."""
+    rt = runtime_of(request)
+    scope = await resolve_scope(rt, authorization, tenant)
+    if kind not in ("spend", "tasks"):
+        raise InvalidRequest("kind must be spend or tasks", param="kind")
+    _check_baseline(rt, baseline)
+    q = build_query(rt, scope, group_by, start, end)
+    await rt.writer.flush()
+    rep = await report(rt.engine, kind, q, prices=prices_of(rt), baseline=baseline)  # type: ignore[arg-type]
+    return {**rep.as_dict(), "tenant": scope.tenant_name}
+
+
+@router.get("/v1/dashboard/data", tags=["tollgate"])
+async def dashboard_data(
+    request: Request,
+    start: str | None = Query(None),
+    end: str | None = Query(None),
+    baseline: str | None = Query(None),
+    tenant: str | None = Query(None),
+    authorization: str | None = Header(default=None),
+) -> dict[str, Any]:
+    """Every figure the dashboard draws, from the same report functions as ``/v1/spend``."""
+    rt = runtime_of(request)
+    scope = await resolve_scope(rt, authorization, tenant)
+    _check_baseline(rt, baseline)
+    await rt.writer.flush()
+    prices = prices_of(rt)
+
+    async def run(kind: str, group_by: str) -> dict[str, Any]:
+        q = build_query(rt, scope, group_by, start, end)
+        rep = await report(rt.engine, kind, q, prices=prices, baseline=baseline)  # type: ignore[arg-type]
+        return rep.as_dict()
+
+    by_policy = await run("tasks", "policy")
+    return {
+        "object": "tollgate.dashboard",
+        "scope": {"tenant": scope.tenant_name, "admin": scope.admin},
+        "by_day": await run("spend", "day"),
+        "by_backend": await run("spend", "backend"),
+        "by_policy": by_policy,
+        "top_spenders": await run("spend", "key" if scope.tenant_id else "tenant"),
+        "savings": by_policy["savings"],
+        "total": by_policy["total"],
+        "recent_failures": await recent_failures(rt.engine, scope.tenant_id),
+    }
+
+
+@router.get("/dashboard", include_in_schema=False)
+async def dashboard_page() -> HTMLResponse:
+    page = resources.files("gateway").joinpath("dashboard_static/index.html").read_text("utf-8")
+    return HTMLResponse(page, headers={"cache-control": "no-store"})
