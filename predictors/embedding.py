@@ -140,12 +140,13 @@ class Embedder:
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 width = max(len(all_ids[i]) for i in idx)
-                ids = torch.full((len(idx), width), self._pad, dtype=torch.long)
-                mask = torch.zeros((len(idx), width), dtype=torch.long)
+                ids_np = np.full((len(idx), width), self._pad, dtype=np.int64)
+                mask_np = np.zeros((len(idx), width), dtype=np.int64)
                 for row, i in enumerate(idx):
-                    ids[row, : len(all_ids[i])] = torch.tensor(all_ids[i])
-                    mask[row, : len(all_ids[i])] = 1
-                ids, mask = ids.to(self.device), mask.to(self.device)
+                    ids_np[row, : len(all_ids[i])] = all_ids[i]
+                    mask_np[row, : len(all_ids[i])] = 1
+                ids = torch.from_numpy(ids_np).to(self.device)
+                mask = torch.from_numpy(mask_np).to(self.device)
                 hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
                 m = mask.unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)

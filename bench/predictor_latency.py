@@ -1,0 +1,119 @@
+"""Predictor latency: one decision (embedding included) per query, on this CPU.
+
+Prints p50 / p99 in ms for single-query ``predict_batch`` calls over distinct real prompts
+(MMLU-Pro questions and RouterBench few-shot prompts), for several embedder settings and torch
+thread counts, then the served path (``PredictorService``: cache hit, and 32 concurrent calls
+micro-batched). Only the shipped setting (int8, 64 tokens) matches the shipped artifact's
+vector space; the others are timed with the same head so the cost of the *embedding* choice
+is visible. Run: ``python bench/predictor_latency.py [--n 300]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from predictors.datasets import read_mmlu_pro, read_routerbench
+from predictors.embedding import Embedder, EmbedderConfig
+from predictors.service import PredictorService, load_artifact
+
+
+def _prompts(n: int) -> list[str]:
+    rng = np.random.default_rng(0)
+    mmlu = list(read_mmlu_pro().prompts)
+    rb = list(read_routerbench().prompts)
+    pick = [mmlu[i] for i in rng.choice(len(mmlu), n // 2, replace=False)]
+    pick += [rb[i] for i in rng.choice(len(rb), n - n // 2, replace=False)]
+    rng.shuffle(pick)
+    return pick
+
+
+def _time_single(pred_fn, prompts: list[str]) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    for p in prompts[:10]:
+        pred_fn([p])
+    ts = []
+    for p in prompts:
+        t0 = time.perf_counter()
+        pred_fn([p])
+        ts.append((time.perf_counter() - t0) * 1e3)
+    return float(np.percentile(ts, 50)), float(np.percentile(ts, 99))
+
+
+def main() -> None:
+    import torch
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=300)
+    args = ap.parse_args()
+    prompts = _prompts(args.n)
+    base = load_artifact()
+    print(
+        f"CPU: {os.cpu_count()} cores, torch {torch.__version__}; {len(prompts)} distinct prompts"
+    )
+    print(f"{'setting':44s} {'threads':>7s} {'p50 ms':>8s} {'p99 ms':>8s}  goal p50<=5 p99<=15")
+    settings = [
+        ("fp32, 256 tokens (sentence-transformers default)", EmbedderConfig(256, 64, False)),
+        ("fp32, 128 tokens", EmbedderConfig(128, 48, False)),
+        ("fp32, 64 tokens", EmbedderConfig(64, 24, False)),
+        ("int8 dynamic, 128 tokens", EmbedderConfig(128, 48, True)),
+        ("int8 dynamic, 64 tokens (shipped)", EmbedderConfig(64, 24, True)),
+    ]
+    for threads in (2, 1):
+        torch.set_num_threads(threads)
+        for label, cfg in settings:
+            if threads == 1 and not cfg.quantize_int8:
+                continue
+            emb = Embedder(cfg)
+
+            def fn(batch: list[str], emb: Embedder = emb) -> object:
+                return base.predict_embeddings(emb.encode(batch))
+
+            p50, p99 = _time_single(fn, prompts)
+            ok = "yes" if p50 <= 5 and p99 <= 15 else "no"
+            print(f"{label:44s} {threads:>7d} {p50:>8.2f} {p99:>8.2f}  {ok}", flush=True)
+    torch.set_num_threads(2)
+
+    async def served() -> None:
+        svc = PredictorService(base, max_batch=32, max_wait_ms=2.0)
+        svc.warmup()
+        await svc.start()
+        ts = []
+        for p in prompts[:50]:
+            await svc.predict(p, 1.0)
+        for p in prompts[:50]:  # now cached
+            t0 = time.perf_counter()
+            await svc.predict(p, 1.0)
+            ts.append((time.perf_counter() - t0) * 1e3)
+        print(
+            f"{'service, cache hit':44s} {2:>7d} {np.percentile(ts, 50):>8.3f} "
+            f"{np.percentile(ts, 99):>8.3f}"
+        )
+        lat = []
+        for start in range(50, len(prompts) - 32, 32):
+            chunk = prompts[start : start + 32]
+            t0 = time.perf_counter()
+            res = await asyncio.gather(*(svc.predict(p, 1.0) for p in chunk))
+            lat.append((time.perf_counter() - t0) * 1e3)
+            assert all(r is not None for r in res)
+        mean_batch = svc.stats.batched_prompts / max(svc.stats.batches, 1)
+        print(
+            f"{'service, 32 concurrent distinct queries':44s} {2:>7d} "
+            f"{np.percentile(lat, 50):>8.2f} {np.percentile(lat, 99):>8.2f}  "
+            f"(all 32 answered; mean micro-batch {mean_batch:.1f}; "
+            f"{32 / np.percentile(lat, 50) * 1e3:.0f} decisions/s)"
+        )
+        await svc.close()
+
+    asyncio.run(served())
+
+
+if __name__ == "__main__":
+    main()
