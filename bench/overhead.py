@@ -101,6 +101,8 @@ class PhaseResult:
     send_lag_p99_ms: float | None = None  # how late the generator sent (its own overload)
     bench_cpu_cores: float | None = None  # CPU used by generator + upstream + target, in cores
     other_cpu_cores: float | None = None  # CPU used by everything else on the host, in cores
+    settle_s: float | None = None  # time the target needed to answer promptly before the phase
+    note: str | None = None
     upstream_requests: int | None = None
     added_p50_ms: float | None = None
     added_p99_ms: float | None = None
@@ -377,7 +379,7 @@ class Processes:
         cwd: Path,
         cpus: set[int] | None = None,
     ) -> subprocess.Popen[bytes]:
-        out = log.open("ab")
+        out = log.open("wb")
         preexec: Callable[[], None] | None = None
         if cpus:
 
@@ -627,6 +629,7 @@ def write_litellm_config(path: Path, upstream_base: str) -> None:
 def start_tollgate(
     procs: Processes,
     tmp: Path,
+    logs: Path,
     upstream: FakeUpstream,
     store: Store,
     config_file: Path | None,
@@ -643,7 +646,7 @@ def start_tollgate(
             "FAKE_KEY": "fake-upstream-key",
         }
     )
-    log = tmp / "tollgate.log"
+    log = logs / "tollgate.log"
     port = free_port()
     proc = procs.spawn(
         "tollgate",
@@ -681,7 +684,7 @@ def start_tollgate(
 
 
 def start_litellm(
-    procs: Processes, tmp: Path, upstream: FakeUpstream, cpus: set[int] | None
+    procs: Processes, tmp: Path, logs: Path, upstream: FakeUpstream, cpus: set[int] | None
 ) -> Target:
     cfg = tmp / "litellm.yaml"
     write_litellm_config(cfg, upstream.base_url)
@@ -695,7 +698,7 @@ def start_litellm(
             "LITELLM_TELEMETRY": "False",
         }
     )
-    log = tmp / "litellm.log"
+    log = logs / "litellm.log"
     port = free_port()
     exe = VENV_BIN / "litellm"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "litellm.proxy.proxy_cli"]
@@ -731,6 +734,7 @@ class Plan:
     isolate: bool
     pin: bool
     client: str
+    settle_timeout_s: float
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -754,6 +758,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--warmup", type=float, help="warm-up seconds per target (default 2)")
     p.add_argument("--timeout", type=float, default=10.0, help="per-request timeout seconds")
+    p.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=60.0,
+        help="before each phase, wait up to this long for the target to answer promptly",
+    )
     p.add_argument("--max-inflight", type=int, default=2000, help="open-loop in-flight cap")
     p.add_argument(
         "--stream-ratio",
@@ -830,6 +840,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         not args.no_isolate,
         args.pin,
         args.client,
+        args.settle_timeout,
     )
 
 
@@ -848,6 +859,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     plan = make_plan(args)
     tmp = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
+    logs = args.json.parent / "overhead-logs"  # server logs are kept (git-ignored bench/out)
+    logs.mkdir(parents=True, exist_ok=True)
     procs = Processes()
     store = Store(plan.store, tmp, args.pg_url)
     two_cpus = plan.pin and (os.cpu_count() or 1) >= 2
@@ -874,11 +887,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 store.create()
                 log(f"starting tollgate ({plan.store} store) ...")
                 targets["tollgate"] = start_tollgate(
-                    procs, tmp, upstream, store, args.tollgate_config, server_cpus
+                    procs, tmp, logs, upstream, store, args.tollgate_config, server_cpus
                 )
             if "litellm" in plan.targets:
                 log("starting the LiteLLM proxy ...")
-                targets["litellm"] = start_litellm(procs, tmp, upstream, server_cpus)
+                targets["litellm"] = start_litellm(procs, tmp, logs, upstream, server_cpus)
             gens = {
                 name: LoadGen(
                     t,
@@ -901,13 +914,47 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     else:
                         procs.pause(t.proc)
 
+            dead: set[str] = set()
+
+            def settle(name: str) -> float:
+                """Wait (bounded) until ``name`` answers promptly again: an overloaded server
+                keeps working off the backlog that the previous phase left behind."""
+                t0 = time.monotonic()
+                for _ in range(1000):
+                    probe: PhaseResult = run_async(gens[name].closed_loop(2, 0.5))
+                    if probe.ok and probe.p99_ms is not None and probe.p99_ms < 1000.0:
+                        break
+                    if time.monotonic() - t0 > plan.settle_timeout_s or not alive(name):
+                        break
+                return round(time.monotonic() - t0, 2)
+
+            def alive(name: str) -> bool:
+                proc = targets[name].proc
+                if proc is None or proc.poll() is None:
+                    return True
+                if name not in dead:
+                    dead.add(name)
+                    log(
+                        f"{name} exited with {proc.returncode}; its log ends with:\n"
+                        f"{tail(logs / (name + '.log'), 2000)}"
+                    )
+                return False
+
             def measure(name: str, phase: Callable[[LoadGen], Any]) -> PhaseResult:
                 only(name)
+                settle_s = settle(name) if targets[name].proc is not None else 0.0
+                if not alive(name):
+                    proc = targets[name].proc
+                    assert proc is not None
+                    stub = phase_stub(name, phase, proc.returncode)
+                    results.append(stub)
+                    return stub
                 upstream.reset(config=False, stats=True)
                 pids = [p for p in (upstream.proc, targets[name].proc) if p is not None]
                 before = cpu_snapshot([p.pid for p in pids])
                 res: PhaseResult = run_async(phase(gens[name]))
                 res.bench_cpu_cores, res.other_cpu_cores = cpu_since(before)
+                res.settle_s = settle_s
                 res.upstream_requests = int(upstream.stats()["total_requests"])
                 results.append(res)
                 log(
@@ -923,8 +970,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 run_async(gens[name].closed_loop(8, plan.warmup_s))
             for rate in plan.rates:
                 for name in plan.targets:
-                    only(name)
-                    run_async(gens[name].closed_loop(2, 0.3))  # re-open pooled connections
                     measure(name, functools.partial(_open, rate=rate, plan=plan))
             for name in plan.targets:
                 for workers in plan.concurrency:
@@ -937,7 +982,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             report = build_report(plan, args, results, targets)
             if "tollgate" in targets:
                 report["store_check"] = check_store(store, targets["tollgate"], procs)
-            report["logs"] = str(tmp) if args.keep_tmp else None
+            report["logs"] = str(logs)
+            report["tmp"] = str(tmp) if args.keep_tmp else None
     except KeyboardInterrupt:
         log("interrupted: stopping every server")
         raise
@@ -947,6 +993,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if not args.keep_tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     return report
+
+
+def phase_stub(name: str, phase: Any, returncode: int | None) -> PhaseResult:
+    """The result row of a phase that could not run because the server had exited."""
+    kw = phase.keywords if isinstance(phase, functools.partial) else {}
+    plan: Plan = kw["plan"]
+    if "rate" in kw:
+        res = PhaseResult(name, "rate", kw["rate"], None, plan.duration_s)
+    else:
+        res = PhaseResult(name, "max", None, kw["workers"], plan.max_duration_s)
+    res.errors = {"server_exited": 1}
+    res.note = f"server exited with {returncode} before this phase"
+    return res
 
 
 def _open(gen: LoadGen, *, rate: float, plan: Plan) -> Any:
