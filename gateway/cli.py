@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gateway import cli_report
+from gateway import cli_report, demo
 
 app = typer.Typer(
     name="tollgate",
@@ -27,6 +27,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(cli_report.app, name="report")
+app.add_typer(demo.app, name="demo")
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)

@@ -35,6 +35,7 @@ BaselineOpt = Annotated[
     typer.Option("--baseline", help="backend to price savings on (default: most expensive)"),
 ]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table | csv | json")]
+WideOpt = Annotated[bool, typer.Option("--wide", help="table: every column")]
 
 COLUMNS = (
     ("label", "group"),
@@ -54,6 +55,14 @@ COLUMNS = (
     ("error_rate", "errors"),
     ("fallback_rate", "fallback"),
     ("baseline_cost_usd", "baseline $"),
+)
+
+#: the table format's default columns (``--wide``, CSV and JSON have them all)
+COMPACT = tuple(
+    c
+    for c in COLUMNS
+    if c[0]
+    not in ("attempts", "prompt_tokens", "completion_tokens", "p50_latency_ms", "baseline_cost_usd")
 )
 
 
@@ -149,7 +158,7 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def render(rep: Report, fmt: str, out: Any = None) -> None:
+def render(rep: Report, fmt: str, out: Any = None, *, wide: bool = False) -> None:
     out = out or sys.stdout
     data = rep.as_dict()
     if fmt == "json":
@@ -167,12 +176,13 @@ def render(rep: Report, fmt: str, out: Any = None) -> None:
     title = f"{rep.kind} by {rep.query.group_by}"
     if rep.query.start or rep.query.end:
         title += f" ({data['start'] or '…'} → {data['end'] or 'now'})"
+    columns = COLUMNS if wide else COMPACT
     table = Table(title=title)
-    for _, header in COLUMNS:
+    for _, header in columns:
         table.add_column(header, justify="left" if header == "group" else "right")
     for i, row in enumerate(rows):
-        table.add_row(*(_cell(row[k]) for k, _ in COLUMNS), end_section=i == len(rows) - 2)
-    console = Console(file=out, soft_wrap=False, width=max(160, Console().width))
+        table.add_row(*(_cell(row[k]) for k, _ in columns), end_section=i == len(rows) - 2)
+    console = Console(file=out, soft_wrap=True, width=200 if wide else max(120, Console().width))
     console.print(table)
     s = data["savings"]
     if s:
@@ -197,7 +207,7 @@ def _pct(value: float | None) -> str:
 
 
 def _run(kind: str, **kw: Any) -> None:
-    group_by, fmt = kw.pop("group_by"), kw.pop("fmt")
+    group_by, fmt, wide = kw.pop("group_by"), kw.pop("fmt"), kw.pop("wide")
     if group_by not in GROUP_BYS:
         err.print(f"[red]error[/red] --group-by must be one of {', '.join(GROUP_BYS)}")
         raise typer.Exit(2)
@@ -213,7 +223,7 @@ def _run(kind: str, **kw: Any) -> None:
     except ValueError as exc:
         err.print(f"[red]error[/red] {exc}")
         raise typer.Exit(2) from None
-    render(rep, fmt)
+    render(rep, fmt, wide=wide)
 
 
 @app.command("spend")
@@ -224,6 +234,7 @@ def spend(
     tenant: TenantOpt = None,
     baseline: BaselineOpt = None,
     fmt: FormatOpt = "table",
+    wide: WideOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Spend by attempt: requests, tokens, spend, success, $/successful task, latency, errors."""
@@ -235,6 +246,7 @@ def spend(
         tenant=tenant,
         baseline=baseline,
         fmt=fmt,
+        wide=wide,
         config=config,
     )
 
@@ -247,6 +259,7 @@ def tasks(
     tenant: TenantOpt = None,
     baseline: BaselineOpt = None,
     fmt: FormatOpt = "table",
+    wide: WideOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Whole tasks, grouped by their final attempt: cost per successful task, success rate."""
@@ -258,5 +271,6 @@ def tasks(
         tenant=tenant,
         baseline=baseline,
         fmt=fmt,
+        wide=wide,
         config=config,
     )

@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from gateway.api import runtime_of
 from gateway.errors import InvalidRequest, NotFound
+from gateway.feedback import settle_writes
 from gateway.reports import GROUP_BYS, ReportQuery, parse_when, recent_failures, report
 from gateway.runtime import Runtime
 from gateway.store.models import tenants
@@ -112,7 +113,7 @@ async def get_spend(
         raise InvalidRequest("kind must be spend or tasks", param="kind")
     _check_baseline(rt, baseline)
     q = build_query(rt, scope, group_by, start, end)
-    await rt.writer.flush()
+    await settle_writes(rt.writer)
     rep = await report(rt.engine, kind, q, prices=prices_of(rt), baseline=baseline)  # type: ignore[arg-type]
     return {**rep.as_dict(), "tenant": scope.tenant_name}
 
@@ -130,7 +131,7 @@ async def dashboard_data(
     rt = runtime_of(request)
     scope = await resolve_scope(rt, authorization, tenant)
     _check_baseline(rt, baseline)
-    await rt.writer.flush()
+    await settle_writes(rt.writer)
     prices = prices_of(rt)
 
     async def run(kind: str, group_by: str) -> dict[str, Any]:

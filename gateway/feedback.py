@@ -201,6 +201,16 @@ def render_outcome(row: dict[str, Any], task_ref: str, status: str) -> dict[str,
     }
 
 
+async def settle_writes(writer: Any) -> None:
+    """Flush pending rows and wait for a batch the writer's own loop may be writing right now
+    (``RecordWriter.flush`` returns as soon as its queue is empty, before that batch commits)."""
+    await writer.flush()
+    lock = getattr(writer, "_write_lock", None)
+    if lock is not None:
+        async with lock:
+            pass
+
+
 @router.post("/v1/feedback", tags=["tollgate"])
 async def post_feedback(
     request: Request, payload: FeedbackRequest, authorization: str | None = Header(default=None)
@@ -208,7 +218,7 @@ async def post_feedback(
     """Record the client's verdict on one of its tasks (by task id or by one request's id)."""
     rt = runtime_of(request)
     principal = await rt.auth.authenticate(authorization)
-    await rt.writer.flush()  # a request answered a moment ago must be found
+    await settle_writes(rt.writer)  # a request answered a moment ago must be found
     internal, ref = await resolve_task(
         rt.engine, principal.tenant_id, request_id=payload.request_id, task_ref=payload.task_id
     )
