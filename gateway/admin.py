@@ -46,3 +46,12 @@ async def revoke_key(
         raise NotFound(f"no key with id or prefix {key_id!r} (or the prefix is ambiguous)")
     rt.auth.forget(record.id)
     return record.public()
+
+
+@router.post("/reload")
+async def reload_config(request: Request, authorization: str | None = Header(default=None)) -> JSONResponse:
+    """Re-read the config files now; 422 with every error if they are invalid (nothing changes)."""
+    rt = runtime_of(request)
+    rt.auth.require_admin(authorization)
+    result = await request.app.state.reloader.reload("admin API")
+    return JSONResponse(result.to_dict(), status_code=200 if result.ok else 422)

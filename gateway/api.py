@@ -5,6 +5,7 @@ tenant-scoped view of a request's recorded attempts.
 from __future__ import annotations
 
 from decimal import Decimal
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Header, Request
@@ -13,13 +14,15 @@ from sqlalchemy import select
 
 from gateway.auth import Principal
 from gateway.budgets import Reservation
-from gateway.config import BackendConfig
+from gateway.config import AUTO_POLICY, BackendConfig
 from gateway.dispatch import Dispatcher, RequestContext
 from gateway.errors import InvalidRequest, NotFound
 from gateway.pricing import format_usd
 from gateway.runtime import POLICY_PREFIX, Runtime
 from gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from gateway.routing import Routed, Router
 from gateway.store.models import requests as requests_table
+from policies import Policy, run_validators
 from gateway.streaming import SSEResponse, relay
 
 router = APIRouter()
@@ -53,7 +56,7 @@ def _headers(ctx: RequestContext, backend: BackendConfig | None, *, cost: bool) 
     }
     if backend is not None:
         headers["x-tollgate-backend"] = backend.name
-    if ctx.policy:
+    if ctx.policy and ctx.decision is None:
         headers["x-tollgate-policy"] = ctx.policy
     if cost:
         headers["x-tollgate-cost-usd"] = format_usd(None if ctx.unpriced else ctx.total_cost)
@@ -73,6 +76,26 @@ async def _authenticate(rt: Runtime, authorization: str | None) -> Principal:
     return await rt.auth.authenticate(authorization)
 
 
+def _prompt_tokens(rt: Runtime, backend: BackendConfig, body: dict[str, Any]) -> int:
+    if "messages" in body:
+        return rt.caller.count_message_tokens(backend, body["messages"])
+    raw = body.get("prompt") or body.get("input") or ""
+    return rt.caller.count_text_tokens(backend, raw if isinstance(raw, str) else " ".join(map(str, raw)))
+
+
+def _validator(policy: Policy | None) -> Callable[[str], str | None] | None:
+    """The escalation check of a policy: None when it declares no validators."""
+    if policy is None or policy.escalation is None:
+        return None
+    specs = policy.escalation.validators
+
+    def check(text: str) -> str | None:
+        failed = [r for r in run_validators(specs, text) if not r.ok]
+        return "; ".join(f"{r.validator}: {r.reason}" for r in failed)[:500] or None
+
+    return check
+
+
 async def _serve(
     request: Request,
     rt: Runtime,
@@ -83,7 +106,6 @@ async def _serve(
     streamable: bool,
 ) -> Response:
     route = rt.resolve(body["model"])
-    chain = rt.callable_chain(route)
     stream = bool(body.get("stream")) and streamable
     ctx = RequestContext(
         principal=principal,
@@ -93,29 +115,51 @@ async def _serve(
         request_id=request.state.request_id,
         task_ref=_task_ref(request, body),
     )
+    first_backend = route.chain[0] if route.chain else rt.config.backends[0]
+    prompt_tokens = _prompt_tokens(rt, first_backend, body)
+    if route.policy is None:
+        routed = Routed(None, rt.callable_chain(route))
+    else:
+        routed = await Router(rt).route(
+            route.policy, principal, dict(request.headers), body,
+            request_id=ctx.request_id, prompt_tokens=prompt_tokens,
+        )
+        ctx.policy, ctx.decision = routed.policy, routed.record
+    chain = routed.chain
+    extra_headers = routed.headers()
     dispatcher = Dispatcher(rt)
     reservation = Reservation()
     if principal.key_budget_usd is not None or principal.tenant_budget_usd is not None:
-        if "messages" in body:
-            prompt_tokens = rt.caller.count_message_tokens(chain[0], body["messages"])
-        else:
-            prompt_tokens = rt.caller.count_text_tokens(chain[0], str(body.get("prompt") or body.get("input") or ""))
         max_out = int(
             body.get("max_tokens")
             or body.get("max_completion_tokens")
             or rt.config.server.reserve_output_tokens
         ) * int(body.get("n") or 1)
-        reservation = await rt.budgets.reserve(principal, _worst_case(rt, chain, prompt_tokens, max_out))
+        worst = _worst_case(rt, chain + routed.escalation, prompt_tokens, max_out)
+        reservation = await rt.budgets.reserve(principal, worst)
     dispatcher.start_task(ctx)
     caller = rt.caller
 
     if not stream:
+        policy = rt.config.policies.get(routed.policy) if routed.policy else None
+        accept = _validator(policy) if endpoint == "chat" else None
+        op = {"chat": caller.chat, "completions": caller.completion, "embeddings": caller.embedding}[endpoint]
         try:
-            op = {"chat": caller.chat, "completions": caller.completion, "embeddings": caller.embedding}[endpoint]
-            backend, resp = await dispatcher.call(ctx, chain, body, op)
+            backend, resp, rejection = await dispatcher.call(ctx, chain, body, op, accept)
+            limit = policy.escalation.max_escalations if policy and policy.escalation else 0
+            for tier in routed.escalation[:limit]:
+                if rejection is None:
+                    break
+                # the answer failed the policy's validators: retry on the next tier (its cost
+                # counts toward the task)
+                backend, resp, rejection = await dispatcher.call(ctx, [tier], body, op, accept)
         finally:
             await rt.budgets.settle(reservation, ctx.total_cost)
-        return JSONResponse(resp, headers=_headers(ctx, backend, cost=True))
+        headers = {**extra_headers, **_headers(ctx, backend, cost=True)}
+        if accept is not None:
+            headers["x-tollgate-validation"] = "passed" if rejection is None else "failed"
+            headers["x-tollgate-escalations"] = str(ctx.rejections)
+        return JSONResponse(resp, headers=headers)
 
     stream_op = caller.chat_stream if endpoint == "chat" else caller.completion_stream
     try:
@@ -132,7 +176,7 @@ async def _serve(
     gen = relay(
         dispatcher, ctx, clock, body, first, upstream, forward_usage=forward_usage, on_finish=finish
     )
-    return SSEResponse(gen, headers=_headers(ctx, clock.backend, cost=False))
+    return SSEResponse(gen, headers={**extra_headers, **_headers(ctx, clock.backend, cost=False)})
 
 
 @router.post("/v1/chat/completions", tags=["openai"])
@@ -207,7 +251,23 @@ async def list_models(request: Request, authorization: str | None = Header(defau
                 "object": "model",
                 "created": 0,
                 "owned_by": "tollgate",
-                "tollgate": {"kind": "policy", "candidates": list(policy.candidates)},
+                "tollgate": {
+                    "kind": "policy",
+                    "candidates": list(policy.candidates),
+                    "objective": policy.objective.kind,
+                    "version": policy.version,
+                    "description": policy.description,
+                },
+            }
+        )
+    if cfg.policies:
+        data.append(
+            {
+                "id": POLICY_PREFIX + AUTO_POLICY,
+                "object": "model",
+                "created": 0,
+                "owned_by": "tollgate",
+                "tollgate": {"kind": "policy", "selected_by": "routing rules"},
             }
         )
     for alias, target in cfg.aliases.items():

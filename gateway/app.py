@@ -7,6 +7,7 @@ import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -16,6 +17,7 @@ from gateway.logs import configure_logging
 from gateway.metrics import Metrics
 from gateway.middleware import GatewayMiddleware
 from gateway.migrate import upgrade_database
+from gateway.reload import Reloader, policy_version
 from gateway.runtime import build_runtime
 from gateway.settings import Settings
 from gateway.upstream import BackendCaller
@@ -57,8 +59,29 @@ def _default_caller() -> BackendCaller:
     return LiteLLMCaller()
 
 
-def create_app(settings: Settings, *, caller: BackendCaller | None = None) -> FastAPI:
-    """Build the gateway app. ``caller`` replaces the litellm adapter (tests inject theirs)."""
+def load_predictor(settings: Settings) -> Any:
+    """The predictor service the policies use, or None when disabled or not needed."""
+    cfg = settings.config
+    if not cfg.predictor.enabled or not cfg.policies:
+        return None
+    from predictors.service import PredictorService, load_artifact
+
+    predictor = load_artifact(cfg.predictor.artifact)
+    service = PredictorService(
+        predictor,
+        max_batch=cfg.predictor.max_batch,
+        max_wait_ms=cfg.predictor.max_wait_ms,
+        cache_size=cfg.predictor.cache_size,
+    )
+    service.warmup()
+    return service
+
+
+def create_app(
+    settings: Settings, *, caller: BackendCaller | None = None, predictor: Any = "config"
+) -> FastAPI:
+    """Build the gateway app. ``caller`` replaces the litellm adapter and ``predictor`` the
+    configured predictor (tests inject theirs; ``None`` disables prediction)."""
     check_bind(settings)
     configure_logging()
     metrics = Metrics()
@@ -67,12 +90,25 @@ def create_app(settings: Settings, *, caller: BackendCaller | None = None) -> Fa
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.config.store.auto_migrate:
             await asyncio.to_thread(upgrade_database, settings.database_url)
-        runtime = await build_runtime(settings, caller or _default_caller(), metrics)
+        chosen = predictor
+        if isinstance(chosen, str):
+            chosen = await asyncio.to_thread(load_predictor, settings)
+        if chosen is not None and hasattr(chosen, "start"):
+            await chosen.start()
+        runtime = await build_runtime(settings, caller or _default_caller(), metrics, chosen)
         app.state.runtime = runtime
-        log.info("tollgate %s ready (state: %s)", __version__, runtime.state.kind)
+        reloader = Reloader(runtime)
+        app.state.reloader = reloader
+        reloader.start()
+        log.info(
+            "tollgate %s ready (state: %s, policies: %s, predictor: %s)", __version__,
+            runtime.state.kind, policy_version(settings.config) or "none",
+            getattr(chosen, "version", "off"),
+        )
         try:
             yield
         finally:
+            await reloader.close()
             await runtime.close()
 
     app = FastAPI(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -19,12 +20,16 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 from gateway.yamlsource import YamlDocument, YamlSyntaxError, load_yaml_file, parse_yaml
+from policies import Policy, PolicySet, PolicySource, yaml_loc
+from policies.schema import Routing, Shadow
+from policies.sources import merge_sources
 
 ENV_REF = re.compile(r"^os\.environ/([A-Za-z_][A-Za-z0-9_]*)$")
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
@@ -94,6 +99,9 @@ class BackendConfig(Strict):
     max_retries: int = Field(default=2, ge=0, le=10)
     retry_backoff_s: float = Field(default=0.25, ge=0)
     profile: str | None = Field(default=None, description="predictor profile this backend maps to")
+    typical_output_tokens: int = Field(default=256, ge=1, description="for expected-cost estimates")
+    allowed_tenants: frozenset[str] | None = None
+    denied_tenants: frozenset[str] = frozenset()
 
     _check_secret = field_validator("api_key", mode="before")(_parse_secret)
 
@@ -154,44 +162,74 @@ class BreakerConfig(Strict):
     cooldown_s: float = Field(default=30.0, gt=0)
 
 
-class PolicyConfig(Strict):
-    """Until the policy engine exists a policy is an ordered fallback chain of backends."""
+class PredictorConfig(Strict):
+    """The complexity predictor used by policies (``predictors`` package)."""
 
-    candidates: list[str] = Field(min_length=1)
+    enabled: bool = True
+    artifact: str | None = Field(default=None, description="artifact dir; null = shipped default")
+    timeout_ms: float = Field(default=50.0, gt=0, description="hard limit; then predictor_fallback")
+    max_batch: int = Field(default=32, ge=1, le=1024)
+    max_wait_ms: float = Field(default=2.0, ge=0)
+    cache_size: int = Field(default=10_000, ge=0)
+
+
+AUTO_POLICY = "auto"  # ``tollgate/auto``: the routing rules pick the policy
 
 
 class Config(Strict):
     backends: list[BackendConfig] = Field(min_length=1)
     aliases: dict[str, str] = Field(default_factory=dict)
-    policies: dict[str, PolicyConfig] = Field(default_factory=dict)
+    include: tuple[str, ...] = Field(default=(), description="extra YAML files with policies")
+    policies: dict[str, Policy] = Field(default_factory=dict)
+    routing: Routing | None = None
+    shadow: tuple[Shadow, ...] = ()
+    predictor: PredictorConfig = PredictorConfig()
     store: StoreConfig = StoreConfig()
     redis: RedisConfig = RedisConfig()
     server: ServerConfig = ServerConfig()
     circuit_breaker: BreakerConfig = BreakerConfig()
 
+    _policy_set: PolicySet | None = PrivateAttr(default=None)
+
+    @property
+    def policy_set(self) -> PolicySet | None:
+        return self._policy_set
+
     @model_validator(mode="after")
     def _references(self) -> Config:
         names = [b.name for b in self.backends]
         seen: set[str] = set()
+        issues: list[tuple[tuple[str | int, ...], str]] = []
         for index, name in enumerate(names):
             if name in seen:
-                raise _LocError(("backends", index, "name"), f"duplicate backend name {name!r}")
+                issues.append((("backends", index, "name"), f"duplicate backend name {name!r}"))
             seen.add(name)
-        for pname, policy in self.policies.items():
-            for index, cand in enumerate(policy.candidates):
-                if cand not in seen:
-                    raise _LocError(
-                        ("policies", pname, "candidates", index),
-                        f"unknown backend {cand!r} (known: {', '.join(sorted(seen))})",
-                    )
+        if self.policies and self.routing is None:
+            issues.append((("routing",), "routing is required when policies are defined "
+                           "(at least routing.default: <policy>)"))
+        if self.routing is not None and not self.policies:
+            issues.append((("routing",), "routing names policies, but no policies are defined"))
+        if AUTO_POLICY in self.policies:
+            issues.append((("policies", AUTO_POLICY), "'auto' is reserved (tollgate/auto means: "
+                           "let the routing rules choose)"))
+        if self.policies and self.routing is not None:
+            policy_set = PolicySet.model_construct(
+                policies=self.policies, routing=self.routing, shadow=self.shadow
+            )
+            policy_set.model_post_init(None)
+            issues.extend(policy_set.reference_issues(seen))
+            self._policy_set = policy_set
         for alias, target in self.aliases.items():
             if target.startswith("tollgate/"):
-                if target.removeprefix("tollgate/") not in self.policies:
-                    raise _LocError(("aliases", alias), f"alias points to unknown policy {target!r}")
+                pname = target.removeprefix("tollgate/")
+                if pname != AUTO_POLICY and pname not in self.policies:
+                    issues.append((("aliases", alias), f"alias points to unknown policy {target!r}"))
             elif target not in seen:
-                raise _LocError(("aliases", alias), f"alias points to unknown backend {target!r}")
+                issues.append((("aliases", alias), f"alias points to unknown backend {target!r}"))
             if alias in seen:
-                raise _LocError(("aliases", alias), f"alias {alias!r} shadows a backend name")
+                issues.append((("aliases", alias), f"alias {alias!r} shadows a backend name"))
+        if issues:
+            raise _LocErrors(issues)
         return self
 
     def backend(self, name: str) -> BackendConfig | None:
@@ -201,12 +239,12 @@ class Config(Strict):
         return None
 
 
-class _LocError(ValueError):
-    """A cross-reference error raised inside a model validator, with the path it concerns."""
+class _LocErrors(ValueError):
+    """Cross-reference errors raised inside a model validator, each with its path."""
 
-    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
-        super().__init__(message)
-        self.loc = loc
+    def __init__(self, issues: list[tuple[tuple[str | int, ...], str]]) -> None:
+        super().__init__("; ".join(m for _, m in issues))
+        self.issues = issues
 
 
 @dataclass(frozen=True)
@@ -241,40 +279,113 @@ def format_loc(loc: tuple[str | int, ...]) -> str:
     return out
 
 
-def _issues_from_validation(doc: YamlDocument, exc: ValidationError) -> list[ConfigIssue]:
+Origin = Callable[[tuple[str | int, ...]], tuple[str, tuple[str | int, ...]]]
+
+
+def _locate(
+    docs: dict[str, YamlDocument], main: YamlDocument, origin: Origin | None, loc: tuple[str | int, ...]
+) -> tuple[str, tuple[str | int, ...], int | None]:
+    """(file, path in that file, line) of a loc in the merged config."""
+    loc = yaml_loc(loc)
+    source, local = main.source, loc
+    if origin is not None and loc and loc[0] in POLICY_SECTIONS:
+        source, local = origin(loc)
+    doc = docs.get(source, main)
+    return source, local, doc.line_of(local)
+
+
+def _issues_from_validation(
+    docs: dict[str, YamlDocument], main: YamlDocument, origin: Origin | None, exc: ValidationError
+) -> list[ConfigIssue]:
     issues = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         message = err["msg"].removeprefix("Value error, ")
         ctx_err = (err.get("ctx") or {}).get("error")
-        if isinstance(ctx_err, _LocError):
-            loc = (*loc, *ctx_err.loc)
-            message = str(ctx_err)
-        if err["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling; see docs/configuration.md)"
-        issues.append(ConfigIssue(doc.source, format_loc(loc), doc.line_of(loc), message))
+        located: list[tuple[tuple[str | int, ...], str]] = [(loc, message)]
+        if isinstance(ctx_err, _LocErrors):
+            located = [((*loc, *sub), msg) for sub, msg in ctx_err.issues]
+        elif err["type"] == "extra_forbidden":
+            located = [(loc, "unknown key (check the spelling; see docs/configuration.md)")]
+        for where, msg in located:
+            source, local, line = _locate(docs, main, origin, where)
+            issues.append(ConfigIssue(source, format_loc(local), line, msg))
     return issues
 
 
-def validate_document(doc: YamlDocument) -> Config:
-    """Validate parsed YAML into a Config or raise ConfigError with located issues."""
+POLICY_SECTIONS = ("policies", "routing", "shadow")
+
+
+def _read_includes(main: YamlDocument, base_dir: Path | None) -> list[YamlDocument]:
+    includes = main.data.get("include") or []
+    if not isinstance(includes, list):
+        return []  # the schema reports the type error
+    docs = []
+    for index, name in enumerate(includes):
+        path = Path(str(name))
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        try:
+            docs.append(load_yaml_file(path))
+        except FileNotFoundError:
+            raise ConfigError(
+                [ConfigIssue(main.source, f"include[{index}]", main.line_of(("include", index)),
+                             f"included file {str(path)!r} not found")]
+            ) from None
+        except YamlSyntaxError as exc:
+            raise ConfigError([ConfigIssue(exc.source, "", exc.line, exc.message)]) from None
+        extra = set(docs[-1].data) - set(POLICY_SECTIONS) if isinstance(docs[-1].data, dict) else set()
+        if not isinstance(docs[-1].data, dict) or extra:
+            raise ConfigError(
+                [ConfigIssue(str(path), "", 1, "an included file may only hold policies, "
+                             f"routing and shadow (found: {', '.join(sorted(extra)) or 'no mapping'})")]
+            )
+    return docs
+
+
+def validate_document(doc: YamlDocument, base_dir: Path | None = None) -> Config:
+    """Validate parsed YAML (plus its includes) into a Config, or raise ConfigError."""
     if not isinstance(doc.data, dict):
         raise ConfigError([ConfigIssue(doc.source, "", 1, "the config must be a YAML mapping")])
+    included = _read_includes(doc, base_dir)
+    docs = {d.source: d for d in [doc, *included]}
+    data = dict(doc.data)
+    origin: Origin | None = None
+    if included:
+        merged, problems = merge_sources(
+            [PolicySource(d.source, d.data) for d in [doc, *included]]
+        )
+        if problems:
+            raise ConfigError(
+                [ConfigIssue(p.source, format_loc(p.loc), docs[p.source].line_of(p.loc), p.message)
+                 for p in problems]
+            )
+        for section in POLICY_SECTIONS:
+            data.pop(section, None)
+            if section in merged.data:
+                data[section] = merged.data[section]
+        origin = merged.origin
     try:
-        return Config.model_validate(doc.data)
+        return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_issues_from_validation(doc, exc)) from None
+        raise ConfigError(_issues_from_validation(docs, doc, origin, exc)) from None
 
 
 def load_config(path: str | Path) -> Config:
-    """Load and validate a config file; raise ConfigError naming every problem."""
+    """Load and validate a config file (and its includes); raise ConfigError naming every problem."""
     try:
         doc = load_yaml_file(path)
     except FileNotFoundError:
         raise ConfigError([ConfigIssue(str(path), "", None, "file not found")]) from None
     except YamlSyntaxError as exc:
         raise ConfigError([ConfigIssue(exc.source, "", exc.line, exc.message)]) from None
-    return validate_document(doc)
+    return validate_document(doc, Path(path).parent)
+
+
+def config_files(path: str | Path, config: Config) -> list[Path]:
+    """The files a config was loaded from (for the hot-reload watcher)."""
+    base = Path(path).parent
+    return [Path(path)] + [p if (p := Path(i)).is_absolute() else base / p for i in config.include]
 
 
 def load_config_text(text: str, source: str = "<string>") -> Config:

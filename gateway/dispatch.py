@@ -67,6 +67,8 @@ class RequestContext:
     unpriced: bool = False
     attempts: int = 0
     last_attempt_id: str | None = None
+    decision: dict[str, Any] | None = None  # the policy decision, stored with the 1st attempt
+    rejections: int = 0
 
     def __post_init__(self) -> None:
         if not self.task_ref:
@@ -159,13 +161,15 @@ class Dispatcher:
                 "ttft_ms": clock.ttft_ms,
                 "streamed": ctx.streamed,
                 "fallback_of": clock.fallback_of,
-                "decision": None,
+                "decision": ctx.decision if clock.number == 1 else None,
                 "created_at": clock.created_at,
                 "finished_at": now(),
             }
         )
         ctx.attempts += 1
         ctx.last_attempt_id = clock.id
+        if status in ("ok", "rejected"):
+            self.rt.latency.observe(backend.name, latency_ms)
         m = self.rt.metrics
         m.attempts.labels(backend.name, status).inc()
         m.latency.labels(backend.name).observe(latency_ms / 1000)
@@ -215,11 +219,7 @@ class Dispatcher:
             log.exception("circuit breaker update failed for %s", backend.name)
 
     async def _allowed(self, backend: BackendConfig) -> bool:
-        try:
-            return await self.rt.state.breaker_allows(backend.name)
-        except Exception:
-            log.exception("circuit breaker read failed for %s; trying the backend", backend.name)
-            return True
+        return bool(await self.rt.allowed(backend.name))
 
     async def attempts(
         self,
@@ -284,22 +284,32 @@ class Dispatcher:
         chain: list[BackendConfig],
         body: dict[str, Any],
         op: Callable[[BackendConfig, dict[str, Any]], Awaitable[dict[str, Any]]],
-    ) -> tuple[BackendConfig, dict[str, Any]]:
-        """Non-streaming call: returns the backend that answered and its OpenAI JSON."""
+        accept: Callable[[str], str | None] | None = None,
+    ) -> tuple[BackendConfig, dict[str, Any], str | None]:
+        """Non-streaming call: the backend that answered, its OpenAI JSON, and — when
+        ``accept`` (a validator over the answer text) rejects the answer — the reason."""
 
-        async def start(backend: BackendConfig, clock: AttemptClock) -> dict[str, Any]:
+        async def start(backend: BackendConfig, clock: AttemptClock) -> tuple[dict[str, Any], str | None]:
             resp = await op(backend, body)
+            text = completion_text(resp)
+            rejection = accept(text) if accept is not None else None
+            failure = None
+            if rejection is not None:
+                ctx.rejections += 1
+                failure = UpstreamFailure(rejection, status=200, error_type="rejected_by_validator",
+                                          retryable=False)
             self.record(
                 ctx,
                 clock,
-                status="ok",
-                usage=self.usage_from(backend, body, resp.get("usage"), completion_text(resp)),
+                status="rejected" if rejection else "ok",
+                usage=self.usage_from(backend, body, resp.get("usage"), text),
+                failure=failure,
                 http_status=200,
             )
-            return resp
+            return resp, rejection
 
-        clock, resp = await self.attempts(ctx, chain, start)
-        return clock.backend, resp
+        clock, (resp, rejection) = await self.attempts(ctx, chain, start)
+        return clock.backend, resp, rejection
 
     async def open_stream(
         self,

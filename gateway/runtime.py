@@ -8,16 +8,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.auth import Authenticator, Principal
 from gateway.budgets import BudgetLedger
-from gateway.config import BackendConfig, Config
+from gateway.config import AUTO_POLICY, BackendConfig, Config
 from gateway.errors import ModelNotFound, NoBackendAvailable
 from gateway.metrics import Metrics
 from gateway.pricing import Price, resolve_price
+from gateway.routing import LatencyWindow
 from gateway.settings import Settings
 from gateway.state import BreakerSettings, SharedState, make_state
 from gateway.store.database import create_engine
@@ -32,10 +34,11 @@ POLICY_PREFIX = "tollgate/"
 
 @dataclass(frozen=True)
 class Route:
-    """What the request's ``model`` field resolved to."""
+    """What the request's ``model`` field resolved to: a policy (``auto``: the routing rules
+    choose) or one pinned backend."""
 
     policy: str | None
-    chain: tuple[BackendConfig, ...]
+    chain: tuple[BackendConfig, ...] = ()
 
 
 @dataclass
@@ -49,6 +52,8 @@ class Runtime:
     auth: Authenticator
     budgets: BudgetLedger
     metrics: Metrics
+    predictor: Any = None  # predictors.service.PredictorService (or a test double)
+    latency: LatencyWindow = field(default_factory=LatencyWindow)
     prices: dict[str, Price | None] = field(default_factory=dict)
 
     @property
@@ -70,22 +75,23 @@ class Runtime:
     def resolve(self, model: str) -> Route:
         cfg = self.config
         target = cfg.aliases.get(model, model)
+        if target == AUTO_POLICY and cfg.policies and cfg.backend(target) is None:
+            target = POLICY_PREFIX + AUTO_POLICY  # "auto" works without declaring the alias
         if target.startswith(POLICY_PREFIX):
             name = target.removeprefix(POLICY_PREFIX)
-            policy = cfg.policies.get(name)
-            if policy is None:
+            if name not in cfg.policies and not (name == AUTO_POLICY and cfg.policies):
                 raise ModelNotFound(
                     f"unknown policy {name!r}; policies: {', '.join(sorted(cfg.policies)) or 'none'}",
                     param="model",
                 )
-            backends = tuple(b for b in (cfg.backend(n) for n in policy.candidates) if b)
-            return Route(name, backends)
+            return Route(name)
         backend = cfg.backend(target)
         if backend is None:
             names = sorted(
                 [b.name for b in cfg.backends]
                 + list(cfg.aliases)
                 + [POLICY_PREFIX + p for p in cfg.policies]
+                + ([POLICY_PREFIX + AUTO_POLICY] if cfg.policies else [])
             )
             raise ModelNotFound(
                 f"the model {model!r} does not exist on this gateway; use a backend, alias or "
@@ -100,6 +106,19 @@ class Runtime:
             reasons = "; ".join(f"{b.name}: {self.unavailable_reason(b)}" for b in route.chain)
             raise NoBackendAvailable(f"no backend can serve this request ({reasons})")
         return chain
+
+    def apply_config(self, config: Config) -> None:
+        """Swap in a new, already validated config (hot reload); prices are re-resolved."""
+        self.settings = self.settings.with_config(config)
+        self.prices = {}
+
+    async def allowed(self, backend: str) -> bool:
+        """False while the backend's circuit is open (shared state errors fail open)."""
+        try:
+            return await self.state.breaker_allows(backend)
+        except Exception:
+            log.exception("circuit breaker read failed for %s; treating it as closed", backend)
+            return True
 
     def price(self, backend: BackendConfig) -> Price | None:
         if backend.name not in self.prices:
@@ -116,12 +135,16 @@ class Runtime:
             return False
 
     async def close(self) -> None:
+        if self.predictor is not None and hasattr(self.predictor, "close"):
+            await self.predictor.close()
         await self.writer.close()
         await self.state.close()
         await self.engine.dispose()
 
 
-async def build_runtime(settings: Settings, caller: BackendCaller, metrics: Metrics) -> Runtime:
+async def build_runtime(
+    settings: Settings, caller: BackendCaller, metrics: Metrics, predictor: Any = None
+) -> Runtime:
     cfg = settings.config
     engine = create_engine(settings.database_url)
     writer = RecordWriter(
@@ -150,6 +173,7 @@ async def build_runtime(settings: Settings, caller: BackendCaller, metrics: Metr
         auth=auth,
         budgets=BudgetLedger(state, engine),
         metrics=metrics,
+        predictor=predictor,
     )
     for backend in cfg.backends:
         price = runtime.price(backend)

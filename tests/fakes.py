@@ -153,3 +153,27 @@ class FakeCaller:
 
     def count_text_tokens(self, backend: BackendConfig, text: str) -> int:
         return words(text)
+
+
+@dataclass(frozen=True)
+class FakePrediction:
+    complexity: float
+    p_success: dict[str, float]
+
+
+class FakePredictor:
+    """A predictor double: fixed P(success) per profile, optionally slow (to hit the timeout)."""
+
+    version = "fake-predictor-1"
+
+    def __init__(self, p_success: dict[str, float], delay_s: float = 0.0) -> None:
+        self.p_success = p_success
+        self.delay_s = delay_s
+        self.prompts: list[str] = []
+
+    async def predict(self, prompt: str, timeout_s: float) -> FakePrediction | None:
+        self.prompts.append(prompt)
+        if self.delay_s > timeout_s:
+            await asyncio.sleep(timeout_s)
+            return None
+        return FakePrediction(0.5, dict(self.p_success))

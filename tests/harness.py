@@ -50,8 +50,15 @@ def backend(name: str, **kw: Any) -> dict[str, Any]:
 def config_dict(tmp_path: Path, backends: list[dict[str, Any]] | None = None, **sections: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
         "backends": backends or [backend("cheap"), backend("premium")],
-        "policies": {"default": {"candidates": ["cheap", "premium"]}},
-        "aliases": {"auto": "tollgate/default"},
+        "policies": {"default": {
+            "candidates": ["cheap", "premium"],
+            "objective": {"kind": "cheapest_adequate", "min_success": 0.5,
+                          "on_no_adequate": "most_capable"},
+            "predictor_fallback": "first_candidate",
+        }},
+        "routing": {"default": "default"},
+        "predictor": {"enabled": False},
+        "aliases": {"auto": "tollgate/auto"},
         "store": {"spool_dir": str(tmp_path / "spool"), "flush_interval_ms": 20},
         "circuit_breaker": {"failure_threshold": 3, "window_s": 30, "cooldown_s": 30},
     }
@@ -76,9 +83,11 @@ def settings_for(
 
 
 @contextlib.contextmanager
-def app_client(settings: Settings, caller: FakeCaller | None = None) -> Iterator[tuple[TestClient, FakeCaller]]:
+def app_client(
+    settings: Settings, caller: FakeCaller | None = None, predictor: Any = None
+) -> Iterator[tuple[TestClient, FakeCaller]]:
     fake = caller or FakeCaller()
-    with TestClient(create_app(settings, caller=fake)) as client:
+    with TestClient(create_app(settings, caller=fake, predictor=predictor)) as client:
         yield client, fake
 
 

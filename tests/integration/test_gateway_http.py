@@ -41,7 +41,14 @@ def gateway_config(upstream: FakeUpstream, spool: Path) -> dict[str, Any]:
     return {
         "backends": [entry("fake", "fake-model"), entry("flaky", "flaky-model"),
                      entry("backup", "backup-model")],
-        "policies": {"chain": {"candidates": ["flaky", "backup"]}},
+        "policies": {"chain": {
+            "candidates": ["flaky", "backup"],
+            "objective": {"kind": "cheapest_adequate", "min_success": 0.5,
+                          "on_no_adequate": "most_capable"},
+            "predictor_fallback": "first_candidate",
+        }},
+        "routing": {"default": "chain"},
+        "predictor": {"enabled": False},
         "store": {"spool_dir": str(spool), "flush_interval_ms": 20},
         "server": {"key_cache_ttl_s": 0},
     }

@@ -80,7 +80,7 @@ def test_fallback_chain_records_every_attempt(tmp_path: Path, sqlite_url: str) -
         resp = client.post("/v1/chat/completions", json=chat_body(model="auto"), headers=auth)
         assert resp.status_code == 200, resp.text
         assert resp.headers["x-tollgate-backend"] == "premium"
-        assert resp.headers["x-tollgate-policy"] == "default"
+        assert resp.headers["x-tollgate-policy"].startswith("default@")
         assert resp.headers["x-tollgate-attempts"] == "3"
         assert fake.calls == {"cheap": 2, "premium": 1}
         attempts = client.get(f"/v1/requests/{resp.headers['x-tollgate-request-id']}", headers=auth).json()["attempts"]
@@ -165,4 +165,5 @@ def test_models_lists_backends_policies_aliases(tmp_path: Path, sqlite_url: str)
         ids = {m["id"]: m["tollgate"]["kind"] for m in
                client.get("/v1/models", headers={"authorization": f"Bearer {key}"}).json()["data"]}
         assert ids == {"cheap": "backend", "premium": "backend", "tollgate/default": "policy",
+                       "tollgate/auto": "policy",
                        "auto": "alias"}

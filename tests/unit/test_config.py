@@ -42,11 +42,53 @@ def test_errors_carry_path_and_line() -> None:
     assert ("backends[0].colour", 8) in paths and ("backends[0].timeout_s", 9) in paths
 
 
+POLICY = """\
+policies:
+  p:
+    candidates: [local, ghost]
+    objective: {kind: cheapest_adequate, min_success: 0.5}
+    predictor_fallback: first_candidate
+routing:
+  default: p
+  rules:
+    - {match: {has_tools: true}, policy: nope}
+aliases:
+  auto: tollgate/missing
+"""
+
+
 def test_cross_reference_errors_are_located() -> None:
-    text = MINIMAL + "policies:\n  p:\n    candidates: [local, ghost]\naliases:\n  auto: tollgate/nope\n"
-    found = issues(text)
-    assert found[0][0] == "policies.p.candidates[1]" and found[0][1] == 10
-    assert "ghost" in found[0][2]
+    found = issues(MINIMAL + POLICY)
+    by_path = {p: (line, m) for p, line, m in found}
+    assert by_path["policies.p.candidates[1]"][0] == 10 and "ghost" in by_path["policies.p.candidates[1]"][1]
+    assert by_path["routing.rules[0].policy"][0] == 16
+    assert "aliases.auto" in by_path
+
+
+def test_policy_schema_errors_name_yaml_paths() -> None:
+    bad = POLICY.replace("min_success: 0.5", "min_success: 5").replace("ghost", "local2")
+    found = issues(MINIMAL + bad)
+    assert ("policies.p.objective.min_success", 11) in {(p, line) for p, line, _ in found}
+
+
+def test_policies_from_included_files(tmp_path: Path) -> None:
+    (tmp_path / "extra.yaml").write_text(
+        "policies:\n  q:\n    candidates: [local]\n"
+        "    objective: {kind: cheapest_adequate, min_success: 2}\n"
+        "    predictor_fallback: first_candidate\n"
+    )
+    main = tmp_path / "config.yaml"
+    main.write_text(MINIMAL + "include: [extra.yaml]\n" + POLICY.replace("[local, ghost]", "[local]")
+                    .replace("policy: nope", "policy: q").replace("tollgate/missing", "tollgate/q"))
+    with pytest.raises(ConfigError) as info:
+        load_config(main)
+    (issue,) = info.value.issues
+    assert issue.source.endswith("extra.yaml") and issue.line == 4
+    assert issue.path == "policies.q.objective.min_success"
+    (tmp_path / "extra.yaml").write_text(
+        (tmp_path / "extra.yaml").read_text().replace("min_success: 2", "min_success: 0.2"))
+    cfg = load_config(main)
+    assert cfg.policy_set is not None and set(cfg.policy_set.policies) == {"p", "q"}
 
 
 def test_yaml_syntax_error_has_line() -> None:

@@ -1,0 +1,222 @@
+"""From a request to a routing decision: gather the facts, ask the predictor, run the policy.
+
+The policy engine (``policies``) is pure; this module is the gateway side of it. It builds
+``BackendFacts`` (prices, capabilities, credentials, circuit state, observed p95 latency),
+``RequestFacts`` (tenant, headers, prompt, token estimate, required capabilities, budget left)
+and ``PredictionFacts`` (the predictor's P(success) per profile, under a hard timeout — on
+timeout or error the policy's declared ``predictor_fallback`` applies), then runs the selected
+policy and any shadow policies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+from gateway.auth import Principal
+from gateway.config import AUTO_POLICY, BackendConfig, Config
+from gateway.errors import InvalidRequest, NoBackendAvailable
+from gateway.state import from_nano
+from policies import (
+    BackendFacts,
+    Decision,
+    PredictionFacts,
+    RequestFacts,
+    decide,
+    select,
+    shadow_decisions,
+)
+
+log = logging.getLogger("tollgate.routing")
+
+# Removal reasons that mean the *request* cannot be served by this policy (a client error),
+# as opposed to backends being down right now (a 503).
+CLIENT_CONSTRAINTS = frozenset({"capabilities", "context_window", "tenant", "tags", "max_cost",
+                                "budget", "unknown_backend"})
+LATENCY_WINDOW = 200
+
+
+class PredictorLike(Protocol):
+    version: str
+
+    async def predict(self, prompt: str, timeout_s: float) -> Any: ...
+
+
+class LatencyWindow:
+    """Recent successful-attempt latencies per backend, for the policies' latency SLO."""
+
+    def __init__(self, size: int = LATENCY_WINDOW) -> None:
+        self.size = size
+        self._data: dict[str, deque[float]] = {}
+
+    def observe(self, backend: str, latency_ms: float) -> None:
+        self._data.setdefault(backend, deque(maxlen=self.size)).append(latency_ms)
+
+    def p95(self, backend: str) -> float | None:
+        window = self._data.get(backend)
+        if not window or len(window) < 20:  # too few observations to judge a backend by
+            return None
+        ordered = sorted(window)
+        return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+
+
+def message_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def query_text(body: dict[str, Any]) -> str:
+    """The text the predictor scores: the last user message (or the prompt / input)."""
+    for message in reversed(body.get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return message_text(message.get("content"))
+    raw = body.get("prompt", body.get("input", ""))
+    return raw if isinstance(raw, str) else " ".join(map(str, raw))
+
+
+def needs_vision(body: dict[str, Any]) -> bool:
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list) and any(
+            isinstance(p, dict) and p.get("type") in ("image_url", "input_image") for p in content
+        ):
+            return True
+    return False
+
+
+@dataclass
+class Routed:
+    """The outcome of routing one request."""
+
+    policy: str | None
+    chain: list[BackendConfig]
+    decision: Decision | None = None
+    escalation: list[BackendConfig] = field(default_factory=list)
+    record: dict[str, Any] | None = None  # what is stored with the request (decision, shadow)
+
+    def headers(self) -> dict[str, str]:
+        return self.decision.header_summary() if self.decision is not None else {}
+
+
+class Router:
+    def __init__(self, runtime: Any) -> None:
+        self.rt = runtime
+
+    @property
+    def config(self) -> Config:
+        return self.rt.config  # type: ignore[no-any-return]
+
+    async def backend_facts(self) -> dict[str, BackendFacts]:
+        cfg = self.config
+        allowed = await asyncio.gather(*(self.rt.allowed(b.name) for b in cfg.backends))
+        facts = {}
+        for backend, ok in zip(cfg.backends, allowed, strict=True):
+            price = self.rt.price(backend)
+            facts[backend.name] = BackendFacts(
+                name=backend.name,
+                input_cost_per_token=price.input_per_token if price else None,
+                output_cost_per_token=price.output_per_token if price else None,
+                context_window=backend.context_window,
+                capabilities=frozenset(backend.capabilities),
+                tags=frozenset(backend.tags),
+                healthy=self.rt.unavailable_reason(backend) is None,
+                circuit_open=not ok,
+                p95_latency_ms=self.rt.latency.p95(backend.name),
+                predictor_profile=backend.profile,
+                typical_output_tokens=backend.typical_output_tokens,
+                allowed_tenants=backend.allowed_tenants,
+                denied_tenants=backend.denied_tenants,
+            )
+        return facts
+
+    async def request_facts(
+        self, principal: Principal, headers: dict[str, str], body: dict[str, Any], prompt_tokens: int
+    ) -> RequestFacts:
+        remaining: Decimal | None = None
+        if principal.key_id and principal.key_budget_usd is not None:
+            spent, reserved = await self.rt.state.budget_spent(f"key:{principal.key_id}")
+            remaining = principal.key_budget_usd - from_nano(spent + reserved)
+        fmt = body.get("response_format") or {}
+        required = {"vision"} if needs_vision(body) else set()
+        tags = headers.get("x-tollgate-require-tags", "")
+        return RequestFacts(
+            tenant=principal.tenant_name,
+            key_id=principal.key_id,
+            headers=headers,
+            prompt_text=query_text(body),
+            est_prompt_tokens=prompt_tokens,
+            max_tokens=body.get("max_tokens") or body.get("max_completion_tokens"),
+            required_capabilities=frozenset(required),
+            has_tools=bool(body.get("tools")),
+            json_mode=isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"),
+            required_tags=frozenset(t.strip() for t in tags.split(",") if t.strip()),
+            budget_remaining_usd=remaining,
+        )
+
+    async def prediction(self, prompt: str) -> PredictionFacts | None:
+        predictor: PredictorLike | None = self.rt.predictor
+        if predictor is None:
+            return None
+        try:
+            result = await predictor.predict(prompt, self.config.predictor.timeout_ms / 1000)
+        except Exception:
+            log.exception("predictor failed; the policy's predictor_fallback applies")
+            return None
+        if result is None:
+            return None
+        return PredictionFacts(
+            p_success=dict(result.p_success),
+            predictor_version=predictor.version,
+            complexity=float(result.complexity),
+        )
+
+    async def route(
+        self,
+        policy_name: str,
+        principal: Principal,
+        headers: dict[str, str],
+        body: dict[str, Any],
+        *,
+        request_id: str,
+        prompt_tokens: int,
+    ) -> Routed:
+        policy_set = self.config.policy_set
+        if policy_set is None:
+            raise InvalidRequest("this gateway has no routing policies configured", param="model")
+        request = await self.request_facts(principal, headers, body, prompt_tokens)
+        if policy_name == AUTO_POLICY:
+            policy_name, rule = select(policy_set, request)
+        else:
+            rule = "model"
+        policy = policy_set.policies[policy_name]
+        backends, prediction = await asyncio.gather(
+            self.backend_facts(), self.prediction(request.prompt_text)
+        )
+        decision = decide(policy, policy_name, request, backends, prediction, rule=rule)
+        shadows = shadow_decisions(
+            policy_set, decision, request, backends, prediction, sample_key=request_id
+        )
+        record = decision.to_dict()
+        if shadows:
+            record["shadow"] = [s.to_dict() for s in shadows]
+        if prediction is not None:
+            record["prediction"] = {
+                "complexity": prediction.complexity,
+                "p_success": dict(prediction.p_success),
+            }
+        if decision.backend is None:
+            removed = {row.removed_by for row in decision.candidates if row.removed_by}
+            error = InvalidRequest if removed and removed <= CLIENT_CONSTRAINTS else NoBackendAvailable
+            raise error(f"policy {policy_name!r} cannot serve this request: {decision.reason}",
+                        code=decision.error or "no_backend")
+        by_name = {b.name: b for b in self.config.backends}
+        chain = [by_name[n] for n in (decision.backend, *decision.fallbacks) if n in by_name]
+        escalation = [by_name[n] for n in decision.escalation if n in by_name]
+        return Routed(policy_name, chain, decision, escalation, record)
