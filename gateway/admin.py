@@ -49,7 +49,9 @@ async def revoke_key(
 
 
 @router.post("/reload")
-async def reload_config(request: Request, authorization: str | None = Header(default=None)) -> JSONResponse:
+async def reload_config(
+    request: Request, authorization: str | None = Header(default=None)
+) -> JSONResponse:
     """Re-read the config files now; 422 with every error if they are invalid (nothing changes)."""
     rt = runtime_of(request)
     rt.auth.require_admin(authorization)

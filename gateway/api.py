@@ -4,8 +4,8 @@ tenant-scoped view of a request's recorded attempts.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from fastapi import APIRouter, Header, Request
@@ -18,12 +18,12 @@ from gateway.config import AUTO_POLICY, BackendConfig
 from gateway.dispatch import Dispatcher, RequestContext
 from gateway.errors import InvalidRequest, NotFound
 from gateway.pricing import format_usd
+from gateway.routing import Routed, Router
 from gateway.runtime import POLICY_PREFIX, Runtime
 from gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from gateway.routing import Routed, Router
 from gateway.store.models import requests as requests_table
-from policies import Policy, run_validators
 from gateway.streaming import SSEResponse, relay
+from policies import Policy, run_validators
 
 router = APIRouter()
 
@@ -32,7 +32,7 @@ MAX_TASK_ID = 256
 
 
 def runtime_of(request: Request) -> Runtime:
-    return request.app.state.runtime  # type: ignore[no-any-return]
+    return request.app.state.runtime
 
 
 def _task_ref(request: Request, body: dict[str, Any]) -> str:
@@ -42,9 +42,7 @@ def _task_ref(request: Request, body: dict[str, Any]) -> str:
         if isinstance(meta, dict) and meta.get("task_id") is not None:
             ref = str(meta["task_id"])
     if ref is not None and not (0 < len(ref) <= MAX_TASK_ID):
-        raise InvalidRequest(
-            f"task id must be 1..{MAX_TASK_ID} characters", param=TASK_HEADER
-        )
+        raise InvalidRequest(f"task id must be 1..{MAX_TASK_ID} characters", param=TASK_HEADER)
     return ref or ""
 
 
@@ -63,7 +61,9 @@ def _headers(ctx: RequestContext, backend: BackendConfig | None, *, cost: bool) 
     return headers
 
 
-def _worst_case(rt: Runtime, chain: list[BackendConfig], prompt_tokens: int, max_out: int) -> Decimal:
+def _worst_case(
+    rt: Runtime, chain: list[BackendConfig], prompt_tokens: int, max_out: int
+) -> Decimal:
     worst = Decimal(0)
     for backend in chain:
         price = rt.price(backend)
@@ -80,7 +80,9 @@ def _prompt_tokens(rt: Runtime, backend: BackendConfig, body: dict[str, Any]) ->
     if "messages" in body:
         return rt.caller.count_message_tokens(backend, body["messages"])
     raw = body.get("prompt") or body.get("input") or ""
-    return rt.caller.count_text_tokens(backend, raw if isinstance(raw, str) else " ".join(map(str, raw)))
+    return rt.caller.count_text_tokens(
+        backend, raw if isinstance(raw, str) else " ".join(map(str, raw))
+    )
 
 
 def _validator(policy: Policy | None) -> Callable[[str], str | None] | None:
@@ -121,8 +123,12 @@ async def _serve(
         routed = Routed(None, rt.callable_chain(route))
     else:
         routed = await Router(rt).route(
-            route.policy, principal, dict(request.headers), body,
-            request_id=ctx.request_id, prompt_tokens=prompt_tokens,
+            route.policy,
+            principal,
+            dict(request.headers),
+            body,
+            request_id=ctx.request_id,
+            prompt_tokens=prompt_tokens,
         )
         ctx.policy, ctx.decision = routed.policy, routed.record
     chain = routed.chain
@@ -143,7 +149,11 @@ async def _serve(
     if not stream:
         policy = rt.config.policies.get(routed.policy) if routed.policy else None
         accept = _validator(policy) if endpoint == "chat" else None
-        op = {"chat": caller.chat, "completions": caller.completion, "embeddings": caller.embedding}[endpoint]
+        op = {
+            "chat": caller.chat,
+            "completions": caller.completion,
+            "embeddings": caller.embedding,
+        }[endpoint]
         try:
             backend, resp, rejection = await dispatcher.call(ctx, chain, body, op, accept)
             limit = policy.escalation.max_escalations if policy and policy.escalation else 0
@@ -216,7 +226,9 @@ async def embeddings(
 
 
 @router.get("/v1/models", tags=["openai"])
-async def list_models(request: Request, authorization: str | None = Header(default=None)) -> dict[str, Any]:
+async def list_models(
+    request: Request, authorization: str | None = Header(default=None)
+) -> dict[str, Any]:
     rt = runtime_of(request)
     await _authenticate(rt, authorization)
     cfg = rt.config

@@ -101,8 +101,10 @@ def create_app(
         app.state.reloader = reloader
         reloader.start()
         log.info(
-            "tollgate %s ready (state: %s, policies: %s, predictor: %s)", __version__,
-            runtime.state.kind, policy_version(settings.config) or "none",
+            "tollgate %s ready (state: %s, policies: %s, predictor: %s)",
+            __version__,
+            runtime.state.kind,
+            policy_version(settings.config) or "none",
             getattr(chosen, "version", "off"),
         )
         try:

@@ -79,7 +79,8 @@ class Authenticator:
         record = await self._lookup(token)
         if record is None:
             raise AuthenticationFailed(
-                "invalid or revoked API key (keys look like tg-…; list them with 'tollgate keys list')"
+                "invalid or revoked API key (keys look like tg-…; "
+                "list them with 'tollgate keys list')"
             )
         return Principal(
             tenant_id=record.tenant_id,

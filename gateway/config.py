@@ -205,13 +205,22 @@ class Config(Strict):
                 issues.append((("backends", index, "name"), f"duplicate backend name {name!r}"))
             seen.add(name)
         if self.policies and self.routing is None:
-            issues.append((("routing",), "routing is required when policies are defined "
-                           "(at least routing.default: <policy>)"))
+            issues.append(
+                (
+                    ("routing",),
+                    "routing is required when policies are defined "
+                    "(at least routing.default: <policy>)",
+                )
+            )
         if self.routing is not None and not self.policies:
             issues.append((("routing",), "routing names policies, but no policies are defined"))
         if AUTO_POLICY in self.policies:
-            issues.append((("policies", AUTO_POLICY), "'auto' is reserved (tollgate/auto means: "
-                           "let the routing rules choose)"))
+            issues.append(
+                (
+                    ("policies", AUTO_POLICY),
+                    "'auto' is reserved (tollgate/auto means: let the routing rules choose)",
+                )
+            )
         if self.policies and self.routing is not None:
             policy_set = PolicySet.model_construct(
                 policies=self.policies, routing=self.routing, shadow=self.shadow
@@ -223,7 +232,9 @@ class Config(Strict):
             if target.startswith("tollgate/"):
                 pname = target.removeprefix("tollgate/")
                 if pname != AUTO_POLICY and pname not in self.policies:
-                    issues.append((("aliases", alias), f"alias points to unknown policy {target!r}"))
+                    issues.append(
+                        (("aliases", alias), f"alias points to unknown policy {target!r}")
+                    )
             elif target not in seen:
                 issues.append((("aliases", alias), f"alias points to unknown backend {target!r}"))
             if alias in seen:
@@ -283,7 +294,10 @@ Origin = Callable[[tuple[str | int, ...]], tuple[str, tuple[str | int, ...]]]
 
 
 def _locate(
-    docs: dict[str, YamlDocument], main: YamlDocument, origin: Origin | None, loc: tuple[str | int, ...]
+    docs: dict[str, YamlDocument],
+    main: YamlDocument,
+    origin: Origin | None,
+    loc: tuple[str | int, ...],
 ) -> tuple[str, tuple[str | int, ...], int | None]:
     """(file, path in that file, line) of a loc in the merged config."""
     loc = yaml_loc(loc)
@@ -329,16 +343,31 @@ def _read_includes(main: YamlDocument, base_dir: Path | None) -> list[YamlDocume
             docs.append(load_yaml_file(path))
         except FileNotFoundError:
             raise ConfigError(
-                [ConfigIssue(main.source, f"include[{index}]", main.line_of(("include", index)),
-                             f"included file {str(path)!r} not found")]
+                [
+                    ConfigIssue(
+                        main.source,
+                        f"include[{index}]",
+                        main.line_of(("include", index)),
+                        f"included file {str(path)!r} not found",
+                    )
+                ]
             ) from None
         except YamlSyntaxError as exc:
             raise ConfigError([ConfigIssue(exc.source, "", exc.line, exc.message)]) from None
-        extra = set(docs[-1].data) - set(POLICY_SECTIONS) if isinstance(docs[-1].data, dict) else set()
+        extra = (
+            set(docs[-1].data) - set(POLICY_SECTIONS) if isinstance(docs[-1].data, dict) else set()
+        )
         if not isinstance(docs[-1].data, dict) or extra:
             raise ConfigError(
-                [ConfigIssue(str(path), "", 1, "an included file may only hold policies, "
-                             f"routing and shadow (found: {', '.join(sorted(extra)) or 'no mapping'})")]
+                [
+                    ConfigIssue(
+                        str(path),
+                        "",
+                        1,
+                        "an included file may only hold policies, "
+                        f"routing and shadow (found: {', '.join(sorted(extra)) or 'no mapping'})",
+                    )
+                ]
             )
     return docs
 
@@ -352,13 +381,15 @@ def validate_document(doc: YamlDocument, base_dir: Path | None = None) -> Config
     data = dict(doc.data)
     origin: Origin | None = None
     if included:
-        merged, problems = merge_sources(
-            [PolicySource(d.source, d.data) for d in [doc, *included]]
-        )
+        merged, problems = merge_sources([PolicySource(d.source, d.data) for d in [doc, *included]])
         if problems:
             raise ConfigError(
-                [ConfigIssue(p.source, format_loc(p.loc), docs[p.source].line_of(p.loc), p.message)
-                 for p in problems]
+                [
+                    ConfigIssue(
+                        p.source, format_loc(p.loc), docs[p.source].line_of(p.loc), p.message
+                    )
+                    for p in problems
+                ]
             )
         for section in POLICY_SECTIONS:
             data.pop(section, None)
@@ -372,7 +403,7 @@ def validate_document(doc: YamlDocument, base_dir: Path | None = None) -> Config
 
 
 def load_config(path: str | Path) -> Config:
-    """Load and validate a config file (and its includes); raise ConfigError naming every problem."""
+    """Load and validate a config file and its includes; ConfigError names every problem."""
     try:
         doc = load_yaml_file(path)
     except FileNotFoundError:

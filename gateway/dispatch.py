@@ -194,7 +194,11 @@ class Dispatcher:
         if (
             isinstance(reported, dict)
             and reported.get("prompt_tokens") is not None
-            and (reported.get("prompt_tokens") or reported.get("completion_tokens") or not completion_text)
+            and (
+                reported.get("prompt_tokens")
+                or reported.get("completion_tokens")
+                or not completion_text
+            )
         ):
             return Usage(
                 int(reported.get("prompt_tokens") or 0),
@@ -253,11 +257,16 @@ class Dispatcher:
                     last = failure
                     if not failure.retryable or retry == backend.max_retries:
                         break
-                    if failure.retry_after_s is not None and failure.retry_after_s > MAX_RETRY_AFTER_S:
+                    if (
+                        failure.retry_after_s is not None
+                        and failure.retry_after_s > MAX_RETRY_AFTER_S
+                    ):
                         break  # a long cool-down: better served by the next backend
                     if not await self._allowed(backend):
                         break
-                    await asyncio.sleep(backoff_s(retry, backend.retry_backoff_s, failure.retry_after_s))
+                    await asyncio.sleep(
+                        backoff_s(retry, backend.retry_backoff_s, failure.retry_after_s)
+                    )
                     continue
                 await self._breaker(backend, True)
                 return clock, result
@@ -289,15 +298,18 @@ class Dispatcher:
         """Non-streaming call: the backend that answered, its OpenAI JSON, and — when
         ``accept`` (a validator over the answer text) rejects the answer — the reason."""
 
-        async def start(backend: BackendConfig, clock: AttemptClock) -> tuple[dict[str, Any], str | None]:
+        async def start(
+            backend: BackendConfig, clock: AttemptClock
+        ) -> tuple[dict[str, Any], str | None]:
             resp = await op(backend, body)
             text = completion_text(resp)
             rejection = accept(text) if accept is not None else None
             failure = None
             if rejection is not None:
                 ctx.rejections += 1
-                failure = UpstreamFailure(rejection, status=200, error_type="rejected_by_validator",
-                                          retryable=False)
+                failure = UpstreamFailure(
+                    rejection, status=200, error_type="rejected_by_validator", retryable=False
+                )
             self.record(
                 ctx,
                 clock,
@@ -329,7 +341,9 @@ class Dispatcher:
             except StopAsyncIteration:
                 raise UpstreamFailure(
                     "the backend closed the stream without sending anything",
-                    status=502, error_type="empty_stream", retryable=True,
+                    status=502,
+                    error_type="empty_stream",
+                    retryable=True,
                 ) from None
             except BaseException:
                 await aclose_quietly(stream)

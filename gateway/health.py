@@ -34,7 +34,9 @@ async def readyz(request: Request) -> JSONResponse:
         backends[backend.name] = {
             "available": reason is None,
             "reason": reason,
-            "circuit": "closed" if circuit_closed else ("open" if circuit_closed is False else "unknown"),
+            "circuit": "closed"
+            if circuit_closed
+            else ("open" if circuit_closed is False else "unknown"),
         }
     any_backend = any(b["available"] for b in backends.values())
     ready = redis_ok and any_backend

@@ -14,14 +14,14 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("LITELLM_LOG", "ERROR")
 
-from collections.abc import AsyncIterator  # noqa: E402
-from decimal import Decimal  # noqa: E402
-from typing import Any  # noqa: E402
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
 
-import litellm  # noqa: E402
+import litellm
 
-from gateway.config import BackendConfig  # noqa: E402
-from gateway.upstream import RETRYABLE_STATUSES, UpstreamFailure  # noqa: E402
+from gateway.config import BackendConfig
+from gateway.upstream import RETRYABLE_STATUSES, UpstreamFailure
 
 litellm.telemetry = False
 litellm.suppress_debug_info = True
@@ -61,7 +61,10 @@ def _openai_shape(resp: dict[str, Any]) -> dict[str, Any]:
 
 
 def _retry_after(exc: Exception) -> float | None:
-    for source in (getattr(exc, "litellm_response_headers", None), getattr(getattr(exc, "response", None), "headers", None)):
+    for source in (
+        getattr(exc, "litellm_response_headers", None),
+        getattr(getattr(exc, "response", None), "headers", None),
+    ):
         if source is None:
             continue
         try:
@@ -89,7 +92,9 @@ def classify(exc: Exception) -> UpstreamFailure:
     if isinstance(exc, litellm.APIConnectionError) and status in (None, 500):
         return UpstreamFailure(message, status=None, error_type="connection_error", retryable=True)
     if isinstance(exc, litellm.ContextWindowExceededError):
-        return UpstreamFailure(message, status=400, error_type="context_window_exceeded", retryable=False)
+        return UpstreamFailure(
+            message, status=400, error_type="context_window_exceeded", retryable=False
+        )
     if status is None:
         return UpstreamFailure(message, status=None, error_type=name, retryable=True)
     if status in RETRYABLE_STATUSES:
@@ -111,7 +116,7 @@ class LiteLLMCaller:
             resp = await litellm.acompletion(**_call_kwargs(backend, body))
         except Exception as exc:
             raise classify(exc) from exc
-        return _openai_shape(resp.model_dump())  # type: ignore[union-attr]
+        return _openai_shape(resp.model_dump())
 
     async def chat_stream(
         self, backend: BackendConfig, body: dict[str, Any]
@@ -124,19 +129,19 @@ class LiteLLMCaller:
         except Exception as exc:
             raise classify(exc) from exc
         try:
-            async for chunk in stream:  # type: ignore[union-attr]
+            async for chunk in stream:
                 yield _openai_shape(chunk.model_dump(exclude_none=True))
         except Exception as exc:
             raise classify(exc) from exc
         finally:
-            await stream.aclose()  # type: ignore[union-attr]
+            await stream.aclose()
 
     async def completion(self, backend: BackendConfig, body: dict[str, Any]) -> dict[str, Any]:
         try:
             resp = await litellm.atext_completion(**_call_kwargs(backend, body))
         except Exception as exc:
             raise classify(exc) from exc
-        return resp.model_dump()  # type: ignore[no-any-return]
+        return resp.model_dump()
 
     async def completion_stream(
         self, backend: BackendConfig, body: dict[str, Any]
@@ -149,8 +154,12 @@ class LiteLLMCaller:
         except Exception as exc:
             raise classify(exc) from exc
         try:
-            async for chunk in stream:  # type: ignore[union-attr]
-                yield _openai_shape(chunk.model_dump(exclude_none=True)) if hasattr(chunk, "model_dump") else dict(chunk)
+            async for chunk in stream:
+                yield (
+                    _openai_shape(chunk.model_dump(exclude_none=True))
+                    if hasattr(chunk, "model_dump")
+                    else dict(chunk)
+                )
         except Exception as exc:
             raise classify(exc) from exc
         finally:
@@ -165,7 +174,7 @@ class LiteLLMCaller:
             resp = await litellm.aembedding(**kwargs)
         except Exception as exc:
             raise classify(exc) from exc
-        return resp.model_dump()  # type: ignore[no-any-return]
+        return resp.model_dump()
 
     def catalog_price(self, backend: BackendConfig) -> tuple[Decimal, Decimal] | None:
         try:
@@ -181,7 +190,9 @@ class LiteLLMCaller:
         try:
             return int(litellm.token_counter(model=backend.model, messages=messages))
         except Exception:
-            return sum(len(str(m.get("content") or "")) for m in messages if isinstance(m, dict)) // 4
+            return (
+                sum(len(str(m.get("content") or "")) for m in messages if isinstance(m, dict)) // 4
+            )
 
     def count_text_tokens(self, backend: BackendConfig, text: str) -> int:
         if not text:

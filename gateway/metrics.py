@@ -1,4 +1,4 @@
-"""Prometheus metrics of one gateway app (its own registry: nothing is global or built at import)."""
+"""Prometheus metrics of one gateway app (its own registry: nothing global, nothing at import)."""
 
 from __future__ import annotations
 
@@ -12,20 +12,30 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "tollgate_requests", "Client requests by endpoint and HTTP status",
-            ["endpoint", "status"], registry=r,
+            "tollgate_requests",
+            "Client requests by endpoint and HTTP status",
+            ["endpoint", "status"],
+            registry=r,
         )
         self.attempts = Counter(
-            "tollgate_attempts", "Backend attempts by backend and outcome",
-            ["backend", "status"], registry=r,
+            "tollgate_attempts",
+            "Backend attempts by backend and outcome",
+            ["backend", "status"],
+            registry=r,
         )
         self.latency = Histogram(
-            "tollgate_attempt_latency_seconds", "Backend attempt latency",
-            ["backend"], buckets=LATENCY_BUCKETS, registry=r,
+            "tollgate_attempt_latency_seconds",
+            "Backend attempt latency",
+            ["backend"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.ttft = Histogram(
-            "tollgate_time_to_first_token_seconds", "Time to first streamed chunk",
-            ["backend"], buckets=LATENCY_BUCKETS, registry=r,
+            "tollgate_time_to_first_token_seconds",
+            "Time to first streamed chunk",
+            ["backend"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.tokens = Counter(
             "tollgate_tokens", "Tokens by backend and kind", ["backend", "kind"], registry=r

@@ -16,8 +16,15 @@ from gateway.errors import PayloadTooLarge
 from gateway.metrics import Metrics
 
 KNOWN_PATHS = frozenset(
-    {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/healthz",
-     "/readyz", "/metrics"}
+    {
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/models",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    }
 )
 
 
@@ -35,7 +42,9 @@ class GatewayMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         rid_header = (b"x-tollgate-request-id", request_id.encode())
         path = scope["path"]
-        endpoint = path if path in KNOWN_PATHS else ("/admin" if path.startswith("/admin") else "other")
+        endpoint = (
+            path if path in KNOWN_PATHS else ("/admin" if path.startswith("/admin") else "other")
+        )
         status_holder: dict[str, Any] = {}
 
         async def send_wrapper(message: Message) -> None:
@@ -102,8 +111,10 @@ class GatewayMiddleware:
             {
                 "type": "http.response.start",
                 "status": err.status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": body})

@@ -1,4 +1,4 @@
-"""Schema migrations: run Alembic (scripts in the top-level ``migrations`` package) programmatically."""
+"""Schema migrations: run Alembic (scripts in the top-level ``migrations`` package) in-process."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def alembic_config(database_url: str) -> AlembicConfig:
 
 
 def upgrade_database(database_url: str, revision: str = "head") -> None:
-    """Create or migrate the schema at ``database_url`` (blocking; call from a thread in async code)."""
+    """Create or migrate the schema at ``database_url`` (blocking: use a thread in async code)."""
     ensure_sqlite_dir(to_async_url(database_url))
     command.upgrade(alembic_config(database_url), revision)
 

@@ -52,7 +52,7 @@ class Reloader:
 
     @property
     def path(self) -> str | None:
-        return self.rt.settings.config_path  # type: ignore[no-any-return]
+        return self.rt.settings.config_path
 
     def _snapshot(self) -> dict[Path, float]:
         if self.path is None:
@@ -66,16 +66,28 @@ class Reloader:
     async def reload(self, reason: str) -> ReloadResult:
         async with self._lock:
             if self.path is None:
-                return ReloadResult(False, False, policy_version(self.rt.config),
-                                    (ConfigIssue("<none>", "", None, "the gateway was started "
-                                                 "without a config file; nothing to reload"),))
+                return ReloadResult(
+                    False,
+                    False,
+                    policy_version(self.rt.config),
+                    (
+                        ConfigIssue(
+                            "<none>",
+                            "",
+                            None,
+                            "the gateway was started without a config file; nothing to reload",
+                        ),
+                    ),
+                )
             try:
                 new = await asyncio.to_thread(load_config, self.path)
             except ConfigError as exc:
                 for issue in exc.issues:
                     log.error("config reload (%s) rejected: %s", reason, issue)
-                log.error("the running config (policy version %s) stays in force",
-                          policy_version(self.rt.config))
+                log.error(
+                    "the running config (policy version %s) stays in force",
+                    policy_version(self.rt.config),
+                )
                 return ReloadResult(False, False, policy_version(self.rt.config), tuple(exc.issues))
             old = self.rt.config
             self._stamps = self._snapshot()
@@ -85,8 +97,12 @@ class Reloader:
                 if getattr(new, section) != getattr(old, section):
                     log.warning("config reload: changes to %r take effect after a restart", section)
             self.rt.apply_config(new)
-            log.info("config reloaded (%s): policy version %s -> %s", reason,
-                     policy_version(old), policy_version(new))
+            log.info(
+                "config reloaded (%s): policy version %s -> %s",
+                reason,
+                policy_version(old),
+                policy_version(new),
+            )
             return ReloadResult(True, True, policy_version(new))
 
     async def _watch(self) -> None:

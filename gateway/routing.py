@@ -35,8 +35,9 @@ log = logging.getLogger("tollgate.routing")
 
 # Removal reasons that mean the *request* cannot be served by this policy (a client error),
 # as opposed to backends being down right now (a 503).
-CLIENT_CONSTRAINTS = frozenset({"capabilities", "context_window", "tenant", "tags", "max_cost",
-                                "budget", "unknown_backend"})
+CLIENT_CONSTRAINTS = frozenset(
+    {"capabilities", "context_window", "tenant", "tags", "max_cost", "budget", "unknown_backend"}
+)
 LATENCY_WINDOW = 200
 
 
@@ -111,7 +112,7 @@ class Router:
 
     @property
     def config(self) -> Config:
-        return self.rt.config  # type: ignore[no-any-return]
+        return self.rt.config
 
     async def backend_facts(self) -> dict[str, BackendFacts]:
         cfg = self.config
@@ -137,7 +138,11 @@ class Router:
         return facts
 
     async def request_facts(
-        self, principal: Principal, headers: dict[str, str], body: dict[str, Any], prompt_tokens: int
+        self,
+        principal: Principal,
+        headers: dict[str, str],
+        body: dict[str, Any],
+        prompt_tokens: int,
     ) -> RequestFacts:
         remaining: Decimal | None = None
         if principal.key_id and principal.key_budget_usd is not None:
@@ -213,9 +218,13 @@ class Router:
             }
         if decision.backend is None:
             removed = {row.removed_by for row in decision.candidates if row.removed_by}
-            error = InvalidRequest if removed and removed <= CLIENT_CONSTRAINTS else NoBackendAvailable
-            raise error(f"policy {policy_name!r} cannot serve this request: {decision.reason}",
-                        code=decision.error or "no_backend")
+            error = (
+                InvalidRequest if removed and removed <= CLIENT_CONSTRAINTS else NoBackendAvailable
+            )
+            raise error(
+                f"policy {policy_name!r} cannot serve this request: {decision.reason}",
+                code=decision.error or "no_backend",
+            )
         by_name = {b.name: b for b in self.config.backends}
         chain = [by_name[n] for n in (decision.backend, *decision.fallbacks) if n in by_name]
         escalation = [by_name[n] for n in decision.escalation if n in by_name]

@@ -81,7 +81,8 @@ class Runtime:
             name = target.removeprefix(POLICY_PREFIX)
             if name not in cfg.policies and not (name == AUTO_POLICY and cfg.policies):
                 raise ModelNotFound(
-                    f"unknown policy {name!r}; policies: {', '.join(sorted(cfg.policies)) or 'none'}",
+                    f"unknown policy {name!r}; "
+                    f"policies: {', '.join(sorted(cfg.policies)) or 'none'}",
                     param="model",
                 )
             return Route(name)

@@ -57,7 +57,9 @@ class Settings:
         return cls(
             config=config,
             config_path=str(Path(config_path)) if config_path else None,
-            database_url=env.get("TOLLGATE_DATABASE_URL") or config.store.url or DEFAULT_DATABASE_URL,
+            database_url=env.get("TOLLGATE_DATABASE_URL")
+            or config.store.url
+            or DEFAULT_DATABASE_URL,
             redis_url=env.get("TOLLGATE_REDIS_URL") or config.redis.url,
             admin_key=env.get("TOLLGATE_ADMIN_KEY") or None,
             host=host or config.server.host,

@@ -182,7 +182,9 @@ class RedisState:
 
     async def budget_reserve(self, scope: str, limit_nano: int, amount_nano: int) -> bool:
         keys = [self._k("budget", scope, "spent"), self._k("budget", scope, "reserved")]
-        return bool(await self._reserve(keys=keys, args=[limit_nano, amount_nano, RESERVATION_TTL_MS]))
+        return bool(
+            await self._reserve(keys=keys, args=[limit_nano, amount_nano, RESERVATION_TTL_MS])
+        )
 
     async def budget_settle(self, scope: str, reserved_nano: int, actual_nano: int) -> None:
         keys = [self._k("budget", scope, "spent"), self._k("budget", scope, "reserved")]

@@ -102,7 +102,9 @@ async def relay(
         with anyio.CancelScope(shield=True):
             await aclose_quietly(stream)
             counted = dispatcher.usage_from(clock.backend, body, usage, "".join(text))
-            dispatcher.record(ctx, clock, status=status, usage=counted, failure=failure, http_status=200)
+            dispatcher.record(
+                ctx, clock, status=status, usage=counted, failure=failure, http_status=200
+            )
             await dispatcher._breaker(clock.backend, failure is None)
             await on_finish()
 
@@ -117,7 +119,7 @@ class SSEResponse(StreamingResponse):
         self.headers["cache-control"] = "no-cache"
         self.headers["x-accel-buffering"] = "no"
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: ARG002
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gen = self.body_iterator
         try:
             async with anyio.create_task_group() as tg:
@@ -132,8 +134,11 @@ class SSEResponse(StreamingResponse):
                 tg.start_soon(watch_disconnect)
                 try:
                     await send(
-                        {"type": "http.response.start", "status": self.status_code,
-                         "headers": self.raw_headers}
+                        {
+                            "type": "http.response.start",
+                            "status": self.status_code,
+                            "headers": self.raw_headers,
+                        }
                     )
                     async for chunk in gen:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})

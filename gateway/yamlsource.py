@@ -40,7 +40,9 @@ class YamlSyntaxError(ValueError):
         super().__init__(f"{where}: YAML syntax error: {message}")
 
 
-def _walk(node: yaml.Node, path: tuple[str | int, ...], out: dict[tuple[str | int, ...], int]) -> None:
+def _walk(
+    node: yaml.Node, path: tuple[str | int, ...], out: dict[tuple[str | int, ...], int]
+) -> None:
     out.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:

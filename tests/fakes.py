@@ -50,7 +50,9 @@ def failure_for(status: int) -> UpstreamFailure:
     return UpstreamFailure(
         f"fake upstream error {status}",
         status=status,
-        error_type="rate_limited" if status == 429 else ("server_error" if retryable else "bad_request"),
+        error_type="rate_limited"
+        if status == 429
+        else ("server_error" if retryable else "bad_request"),
         retryable=retryable,
         client_fault=status in (400, 413, 422),
     )
@@ -93,8 +95,13 @@ class FakeCaller:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": backend.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": "stop"}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
         }
         if script.report_usage:
             p, c = self._prompt_tokens(body), words(text)
@@ -106,27 +113,41 @@ class FakeCaller:
     ) -> AsyncIterator[dict[str, Any]]:
         script = await self._begin(backend)
         text = self._answer(backend, body)
-        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
-                "model": backend.model}
+        base = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": backend.model,
+        }
         try:
             yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
             for i, word in enumerate(text.split()):
                 if script.token_delay_s:
                     await asyncio.sleep(script.token_delay_s)
-                yield {**base, "choices": [{"index": 0, "delta": {"content": (" " if i else "") + word}}]}
+                yield {
+                    **base,
+                    "choices": [{"index": 0, "delta": {"content": (" " if i else "") + word}}],
+                }
             yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
             if script.report_usage:
                 p, c = self._prompt_tokens(body), words(text)
-                yield {**base, "choices": [],
-                       "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}}
+                yield {
+                    **base,
+                    "choices": [],
+                    "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c},
+                }
         finally:
             self.streams_closed += 1
 
     async def completion(self, backend: BackendConfig, body: dict[str, Any]) -> dict[str, Any]:
-        resp = await self.chat(backend, {**body, "messages": [{"role": "user", "content": body.get("prompt", "")}]})
+        resp = await self.chat(
+            backend, {**body, "messages": [{"role": "user", "content": body.get("prompt", "")}]}
+        )
         choice = resp["choices"][0]
         resp["object"] = "text_completion"
-        resp["choices"] = [{"index": 0, "text": choice["message"]["content"], "finish_reason": "stop"}]
+        resp["choices"] = [
+            {"index": 0, "text": choice["message"]["content"], "finish_reason": "stop"}
+        ]
         return resp
 
     def completion_stream(
@@ -140,7 +161,10 @@ class FakeCaller:
         p = self._prompt_tokens(body)
         return {
             "object": "list",
-            "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i, _ in enumerate(inputs)],
+            "data": [
+                {"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
+                for i, _ in enumerate(inputs)
+            ],
             "model": backend.model,
             "usage": {"prompt_tokens": p, "total_tokens": p},
         }

@@ -47,15 +47,22 @@ def backend(name: str, **kw: Any) -> dict[str, Any]:
     return entry
 
 
-def config_dict(tmp_path: Path, backends: list[dict[str, Any]] | None = None, **sections: Any) -> dict[str, Any]:
+def config_dict(
+    tmp_path: Path, backends: list[dict[str, Any]] | None = None, **sections: Any
+) -> dict[str, Any]:
     data: dict[str, Any] = {
         "backends": backends or [backend("cheap"), backend("premium")],
-        "policies": {"default": {
-            "candidates": ["cheap", "premium"],
-            "objective": {"kind": "cheapest_adequate", "min_success": 0.5,
-                          "on_no_adequate": "most_capable"},
-            "predictor_fallback": "first_candidate",
-        }},
+        "policies": {
+            "default": {
+                "candidates": ["cheap", "premium"],
+                "objective": {
+                    "kind": "cheapest_adequate",
+                    "min_success": 0.5,
+                    "on_no_adequate": "most_capable",
+                },
+                "predictor_fallback": "first_candidate",
+            }
+        },
         "routing": {"default": "default"},
         "predictor": {"enabled": False},
         "aliases": {"auto": "tollgate/auto"},
@@ -71,7 +78,10 @@ def config_dict(tmp_path: Path, backends: list[dict[str, Any]] | None = None, **
 
 
 def settings_for(
-    config: dict[str, Any], database_url: str, *, admin_key: str | None = "admin-secret",
+    config: dict[str, Any],
+    database_url: str,
+    *,
+    admin_key: str | None = "admin-secret",
     redis_url: str | None = None,
 ) -> Settings:
     return Settings(
@@ -154,15 +164,30 @@ class GatewayProcess:
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(VENV_BIN / "tollgate"), *args, "--config", str(self.config_path)],
-            env=self.env, capture_output=True, text=True, cwd=self.workdir, timeout=120,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            cwd=self.workdir,
+            timeout=120,
         )
 
     def start(self, timeout_s: float = 60) -> GatewayProcess:
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [str(VENV_BIN / "tollgate"), "serve", "--config", str(self.config_path),
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+            [
+                str(VENV_BIN / "tollgate"),
+                "serve",
+                "--config",
+                str(self.config_path),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from typing import Any
+
+from sqlalchemy import Row, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.store.models import api_keys, requests, tenants
@@ -70,9 +72,8 @@ _KEY_COLUMNS = (
 )
 
 
-def _record(row: object) -> KeyRecord:
-    values = tuple(row)  # type: ignore[call-overload]
-    return KeyRecord(*values)
+def _record(row: Row[Any]) -> KeyRecord:
+    return KeyRecord(*tuple(row))
 
 
 class KeyStore:
@@ -85,9 +86,7 @@ class KeyStore:
             if found:
                 return str(found)
             tenant_id = uuid.uuid4().hex
-            await conn.execute(
-                tenants.insert().values(id=tenant_id, name=name, created_at=now())
-            )
+            await conn.execute(tenants.insert().values(id=tenant_id, name=name, created_at=now()))
             return tenant_id
 
     async def create_key(
@@ -112,7 +111,7 @@ class KeyStore:
         assert record is not None
         return raw, record
 
-    def _select(self):  # type: ignore[no-untyped-def]
+    def _select(self):
         return select(*_KEY_COLUMNS).join(tenants, tenants.c.id == api_keys.c.tenant_id)
 
     async def get(self, key_id: str) -> KeyRecord | None:

@@ -147,7 +147,9 @@ class RecordWriter:
                 log.exception("record writer loop error")
 
     def _take_batch(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        attempts = [self._attempts.popleft() for _ in range(min(self.batch_size, len(self._attempts)))]
+        attempts = [
+            self._attempts.popleft() for _ in range(min(self.batch_size, len(self._attempts)))
+        ]
         task_ids = list(self._tasks)[: self.batch_size]
         tasks = [self._tasks.pop(t) for t in task_ids]
         return attempts, tasks
@@ -163,7 +165,11 @@ class RecordWriter:
         except Exception as exc:
             self.stats.failures += 1
             if self.stats.store_up:
-                log.warning("store unreachable (%s); spooling rows to %s", type(exc).__name__, self.spool_dir)
+                log.warning(
+                    "store unreachable (%s); spooling rows to %s",
+                    type(exc).__name__,
+                    self.spool_dir,
+                )
             self.stats.store_up = False
             self._spool(attempts, tasks)
 

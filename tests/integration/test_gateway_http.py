@@ -39,14 +39,22 @@ def gateway_config(upstream: FakeUpstream, spool: Path) -> dict[str, Any]:
         }
 
     return {
-        "backends": [entry("fake", "fake-model"), entry("flaky", "flaky-model"),
-                     entry("backup", "backup-model")],
-        "policies": {"chain": {
-            "candidates": ["flaky", "backup"],
-            "objective": {"kind": "cheapest_adequate", "min_success": 0.5,
-                          "on_no_adequate": "most_capable"},
-            "predictor_fallback": "first_candidate",
-        }},
+        "backends": [
+            entry("fake", "fake-model"),
+            entry("flaky", "flaky-model"),
+            entry("backup", "backup-model"),
+        ],
+        "policies": {
+            "chain": {
+                "candidates": ["flaky", "backup"],
+                "objective": {
+                    "kind": "cheapest_adequate",
+                    "min_success": 0.5,
+                    "on_no_adequate": "most_capable",
+                },
+                "predictor_fallback": "first_candidate",
+            }
+        },
         "routing": {"default": "chain"},
         "predictor": {"enabled": False},
         "store": {"spool_dir": str(spool), "flush_interval_ms": 20},
@@ -73,10 +81,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def client(stack: dict[str, Any], **kw: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack["gw"].url + "/v1", api_key=stack["key"], max_retries=0, **kw)
+    return openai.OpenAI(
+        base_url=stack["gw"].url + "/v1", api_key=stack["key"], max_retries=0, **kw
+    )
 
 
-def attempts(stack: dict[str, Any], request_id: str, key: str | None = None) -> list[dict[str, Any]]:
+def attempts(
+    stack: dict[str, Any], request_id: str, key: str | None = None
+) -> list[dict[str, Any]]:
     resp = httpx.get(
         f"{stack['gw'].url}/v1/requests/{request_id}",
         headers={"authorization": f"Bearer {key or stack['key']}"},
@@ -109,7 +121,9 @@ def test_streaming_and_plain_record_the_same_cost(stack: dict[str, Any]) -> None
         stack["upstream"].configure(omit_usage=omit_usage)
         messages = [{"role": "user", "content": "count the cost of this prompt please"}]
         plain = sdk.chat.completions.with_raw_response.create(model="fake", messages=messages)
-        stream = sdk.chat.completions.with_raw_response.create(model="fake", messages=messages, stream=True)
+        stream = sdk.chat.completions.with_raw_response.create(
+            model="fake", messages=messages, stream=True
+        )
         text = "".join(c.choices[0].delta.content or "" for c in stream.parse() if c.choices)
         assert text == plain.parse().choices[0].message.content
         rows = [attempts(stack, r.headers["x-tollgate-request-id"])[0] for r in (plain, stream)]
@@ -122,9 +136,13 @@ def test_streaming_and_plain_record_the_same_cost(stack: dict[str, Any]) -> None
 
 def test_async_sdk_streaming_with_usage(stack: dict[str, Any]) -> None:
     async def run() -> tuple[str, Any]:
-        sdk = openai.AsyncOpenAI(base_url=stack["gw"].url + "/v1", api_key=stack["key"], max_retries=0)
+        sdk = openai.AsyncOpenAI(
+            base_url=stack["gw"].url + "/v1", api_key=stack["key"], max_retries=0
+        )
         stream = await sdk.chat.completions.create(
-            model="fake", messages=[{"role": "user", "content": "hi"}], stream=True,
+            model="fake",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
             stream_options={"include_usage": True},
         )
         parts, usage = [], None
@@ -144,9 +162,18 @@ def test_client_disconnect_cancels_upstream_and_records_usage(stack: dict[str, A
     up = stack["upstream"]
     up.configure(token_interval_ms=30, completion_tokens=400)
     before = up.stats()["streams_aborted"]
-    body = {"model": "fake", "stream": True, "messages": [{"role": "user", "content": "long answer"}]}
-    with httpx.stream("POST", stack["gw"].url + "/v1/chat/completions", json=body,
-                      headers={"authorization": f"Bearer {stack['key']}"}, timeout=10) as resp:
+    body = {
+        "model": "fake",
+        "stream": True,
+        "messages": [{"role": "user", "content": "long answer"}],
+    }
+    with httpx.stream(
+        "POST",
+        stack["gw"].url + "/v1/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {stack['key']}"},
+        timeout=10,
+    ) as resp:
         request_id = resp.headers["x-tollgate-request-id"]
         seen = 0
         for line in resp.iter_lines():
@@ -161,8 +188,10 @@ def test_client_disconnect_cancels_upstream_and_records_usage(stack: dict[str, A
     assert up.stats()["streams_aborted"] == before + 1, "the upstream stream was not cancelled"
     deadline = time.monotonic() + 5
     while True:
-        rows = httpx.get(f"{stack['gw'].url}/v1/requests/{request_id}",
-                         headers={"authorization": f"Bearer {stack['key']}"})
+        rows = httpx.get(
+            f"{stack['gw'].url}/v1/requests/{request_id}",
+            headers={"authorization": f"Bearer {stack['key']}"},
+        )
         if rows.status_code == 200 or time.monotonic() > deadline:
             break
         time.sleep(0.05)
@@ -181,7 +210,10 @@ def test_retries_and_fallback_over_http(stack: dict[str, Any]) -> None:
     assert raw.headers["x-tollgate-backend"] == "backup"
     rows = attempts(stack, raw.headers["x-tollgate-request-id"])
     assert [(r["backend"], r["status"], r["http_status"]) for r in rows] == [
-        ("flaky", "error", 500), ("flaky", "error", 503), ("backup", "ok", 200)]
+        ("flaky", "error", 500),
+        ("flaky", "error", 503),
+        ("backup", "ok", 200),
+    ]
     up.configure(models={})
 
 
@@ -196,16 +228,24 @@ def test_rate_limit_retry_after_is_honoured(stack: dict[str, Any]) -> None:
 
 def test_tools_response_format_stop_n_pass_through(stack: dict[str, Any]) -> None:
     sdk = client(stack)
-    tool = {"type": "function", "function": {"name": "lookup", "parameters": {
-        "type": "object", "properties": {"city": {"type": "string"}}}}}
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
     resp = sdk.chat.completions.create(
         model="fake", messages=[{"role": "user", "content": "please call tool"}], tools=[tool]
     )
     call = resp.choices[0].message.tool_calls[0]
     assert call.function.name == "lookup" and "city" in call.function.arguments
     resp = sdk.chat.completions.create(
-        model="fake", messages=[{"role": "user", "content": "json"}],
-        response_format={"type": "json_object"}, n=2, max_tokens=3,
+        model="fake",
+        messages=[{"role": "user", "content": "json"}],
+        response_format={"type": "json_object"},
+        n=2,
+        max_tokens=3,
     )
     assert len(resp.choices) == 2 and resp.choices[0].message.content.startswith("{")
     assert resp.choices[0].finish_reason == "length"
@@ -224,14 +264,33 @@ def test_completions_and_embeddings(stack: dict[str, Any]) -> None:
     [
         (b"{not json", {}, 400, "invalid_request_error"),
         (b'{"model": "fake"}', {}, 400, "invalid_request_error"),
-        (b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}', {}, 404, "model_not_found"),
+        (
+            b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}',
+            {},
+            404,
+            "model_not_found",
+        ),
         (b'{"model": "fake", "messages": []}', {}, 400, "invalid_request_error"),
-        (b'{"model": "fake", "messages": [{"role": "user", "content": "x"}]}',
-         {"authorization": "Bearer tg-wrong"}, 401, "invalid_api_key"),
-        (b'{"model": "fake", "messages": [{"role": "user", "content": "x"}]}',
-         {"authorization": ""}, 401, "invalid_api_key"),
-        (b'{"model": "fake", "messages": [{"role": "user", "content": "' + b"x" * (5 * 1024 * 1024) + b'"}]}',
-         {}, 413, "request_too_large"),
+        (
+            b'{"model": "fake", "messages": [{"role": "user", "content": "x"}]}',
+            {"authorization": "Bearer tg-wrong"},
+            401,
+            "invalid_api_key",
+        ),
+        (
+            b'{"model": "fake", "messages": [{"role": "user", "content": "x"}]}',
+            {"authorization": ""},
+            401,
+            "invalid_api_key",
+        ),
+        (
+            b'{"model": "fake", "messages": [{"role": "user", "content": "'
+            + b"x" * (5 * 1024 * 1024)
+            + b'"}]}',
+            {},
+            413,
+            "request_too_large",
+        ),
     ],
 )
 def test_errors_are_openai_shaped(
@@ -250,7 +309,9 @@ def test_errors_are_openai_shaped(
 
 def test_sdk_raises_typed_errors(stack: dict[str, Any]) -> None:
     with pytest.raises(openai.NotFoundError):
-        client(stack).chat.completions.create(model="missing", messages=[{"role": "user", "content": "x"}])
+        client(stack).chat.completions.create(
+            model="missing", messages=[{"role": "user", "content": "x"}]
+        )
     bad = openai.OpenAI(base_url=stack["gw"].url + "/v1", api_key="tg-bad", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad.chat.completions.create(model="fake", messages=[{"role": "user", "content": "x"}])
@@ -261,8 +322,10 @@ def test_tenant_sees_only_its_own_requests(stack: dict[str, Any]) -> None:
         model="fake", messages=[{"role": "user", "content": "mine"}]
     )
     rid = raw.headers["x-tollgate-request-id"]
-    resp = httpx.get(f"{stack['gw'].url}/v1/requests/{rid}",
-                     headers={"authorization": f"Bearer {stack['other_key']}"})
+    resp = httpx.get(
+        f"{stack['gw'].url}/v1/requests/{rid}",
+        headers={"authorization": f"Bearer {stack['other_key']}"},
+    )
     assert resp.status_code == 404
 
 
@@ -281,11 +344,19 @@ def test_keys_cli_revoke_and_admin_api(stack: dict[str, Any]) -> None:
     admin = {"authorization": "Bearer admin-secret"}
     made = httpx.post(gw.url + "/admin/keys", json={"tenant": "api-made"}, headers=admin)
     assert made.status_code == 201
-    assert httpx.post(gw.url + "/admin/keys", json={"tenant": "x"},
-                      headers={"authorization": f"Bearer {stack['key']}"}).status_code == 401
+    assert (
+        httpx.post(
+            gw.url + "/admin/keys",
+            json={"tenant": "x"},
+            headers={"authorization": f"Bearer {stack['key']}"},
+        ).status_code
+        == 401
+    )
     listed = httpx.get(gw.url + "/admin/keys", params={"tenant": "api-made"}, headers=admin).json()
     assert [k["id"] for k in listed["data"]] == [made.json()["id"]]
-    assert httpx.delete(f"{gw.url}/admin/keys/{made.json()['id']}", headers=admin).status_code == 200
+    assert (
+        httpx.delete(f"{gw.url}/admin/keys/{made.json()['id']}", headers=admin).status_code == 200
+    )
 
 
 def test_health_ready_models_metrics(stack: dict[str, Any]) -> None:
@@ -307,10 +378,24 @@ def test_keys_never_logged(stack: dict[str, Any]) -> None:
 
 def test_refuses_public_bind_without_admin_key(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("backends:\n  - name: a\n    model: openai/x\n    api_base: http://127.0.0.1:9/v1\n")
+    cfg.write_text(
+        "backends:\n  - name: a\n    model: openai/x\n    api_base: http://127.0.0.1:9/v1\n"
+    )
     env = {"PATH": str(VENV_BIN), "TOLLGATE_DATABASE_URL": f"sqlite:///{tmp_path}/t.db"}
     proc = subprocess.run(
-        [str(VENV_BIN / "tollgate"), "serve", "--config", str(cfg), "--host", "0.0.0.0", "--port", "1"],
-        env=env, capture_output=True, text=True, timeout=60,
+        [
+            str(VENV_BIN / "tollgate"),
+            "serve",
+            "--config",
+            str(cfg),
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "1",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2 and "admin key" in proc.stderr

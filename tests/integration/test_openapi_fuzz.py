@@ -26,12 +26,22 @@ def gateway_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
     work: Path = tmp_path_factory.mktemp("fuzz")
     with FakeUpstream(port=0) as upstream:
         cfg = {
-            "backends": [{"name": "fake", "model": "openai/fake-model", "api_base": upstream.base_url,
-                          "input_cost_per_token": "0.000001", "output_cost_per_token": "0.000002",
-                          "max_retries": 0}],
+            "backends": [
+                {
+                    "name": "fake",
+                    "model": "openai/fake-model",
+                    "api_base": upstream.base_url,
+                    "input_cost_per_token": "0.000001",
+                    "output_cost_per_token": "0.000002",
+                    "max_retries": 0,
+                }
+            ],
             "store": {"spool_dir": str(work / "spool")},
         }
-        env = {"TOLLGATE_DATABASE_URL": f"sqlite:///{work}/t.db", "TOLLGATE_ADMIN_KEY": "admin-secret"}
+        env = {
+            "TOLLGATE_DATABASE_URL": f"sqlite:///{work}/t.db",
+            "TOLLGATE_ADMIN_KEY": "admin-secret",
+        }
         gw = GatewayProcess(cfg, work, env)
         key = gw.cli("keys", "create", "--tenant", "fuzz").stdout.strip().splitlines()[-1]
         with gw:
@@ -43,15 +53,18 @@ def api_schema(gateway_stack: dict[str, Any]) -> Any:
     return schemathesis.openapi.from_url(gateway_stack["url"] + "/openapi.json")
 
 
-def test_gateway_never_fails_on_client_input(api_schema: Any, gateway_stack: dict[str, Any]) -> None:
+def test_gateway_never_fails_on_client_input(
+    api_schema: Any, gateway_stack: dict[str, Any]
+) -> None:
     # Driven through schemathesis' Python API (its pytest plugin does not support pytest 9 yet).
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert len(operations) >= 8
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck),
-                  database=None)
+        @settings(
+            max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), database=None
+        )
         def check(case: Any) -> None:
             token = "admin-secret" if case.path.startswith("/admin") else gateway_stack["key"]
             response = case.call(headers={"authorization": f"Bearer {token}"}, timeout=30)

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from sqlalchemy import create_engine, func, inspect, select
+from sqlalchemy import func, inspect, select
 
 from gateway.store.models import requests as requests_table
 from tests.fake_upstream import FakeUpstream
@@ -50,8 +50,11 @@ def count_rows(url: str) -> int:
 
 
 def test_db_upgrade_on_postgres(pg_url: str, tmp_path: Path) -> None:
-    gw = GatewayProcess({"backends": [{"name": "a", "model": "openai/x"}]}, tmp_path,
-                        {"TOLLGATE_DATABASE_URL": pg_url})
+    gw = GatewayProcess(
+        {"backends": [{"name": "a", "model": "openai/x"}]},
+        tmp_path,
+        {"TOLLGATE_DATABASE_URL": pg_url},
+    )
     done = gw.cli("db", "upgrade")
     assert done.returncode == 0, done.stderr
     assert "at revision" in done.stdout
@@ -78,8 +81,15 @@ def test_store_outage_during_traffic_loses_nothing(pg_url: str, tmp_path: Path) 
     try:
         with FakeUpstream(port=0) as upstream:
             cfg = {
-                "backends": [{"name": "fake", "model": "openai/fake-model", "api_base": upstream.base_url,
-                              "input_cost_per_token": "0.000001", "output_cost_per_token": "0.000002"}],
+                "backends": [
+                    {
+                        "name": "fake",
+                        "model": "openai/fake-model",
+                        "api_base": upstream.base_url,
+                        "input_cost_per_token": "0.000001",
+                        "output_cost_per_token": "0.000002",
+                    }
+                ],
                 "store": {"spool_dir": str(tmp_path / "spool"), "flush_interval_ms": 20},
             }
             env = {"TOLLGATE_DATABASE_URL": proxied, "TOLLGATE_ADMIN_KEY": "adm"}
@@ -92,7 +102,9 @@ def test_store_outage_during_traffic_loses_nothing(pg_url: str, tmp_path: Path) 
                 def burst(n: int) -> None:
                     nonlocal sent
                     for _ in range(n):
-                        sdk.chat.completions.create(model="fake", messages=[{"role": "user", "content": "x"}])
+                        sdk.chat.completions.create(
+                            model="fake", messages=[{"role": "user", "content": "x"}]
+                        )
                         sent += 1
 
                 burst(20)
@@ -114,11 +126,15 @@ def test_store_outage_during_traffic_loses_nothing(pg_url: str, tmp_path: Path) 
 
 
 @pytest.fixture
-def two_replicas(pg_url: str, redis_url: str, redis_prefix: str, tmp_path: Path) -> Iterator[list[Any]]:
+def two_replicas(
+    pg_url: str, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> Iterator[list[Any]]:
     cfg = config_dict(tmp_path, redis={"key_prefix": redis_prefix})
     scripts = {"cheap": Script(answer_tokens=8, delay_s=0.02)}
-    with app_client(settings_for(cfg, pg_url, redis_url=redis_url), FakeCaller(dict(scripts))) as a, \
-         app_client(settings_for(cfg, pg_url, redis_url=redis_url), FakeCaller(dict(scripts))) as b:
+    with (
+        app_client(settings_for(cfg, pg_url, redis_url=redis_url), FakeCaller(dict(scripts))) as a,
+        app_client(settings_for(cfg, pg_url, redis_url=redis_url), FakeCaller(dict(scripts))) as b,
+    ):
         yield [a, b]
 
 
@@ -133,7 +149,9 @@ def test_budget_holds_across_replicas_under_concurrency(two_replicas: list[Any])
 
     def fire(i: int) -> int:
         c = client_a if i % 2 else client_b
-        return c.post("/v1/chat/completions", json=chat_body(max_tokens=8), headers=auth).status_code
+        return c.post(
+            "/v1/chat/completions", json=chat_body(max_tokens=8), headers=auth
+        ).status_code
 
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         statuses = list(pool.map(fire, range(40)))
@@ -147,25 +165,39 @@ def test_circuit_breaker_is_shared_by_replicas(
     cfg = config_dict(tmp_path, redis={"key_prefix": redis_prefix})
     broken = FakeCaller({"cheap": Script(fail=[500] * 100)})
     healthy = FakeCaller()
-    with app_client(settings_for(cfg, pg_url, redis_url=redis_url), broken) as (a, _), \
-         app_client(settings_for(cfg, pg_url, redis_url=redis_url), healthy) as (b, _):
+    with (
+        app_client(settings_for(cfg, pg_url, redis_url=redis_url), broken) as (a, _),
+        app_client(settings_for(cfg, pg_url, redis_url=redis_url), healthy) as (b, _),
+    ):
         key = create_key(a)
         auth = {"authorization": f"Bearer {key}"}
         for _ in range(2):  # 2 requests x 2 tries >= threshold 3: replica A opens the circuit
-            assert a.post("/v1/chat/completions", json=chat_body(model="auto"), headers=auth).status_code == 200
+            assert (
+                a.post(
+                    "/v1/chat/completions", json=chat_body(model="auto"), headers=auth
+                ).status_code
+                == 200
+            )
         resp = b.post("/v1/chat/completions", json=chat_body(model="auto"), headers=auth)
         assert resp.headers["x-tollgate-backend"] == "premium"
         assert healthy.calls.get("cheap", 0) == 0, "replica B must skip the backend A saw failing"
         assert b.get("/readyz").json()["backends"]["cheap"]["circuit"] == "open"
 
 
-def test_budget_survives_redis_reset(pg_url: str, redis_url: str, redis_prefix: str, tmp_path: Path) -> None:
+def test_budget_survives_redis_reset(
+    pg_url: str, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
     """Spend is seeded from the SQL store when Redis has no ledger (e.g. after a restart)."""
     cfg = config_dict(tmp_path, redis={"key_prefix": redis_prefix})
     with app_client(settings_for(cfg, pg_url, redis_url=redis_url)) as (client, _):
         key = create_key(client, budget=0.00004)
         auth = {"authorization": f"Bearer {key}"}
-        assert client.post("/v1/chat/completions", json=chat_body(max_tokens=8), headers=auth).status_code == 200
+        assert (
+            client.post(
+                "/v1/chat/completions", json=chat_body(max_tokens=8), headers=auth
+            ).status_code
+            == 200
+        )
 
     async def wipe() -> None:
         import redis.asyncio as aioredis
@@ -178,7 +210,11 @@ def test_budget_survives_redis_reset(pg_url: str, redis_url: str, redis_prefix: 
 
     asyncio.run(wipe())
     with app_client(settings_for(cfg, pg_url, redis_url=redis_url)) as (client, _):
-        codes = [client.post("/v1/chat/completions", json=chat_body(max_tokens=8), headers=auth).status_code
-                 for _ in range(3)]
+        codes = [
+            client.post(
+                "/v1/chat/completions", json=chat_body(max_tokens=8), headers=auth
+            ).status_code
+            for _ in range(3)
+        ]
     # 4e-5 budget, 1.9e-5 per request: one before the wipe, one after, then refused
     assert codes == [200, 429, 429]

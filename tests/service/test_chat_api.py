@@ -25,7 +25,9 @@ def test_chat_records_priced_attempt_and_headers(tmp_path: Path, sqlite_url: str
     with app_client(settings_for(config_dict(tmp_path), sqlite_url)) as (client, _):
         key = create_key(client)
         auth = {"authorization": f"Bearer {key}", "x-tollgate-task-id": "task-42"}
-        resp = client.post("/v1/chat/completions", json=chat_body(text="one two three"), headers=auth)
+        resp = client.post(
+            "/v1/chat/completions", json=chat_body(text="one two three"), headers=auth
+        )
         assert resp.status_code == 200, resp.text
         assert resp.json()["choices"][0]["message"]["content"].startswith("w0")
         h = resp.headers
@@ -47,7 +49,9 @@ def test_streamed_and_plain_calls_cost_the_same(tmp_path: Path, sqlite_url: str)
             key = create_key(client)
             auth = {"authorization": f"Bearer {key}"}
             plain = client.post("/v1/chat/completions", json=chat_body(), headers=auth)
-            with client.stream("POST", "/v1/chat/completions", json=chat_body(stream=True), headers=auth) as s:
+            with client.stream(
+                "POST", "/v1/chat/completions", json=chat_body(stream=True), headers=auth
+            ) as s:
                 lines = [ln for ln in s.iter_lines() if ln]
                 stream_id = s.headers["x-tollgate-request-id"]
             assert lines[-1] == "data: [DONE]"
@@ -56,7 +60,9 @@ def test_streamed_and_plain_calls_cost_the_same(tmp_path: Path, sqlite_url: str)
             costs = []
             for rid in (plain.headers["x-tollgate-request-id"], stream_id):
                 (a,) = client.get(f"/v1/requests/{rid}", headers=auth).json()["attempts"]
-                costs.append((a["prompt_tokens"], a["completion_tokens"], a["cost_usd"], a["usage_source"]))
+                costs.append(
+                    (a["prompt_tokens"], a["completion_tokens"], a["cost_usd"], a["usage_source"])
+                )
             assert costs[0] == costs[1], costs
             assert costs[0][3] == ("upstream" if report_usage else "counted")
 
@@ -65,8 +71,9 @@ def test_stream_forwards_usage_when_asked(tmp_path: Path, sqlite_url: str) -> No
     with app_client(settings_for(config_dict(tmp_path), sqlite_url)) as (client, _):
         key = create_key(client)
         body = chat_body(stream=True, stream_options={"include_usage": True})
-        with client.stream("POST", "/v1/chat/completions", json=body,
-                           headers={"authorization": f"Bearer {key}"}) as s:
+        with client.stream(
+            "POST", "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
+        ) as s:
             lines = [ln for ln in s.iter_lines() if ln]
         assert any('"usage"' in ln for ln in lines)
         assert s.headers["content-type"].startswith("text/event-stream")
@@ -83,9 +90,14 @@ def test_fallback_chain_records_every_attempt(tmp_path: Path, sqlite_url: str) -
         assert resp.headers["x-tollgate-policy"].startswith("default@")
         assert resp.headers["x-tollgate-attempts"] == "3"
         assert fake.calls == {"cheap": 2, "premium": 1}
-        attempts = client.get(f"/v1/requests/{resp.headers['x-tollgate-request-id']}", headers=auth).json()["attempts"]
+        attempts = client.get(
+            f"/v1/requests/{resp.headers['x-tollgate-request-id']}", headers=auth
+        ).json()["attempts"]
         assert [(a["backend"], a["status"], a["http_status"]) for a in attempts] == [
-            ("cheap", "error", 503), ("cheap", "error", 500), ("premium", "ok", 200)]
+            ("cheap", "error", 503),
+            ("cheap", "error", 500),
+            ("premium", "ok", 200),
+        ]
         assert attempts[1]["fallback_of"] == attempts[0]["id"]
         assert attempts[2]["fallback_of"] == attempts[1]["id"]
         assert Decimal(attempts[0]["cost_usd"]) == 0
@@ -95,8 +107,11 @@ def test_upstream_failure_after_all_fallbacks(tmp_path: Path, sqlite_url: str) -
     caller = FakeCaller({"cheap": Script(fail=[500] * 5), "premium": Script(fail=[503] * 5)})
     with app_client(settings_for(config_dict(tmp_path), sqlite_url), caller) as (client, _):
         key = create_key(client)
-        resp = client.post("/v1/chat/completions", json=chat_body(model="auto"),
-                           headers={"authorization": f"Bearer {key}"})
+        resp = client.post(
+            "/v1/chat/completions",
+            json=chat_body(model="auto"),
+            headers={"authorization": f"Bearer {key}"},
+        )
         assert resp.status_code == 502
         err = resp.json()["error"]
         assert err["type"] == "upstream_error" and "all 4 attempts failed" in err["message"]
@@ -106,8 +121,11 @@ def test_client_fault_is_not_retried_elsewhere(tmp_path: Path, sqlite_url: str) 
     caller = FakeCaller({"cheap": Script(fail=[400])})
     with app_client(settings_for(config_dict(tmp_path), sqlite_url), caller) as (client, fake):
         key = create_key(client)
-        resp = client.post("/v1/chat/completions", json=chat_body(model="auto"),
-                           headers={"authorization": f"Bearer {key}"})
+        resp = client.post(
+            "/v1/chat/completions",
+            json=chat_body(model="auto"),
+            headers={"authorization": f"Bearer {key}"},
+        )
         assert resp.status_code == 400
         assert fake.calls == {"cheap": 1}
 
@@ -118,7 +136,12 @@ def test_circuit_breaker_skips_failing_backend(tmp_path: Path, sqlite_url: str) 
         key = create_key(client)
         auth = {"authorization": f"Bearer {key}"}
         for _ in range(3):  # threshold 3: opened during these requests
-            assert client.post("/v1/chat/completions", json=chat_body(model="auto"), headers=auth).status_code == 200
+            assert (
+                client.post(
+                    "/v1/chat/completions", json=chat_body(model="auto"), headers=auth
+                ).status_code
+                == 200
+            )
         before = fake.calls["cheap"]
         resp = client.post("/v1/chat/completions", json=chat_body(model="auto"), headers=auth)
         assert resp.status_code == 200 and resp.headers["x-tollgate-backend"] == "premium"
@@ -152,18 +175,30 @@ def test_embeddings_and_completions(tmp_path: Path, sqlite_url: str) -> None:
     with app_client(settings_for(config_dict(tmp_path), sqlite_url)) as (client, _):
         key = create_key(client)
         auth = {"authorization": f"Bearer {key}"}
-        emb = client.post("/v1/embeddings", json={"model": "cheap", "input": ["a b", "c"]}, headers=auth)
+        emb = client.post(
+            "/v1/embeddings", json={"model": "cheap", "input": ["a b", "c"]}, headers=auth
+        )
         assert emb.status_code == 200 and len(emb.json()["data"]) == 2
         assert Decimal(emb.headers["x-tollgate-cost-usd"]) == Decimal(PRICE_IN) * 3
-        comp = client.post("/v1/completions", json={"model": "cheap", "prompt": "x y"}, headers=auth)
+        comp = client.post(
+            "/v1/completions", json={"model": "cheap", "prompt": "x y"}, headers=auth
+        )
         assert comp.status_code == 200 and comp.json()["choices"][0]["text"]
 
 
 def test_models_lists_backends_policies_aliases(tmp_path: Path, sqlite_url: str) -> None:
     with app_client(settings_for(config_dict(tmp_path), sqlite_url)) as (client, _):
         key = create_key(client)
-        ids = {m["id"]: m["tollgate"]["kind"] for m in
-               client.get("/v1/models", headers={"authorization": f"Bearer {key}"}).json()["data"]}
-        assert ids == {"cheap": "backend", "premium": "backend", "tollgate/default": "policy",
-                       "tollgate/auto": "policy",
-                       "auto": "alias"}
+        ids = {
+            m["id"]: m["tollgate"]["kind"]
+            for m in client.get("/v1/models", headers={"authorization": f"Bearer {key}"}).json()[
+                "data"
+            ]
+        }
+        assert ids == {
+            "cheap": "backend",
+            "premium": "backend",
+            "tollgate/default": "policy",
+            "tollgate/auto": "policy",
+            "auto": "alias",
+        }

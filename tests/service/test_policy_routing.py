@@ -13,16 +13,31 @@ from tests.fakes import FakeCaller, FakePredictor, Script
 from tests.harness import app_client, backend, chat_body, create_key, settings_for
 
 
-def portfolio(tmp_path: Path, policies: dict[str, Any], rules: list[Any] | None = None,
-              **extra: Any) -> dict[str, Any]:
+def portfolio(
+    tmp_path: Path, policies: dict[str, Any], rules: list[Any] | None = None, **extra: Any
+) -> dict[str, Any]:
     return {
         "backends": [
-            backend("local", input_cost_per_token="0.0000001", output_cost_per_token="0.0000001",
-                    tags=["local"], context_window=50, capabilities=["streaming"]),
-            backend("mini", input_cost_per_token="0.000001", output_cost_per_token="0.000002",
-                    capabilities=["streaming", "tools", "json_mode"]),
-            backend("frontier", input_cost_per_token="0.00001", output_cost_per_token="0.00003",
-                    capabilities=["streaming", "tools", "json_mode", "vision"]),
+            backend(
+                "local",
+                input_cost_per_token="0.0000001",
+                output_cost_per_token="0.0000001",
+                tags=["local"],
+                context_window=50,
+                capabilities=["streaming"],
+            ),
+            backend(
+                "mini",
+                input_cost_per_token="0.000001",
+                output_cost_per_token="0.000002",
+                capabilities=["streaming", "tools", "json_mode"],
+            ),
+            backend(
+                "frontier",
+                input_cost_per_token="0.00001",
+                output_cost_per_token="0.00003",
+                capabilities=["streaming", "tools", "json_mode", "vision"],
+            ),
         ],
         "policies": policies,
         "routing": {"default": next(iter(policies)), "rules": rules or []},
@@ -33,42 +48,60 @@ def portfolio(tmp_path: Path, policies: dict[str, Any], rules: list[Any] | None 
 
 
 def policy(objective: dict[str, Any], **kw: Any) -> dict[str, Any]:
-    return {"candidates": ["local", "mini", "frontier"], "objective": objective,
-            "predictor_fallback": "frontier", **kw}
+    return {
+        "candidates": ["local", "mini", "frontier"],
+        "objective": objective,
+        "predictor_fallback": "frontier",
+        **kw,
+    }
 
 
-CHEAPEST = policy({"kind": "cheapest_adequate", "min_success": 0.7, "on_no_adequate": "most_capable"})
+CHEAPEST = policy(
+    {"kind": "cheapest_adequate", "min_success": 0.7, "on_no_adequate": "most_capable"}
+)
 P = {"local": 0.5, "mini": 0.8, "frontier": 0.95}
 
 
 def served(client: Any, key: str, **body: Any) -> Any:
-    resp = client.post("/v1/chat/completions", json=chat_body(model="auto", **body),
-                       headers={"authorization": f"Bearer {key}", **body.pop("headers", {})})
+    resp = client.post(
+        "/v1/chat/completions",
+        json=chat_body(model="auto", **body),
+        headers={"authorization": f"Bearer {key}", **body.pop("headers", {})},
+    )
     assert resp.status_code == 200, resp.text
     return resp
 
 
 def test_cheapest_adequate_picks_cheapest_above_threshold(tmp_path: Path, sqlite_url: str) -> None:
-    with app_client(settings_for(portfolio(tmp_path, {"d": CHEAPEST}), sqlite_url),
-                    predictor=FakePredictor(P)) as (client, _):
+    with app_client(
+        settings_for(portfolio(tmp_path, {"d": CHEAPEST}), sqlite_url), predictor=FakePredictor(P)
+    ) as (client, _):
         key = create_key(client)
         resp = served(client, key)
         assert resp.headers["x-tollgate-backend"] == "mini"
         assert resp.headers["x-tollgate-predicted-success"] == "0.800"
         assert resp.headers["x-tollgate-rule"] == "default"
         rid = resp.headers["x-tollgate-request-id"]
-        (row,) = client.get(f"/v1/requests/{rid}", headers={"authorization": f"Bearer {key}"}).json()["attempts"]
+        (row,) = client.get(
+            f"/v1/requests/{rid}", headers={"authorization": f"Bearer {key}"}
+        ).json()["attempts"]
         assert row["backend"] == "mini"
 
 
 def test_raising_min_success_moves_up_and_fallbacks_follow(tmp_path: Path, sqlite_url: str) -> None:
     strict = policy({"kind": "cheapest_adequate", "min_success": 0.9, "on_no_adequate": "error"})
     caller = FakeCaller({"frontier": Script(fail=[500, 500])})
-    with app_client(settings_for(portfolio(tmp_path, {"d": strict}), sqlite_url), caller,
-                    predictor=FakePredictor(P)) as (client, fake):
+    with app_client(
+        settings_for(portfolio(tmp_path, {"d": strict}), sqlite_url),
+        caller,
+        predictor=FakePredictor(P),
+    ) as (client, fake):
         key = create_key(client)
-        resp = client.post("/v1/chat/completions", json=chat_body(model="auto"),
-                           headers={"authorization": f"Bearer {key}"})
+        resp = client.post(
+            "/v1/chat/completions",
+            json=chat_body(model="auto"),
+            headers={"authorization": f"Bearer {key}"},
+        )
         # only frontier is adequate and it fails: with on_no_adequate=error no inadequate
         # backend is used as a fallback
         assert resp.status_code == 502
@@ -81,8 +114,10 @@ def test_min_cost_per_success_and_max_quality_within(tmp_path: Path, sqlite_url:
         "quality": policy({"kind": "max_quality_within", "cost_cap_usd": 0.0001}),
     }
     rules = [{"match": {"headers": {"x-mode": "quality"}}, "policy": "quality"}]
-    with app_client(settings_for(portfolio(tmp_path, pols, rules), sqlite_url),
-                    predictor=FakePredictor({"local": 0.05, "mini": 0.8, "frontier": 0.95})) as (client, _):
+    with app_client(
+        settings_for(portfolio(tmp_path, pols, rules), sqlite_url),
+        predictor=FakePredictor({"local": 0.05, "mini": 0.8, "frontier": 0.95}),
+    ) as (client, _):
         key = create_key(client)
         # cost/success: local 1e-7*3+1e-7*256 / .05 ~ 5.2e-4; mini (3e-6+5.12e-4)/.8 ~ 6.4e-4
         resp = served(client, key)
@@ -97,8 +132,10 @@ def test_min_cost_per_success_and_max_quality_within(tmp_path: Path, sqlite_url:
 
 def test_constraints_remove_candidates(tmp_path: Path, sqlite_url: str) -> None:
     cheap_first = policy({"kind": "cheapest_adequate", "min_success": 0.0})
-    with app_client(settings_for(portfolio(tmp_path, {"d": cheap_first}), sqlite_url),
-                    predictor=FakePredictor(P)) as (client, _):
+    with app_client(
+        settings_for(portfolio(tmp_path, {"d": cheap_first}), sqlite_url),
+        predictor=FakePredictor(P),
+    ) as (client, _):
         key = create_key(client)
         assert served(client, key).headers["x-tollgate-backend"] == "local"
         tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
@@ -106,20 +143,30 @@ def test_constraints_remove_candidates(tmp_path: Path, sqlite_url: str) -> None:
         # context window: local holds 50 tokens, this prompt + max_tokens does not fit
         long = " ".join(["word"] * 60)
         assert served(client, key, text=long).headers["x-tollgate-backend"] == "mini"
-        image = [{"type": "text", "text": "what is this"},
-                 {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
-        resp = client.post("/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
-                           json={"model": "auto", "messages": [{"role": "user", "content": image}]})
+        image = [
+            {"type": "text", "text": "what is this"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+        ]
+        resp = client.post(
+            "/v1/chat/completions",
+            headers={"authorization": f"Bearer {key}"},
+            json={"model": "auto", "messages": [{"role": "user", "content": image}]},
+        )
         assert resp.headers["x-tollgate-backend"] == "frontier"
         # a tag the request requires (data must stay local): only local qualifies
         resp = served(client, key, headers={"x-tollgate-require-tags": "local"})
         assert resp.headers["x-tollgate-backend"] == "local"
-        resp = client.post("/v1/chat/completions", json=chat_body(model="auto", tools=[tool]),
-                           headers={"authorization": f"Bearer {key}", "x-tollgate-require-tags": "local"})
+        resp = client.post(
+            "/v1/chat/completions",
+            json=chat_body(model="auto", tools=[tool]),
+            headers={"authorization": f"Bearer {key}", "x-tollgate-require-tags": "local"},
+        )
         assert resp.status_code == 400 and "cannot serve" in resp.json()["error"]["message"]
 
 
-def test_open_circuit_and_missing_credentials_remove_candidates(tmp_path: Path, sqlite_url: str) -> None:
+def test_open_circuit_and_missing_credentials_remove_candidates(
+    tmp_path: Path, sqlite_url: str
+) -> None:
     cfg = portfolio(tmp_path, {"d": policy({"kind": "cheapest_adequate", "min_success": 0.0})})
     cfg["backends"][0]["api_key"] = "os.environ/TOLLGATE_TEST_UNSET_KEY"
     with app_client(settings_for(cfg, sqlite_url), predictor=FakePredictor(P)) as (client, _):
@@ -129,8 +176,10 @@ def test_open_circuit_and_missing_credentials_remove_candidates(tmp_path: Path, 
 
 
 def test_predictor_timeout_applies_declared_fallback(tmp_path: Path, sqlite_url: str) -> None:
-    with app_client(settings_for(portfolio(tmp_path, {"d": CHEAPEST}), sqlite_url),
-                    predictor=FakePredictor(P, delay_s=1.0)) as (client, _):
+    with app_client(
+        settings_for(portfolio(tmp_path, {"d": CHEAPEST}), sqlite_url),
+        predictor=FakePredictor(P, delay_s=1.0),
+    ) as (client, _):
         key = create_key(client)
         resp = served(client, key)
         assert resp.headers["x-tollgate-backend"] == "frontier"
@@ -138,10 +187,15 @@ def test_predictor_timeout_applies_declared_fallback(tmp_path: Path, sqlite_url:
 
 
 def test_tenant_rules_and_shadow_policy(tmp_path: Path, sqlite_url: str) -> None:
-    pols = {"d": CHEAPEST, "vip": policy({"kind": "cheapest_adequate", "min_success": 0.9}),
-            "shadow-cheap": policy({"kind": "cheapest_adequate", "min_success": 0.0})}
+    pols = {
+        "d": CHEAPEST,
+        "vip": policy({"kind": "cheapest_adequate", "min_success": 0.9}),
+        "shadow-cheap": policy({"kind": "cheapest_adequate", "min_success": 0.0}),
+    }
     rules = [{"name": "vip-tenant", "match": {"tenants": ["bigco"]}, "policy": "vip"}]
-    cfg = portfolio(tmp_path, pols, rules, shadow=[{"policy": "shadow-cheap", "when_serving": ["d"]}])
+    cfg = portfolio(
+        tmp_path, pols, rules, shadow=[{"policy": "shadow-cheap", "when_serving": ["d"]}]
+    )
     with app_client(settings_for(cfg, sqlite_url), predictor=FakePredictor(P)) as (client, _):
         small, big = create_key(client, "smallco"), create_key(client, "bigco")
         assert served(client, big).headers["x-tollgate-backend"] == "frontier"
@@ -152,7 +206,9 @@ def test_tenant_rules_and_shadow_policy(tmp_path: Path, sqlite_url: str) -> None
         import sqlite3
 
         con = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
-        (decision,) = con.execute("select decision from requests where request_id=?", (rid,)).fetchone()
+        (decision,) = con.execute(
+            "select decision from requests where request_id=?", (rid,)
+        ).fetchone()
         import json
 
         stored = json.loads(decision)
@@ -160,28 +216,47 @@ def test_tenant_rules_and_shadow_policy(tmp_path: Path, sqlite_url: str) -> None
         assert stored["prediction"]["p_success"]["frontier"] == 0.95
 
 
-def test_escalation_on_validator_rejection_counts_in_task_cost(tmp_path: Path, sqlite_url: str) -> None:
-    esc = policy({"kind": "cheapest_adequate", "min_success": 0.0},
-                 escalation={"validators": [{"kind": "regex", "pattern": "^w0 w1 w2 w3"}],
-                             "max_escalations": 2, "order": "candidates"})
+def test_escalation_on_validator_rejection_counts_in_task_cost(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    esc = policy(
+        {"kind": "cheapest_adequate", "min_success": 0.0},
+        escalation={
+            "validators": [{"kind": "regex", "pattern": "^w0 w1 w2 w3"}],
+            "max_escalations": 2,
+            "order": "candidates",
+        },
+    )
     caller = FakeCaller({"local": Script(answer_tokens=2), "mini": Script(answer_tokens=3)})
-    with app_client(settings_for(portfolio(tmp_path, {"d": esc}), sqlite_url), caller,
-                    predictor=FakePredictor(P)) as (client, fake):
+    with app_client(
+        settings_for(portfolio(tmp_path, {"d": esc}), sqlite_url),
+        caller,
+        predictor=FakePredictor(P),
+    ) as (client, _):
         key = create_key(client)
-        resp = client.post("/v1/chat/completions", json=chat_body(model="auto"),
-                           headers={"authorization": f"Bearer {key}", "x-tollgate-task-id": "t1"})
+        resp = client.post(
+            "/v1/chat/completions",
+            json=chat_body(model="auto"),
+            headers={"authorization": f"Bearer {key}", "x-tollgate-task-id": "t1"},
+        )
         assert resp.status_code == 200
         assert resp.headers["x-tollgate-backend"] == "frontier"
         assert resp.headers["x-tollgate-validation"] == "passed"
         assert resp.headers["x-tollgate-escalations"] == "2"
-        rows = client.get(f"/v1/requests/{resp.headers['x-tollgate-request-id']}",
-                          headers={"authorization": f"Bearer {key}"}).json()
+        rows = client.get(
+            f"/v1/requests/{resp.headers['x-tollgate-request-id']}",
+            headers={"authorization": f"Bearer {key}"},
+        ).json()
         assert [(a["backend"], a["status"]) for a in rows["attempts"]] == [
-            ("local", "rejected"), ("mini", "rejected"), ("frontier", "ok")]
+            ("local", "rejected"),
+            ("mini", "rejected"),
+            ("frontier", "ok"),
+        ]
         from decimal import Decimal
 
         assert Decimal(resp.headers["x-tollgate-cost-usd"]) == sum(
-            Decimal(a["cost_usd"]) for a in rows["attempts"])
+            Decimal(a["cost_usd"]) for a in rows["attempts"]
+        )
 
 
 def test_hot_reload_swaps_valid_and_rejects_invalid(tmp_path: Path, sqlite_url: str) -> None:
@@ -189,8 +264,9 @@ def test_hot_reload_swaps_valid_and_rejects_invalid(tmp_path: Path, sqlite_url: 
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     base = settings_for(cfg, sqlite_url)
-    settings = Settings(config=base.config, config_path=str(path), database_url=sqlite_url,
-                        admin_key="admin-secret")
+    settings = Settings(
+        config=base.config, config_path=str(path), database_url=sqlite_url, admin_key="admin-secret"
+    )
     admin = {"authorization": "Bearer admin-secret"}
     with app_client(settings, predictor=FakePredictor(P)) as (client, _):
         key = create_key(client)

@@ -35,8 +35,10 @@ def issues(text: str) -> list[tuple[str, int | None, str]]:
 
 
 def test_errors_carry_path_and_line() -> None:
-    found = issues(MINIMAL.replace("api_key: os.environ/LOCAL_KEY", "api_key: sk-plaintext")
-                   + "    colour: red\n    timeout_s: 0\n")
+    found = issues(
+        MINIMAL.replace("api_key: os.environ/LOCAL_KEY", "api_key: sk-plaintext")
+        + "    colour: red\n    timeout_s: 0\n"
+    )
     assert ("backends[0].api_key", 5) == found[0][:2] and "os.environ/NAME" in found[0][2]
     paths = {(p, line) for p, line, _ in found}
     assert ("backends[0].colour", 8) in paths and ("backends[0].timeout_s", 9) in paths
@@ -60,7 +62,10 @@ aliases:
 def test_cross_reference_errors_are_located() -> None:
     found = issues(MINIMAL + POLICY)
     by_path = {p: (line, m) for p, line, m in found}
-    assert by_path["policies.p.candidates[1]"][0] == 10 and "ghost" in by_path["policies.p.candidates[1]"][1]
+    assert (
+        by_path["policies.p.candidates[1]"][0] == 10
+        and "ghost" in by_path["policies.p.candidates[1]"][1]
+    )
     assert by_path["routing.rules[0].policy"][0] == 16
     assert "aliases.auto" in by_path
 
@@ -78,15 +83,21 @@ def test_policies_from_included_files(tmp_path: Path) -> None:
         "    predictor_fallback: first_candidate\n"
     )
     main = tmp_path / "config.yaml"
-    main.write_text(MINIMAL + "include: [extra.yaml]\n" + POLICY.replace("[local, ghost]", "[local]")
-                    .replace("policy: nope", "policy: q").replace("tollgate/missing", "tollgate/q"))
+    main.write_text(
+        MINIMAL
+        + "include: [extra.yaml]\n"
+        + POLICY.replace("[local, ghost]", "[local]")
+        .replace("policy: nope", "policy: q")
+        .replace("tollgate/missing", "tollgate/q")
+    )
     with pytest.raises(ConfigError) as info:
         load_config(main)
     (issue,) = info.value.issues
     assert issue.source.endswith("extra.yaml") and issue.line == 4
     assert issue.path == "policies.q.objective.min_success"
     (tmp_path / "extra.yaml").write_text(
-        (tmp_path / "extra.yaml").read_text().replace("min_success: 2", "min_success: 0.2"))
+        (tmp_path / "extra.yaml").read_text().replace("min_success: 2", "min_success: 0.2")
+    )
     cfg = load_config(main)
     assert cfg.policy_set is not None and set(cfg.policy_set.policies) == {"p", "q"}
 
@@ -113,8 +124,15 @@ def test_shipped_config_is_valid() -> None:
 def test_environment_overrides(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(MINIMAL)
-    env = {"TOLLGATE_DATABASE_URL": "postgresql://u@h/db", "TOLLGATE_REDIS_URL": "redis://r:1/0",
-           "TOLLGATE_ADMIN_KEY": "admin-zq9"}
+    env = {
+        "TOLLGATE_DATABASE_URL": "postgresql://u@h/db",
+        "TOLLGATE_REDIS_URL": "redis://r:1/0",
+        "TOLLGATE_ADMIN_KEY": "admin-zq9",
+    }
     s = Settings.from_env(str(path), environ=env)
-    assert (s.database_url, s.redis_url, s.admin_key) == ("postgresql://u@h/db", "redis://r:1/0", "admin-zq9")
+    assert (s.database_url, s.redis_url, s.admin_key) == (
+        "postgresql://u@h/db",
+        "redis://r:1/0",
+        "admin-zq9",
+    )
     assert "admin-zq9" not in repr(s)

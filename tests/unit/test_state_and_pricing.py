@@ -20,7 +20,7 @@ def test_reservations_never_exceed_the_limit_under_concurrency() -> None:
     async def run() -> int:
         state = InProcessState()
         results = await asyncio.gather(*(state.budget_reserve("k", 100, 7) for _ in range(50)))
-        spent, reserved = await state.budget_spent("k")
+        _spent, reserved = await state.budget_spent("k")
         assert reserved == 7 * sum(results) <= 100
         return sum(results)
 
@@ -47,14 +47,28 @@ def test_breaker_opens_half_opens_and_closes() -> None:
 
 def test_price_precedence_and_self_hosted() -> None:
     caller = FakeCaller()
-    cfg = BackendConfig(name="x", model="openai/x", input_cost_per_token=Decimal(1),
-                        output_cost_per_token=Decimal(2))
+    cfg = BackendConfig(
+        name="x",
+        model="openai/x",
+        input_cost_per_token=Decimal(1),
+        output_cost_per_token=Decimal(2),
+    )
     price = resolve_price(cfg, caller)
     assert price is not None and price.source == "config" and price.cost(3, 4) == 11
-    gpu = BackendConfig.model_validate({
-        "name": "gpu", "model": "hosted_vllm/m", "self_hosted": {
-            "gpu_hour_usd": "3.6", "output_tokens_per_second": 1000, "input_tokens_per_second": 10000}})
+    gpu = BackendConfig.model_validate(
+        {
+            "name": "gpu",
+            "model": "hosted_vllm/m",
+            "self_hosted": {
+                "gpu_hour_usd": "3.6",
+                "output_tokens_per_second": 1000,
+                "input_tokens_per_second": 10000,
+            },
+        }
+    )
     price = resolve_price(gpu, caller)
     assert price is not None and price.source == "self_hosted"
-    assert price.output_per_token == Decimal("0.000001") and price.input_per_token == Decimal("1E-7")
+    assert price.output_per_token == Decimal("0.000001") and price.input_per_token == Decimal(
+        "1E-7"
+    )
     assert resolve_price(BackendConfig(name="n", model="openai/unknown"), caller) is None
