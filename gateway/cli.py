@@ -33,7 +33,8 @@ err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 ConfigOpt = Annotated[
-    str | None, typer.Option("--config", "-c", help="config file (default: $TOLLGATE_CONFIG or config.yaml)")
+    str | None,
+    typer.Option("--config", "-c", help="config file (default: $TOLLGATE_CONFIG or config.yaml)"),
 ]
 
 
@@ -42,7 +43,9 @@ def _mount_predictor() -> None:
         from predictors.cli import app as predictor_app
     except ImportError:  # the predictors package is optional at build time of this CLI
         return
-    app.add_typer(predictor_app, name="predictor", help="Train, evaluate and run the complexity predictor.")
+    app.add_typer(
+        predictor_app, name="predictor", help="Train, evaluate and run the complexity predictor."
+    )
 
 
 _mount_predictor()
@@ -76,7 +79,9 @@ def _database_url(config: str | None) -> str:
 @app.command()
 def serve(
     config: ConfigOpt = None,
-    host: Annotated[str | None, typer.Option(help="bind address (default from config: 127.0.0.1)")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="bind address (default from config: 127.0.0.1)")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="port (default from config: 4000)")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
 ) -> None:
@@ -103,7 +108,9 @@ def serve(
 
 @config_app.command("check")
 def config_check(
-    file: Annotated[str | None, typer.Argument(help="config file (default: $TOLLGATE_CONFIG or config.yaml)")] = None,
+    file: Annotated[
+        str | None, typer.Argument(help="config file (default: $TOLLGATE_CONFIG or config.yaml)")
+    ] = None,
 ) -> None:
     """Validate a config file; print every error with its YAML path and line."""
     from gateway.config import ConfigError, load_config
@@ -123,7 +130,9 @@ def config_check(
         if b.api_key is None:
             cred = "none needed" if b.is_local else "none"
         else:
-            cred = f"${b.api_key.env} " + ("set" if b.api_key.value() else "[yellow]NOT SET[/yellow]")
+            cred = f"${b.api_key.env} " + (
+                "set" if b.api_key.value() else "[yellow]NOT SET[/yellow]"
+            )
         if b.input_cost_per_token is not None:
             price = f"config {b.input_cost_per_token}/{b.output_cost_per_token}"
         elif b.self_hosted is not None:
@@ -132,7 +141,10 @@ def config_check(
             price = "litellm cost map"
         table.add_row(b.name, b.model, cred, price)
     out.print(table)
-    out.print(f"policies: {', '.join(cfg.policies) or 'none'}; aliases: {', '.join(cfg.aliases) or 'none'}")
+    out.print(
+        f"policies: {', '.join(cfg.policies) or 'none'}; "
+        f"aliases: {', '.join(cfg.aliases) or 'none'}"
+    )
 
 
 @db_app.command("upgrade")
@@ -146,7 +158,10 @@ def db_upgrade(
 
     url = _database_url(config)
     upgrade_database(url, revision)
-    out.print(f"database {redact_url(to_async_url(url))} at revision {current_revision(to_async_url(url))}")
+    out.print(
+        f"database {redact_url(to_async_url(url))} "
+        f"at revision {current_revision(to_async_url(url))}"
+    )
 
 
 def _run(coro: Any) -> Any:
@@ -170,7 +185,9 @@ async def _with_keystore(url: str, fn: Any) -> Any:
 def keys_create(
     tenant: Annotated[str, typer.Option(help="tenant the key belongs to (created if new)")],
     name: Annotated[str | None, typer.Option(help="a label for the key")] = None,
-    max_budget_usd: Annotated[str | None, typer.Option(help="spend limit for this key, USD")] = None,
+    max_budget_usd: Annotated[
+        str | None, typer.Option(help="spend limit for this key, USD")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Create a key; it is printed once, as the last line of output."""
@@ -185,7 +202,10 @@ def keys_create(
             err.print("[red]error[/red] --max-budget-usd must be >= 0")
             raise typer.Exit(2)
     raw, record = _run(
-        _with_keystore(_database_url(config), lambda ks: ks.create_key(tenant, name=name, max_budget_usd=budget))
+        _with_keystore(
+            _database_url(config),
+            lambda ks: ks.create_key(tenant, name=name, max_budget_usd=budget),
+        )
     )
     err.print(
         f"created key {record.id} for tenant {record.tenant_name!r}"
@@ -207,7 +227,10 @@ def keys_list(
         table.add_column(col)
     for r in records:
         table.add_row(
-            r.id, r.tenant_name, r.name or "", r.prefix + "…",
+            r.id,
+            r.tenant_name,
+            r.name or "",
+            r.prefix + "…",
             str(r.max_budget_usd) if r.max_budget_usd is not None else "",
             r.created_at.isoformat(timespec="seconds"),
             r.revoked_at.isoformat(timespec="seconds") if r.revoked_at else "",
