@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -26,6 +26,7 @@ from gateway.auth import Principal
 from gateway.config import BackendConfig
 from gateway.errors import InvalidRequest, NoBackendAvailable, UpstreamError
 from gateway.runtime import Runtime
+from gateway.store.keys import now
 from gateway.upstream import UpstreamFailure
 
 log = logging.getLogger("tollgate.dispatch")
@@ -38,10 +39,6 @@ TASK_NAMESPACE = uuid.UUID("6f1f5f0e-8c7a-4d7e-9a55-0b1c7a3f2d10")
 def task_uuid(tenant_id: str, external_id: str) -> str:
     """Internal task id: stable per (tenant, client task id), so no lookup is needed."""
     return uuid.uuid5(TASK_NAMESPACE, f"{tenant_id}\x00{external_id}").hex
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -366,10 +363,10 @@ async def aclose_quietly(stream: Any) -> None:
 
 
 def completion_text(resp: dict[str, Any]) -> str:
-    """All generated text of a non-streamed response (content, text, tool-call arguments)."""
+    """All generated text of a response or a stream chunk: content, text, tool-call arguments."""
     parts: list[str] = []
     for choice in resp.get("choices") or []:
-        message = choice.get("message") or {}
+        message = choice.get("message") or choice.get("delta") or {}
         if isinstance(message.get("content"), str):
             parts.append(message["content"])
         for call in message.get("tool_calls") or []:

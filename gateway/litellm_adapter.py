@@ -108,6 +108,29 @@ def classify(exc: Exception) -> UpstreamFailure:
     )
 
 
+async def _stream(
+    fn: Any, backend: BackendConfig, body: dict[str, Any]
+) -> AsyncIterator[dict[str, Any]]:
+    """Open a litellm stream (always asking for usage) and yield OpenAI-shaped chunk dicts;
+    closing this generator closes the upstream connection."""
+    kwargs = _call_kwargs(backend, body)
+    kwargs["stream"] = True
+    kwargs["stream_options"] = {"include_usage": True}
+    try:
+        stream = await fn(**kwargs)
+    except Exception as exc:
+        raise classify(exc) from exc
+    try:
+        async for chunk in stream:
+            yield _openai_shape(chunk.model_dump(exclude_none=True))
+    except Exception as exc:
+        raise classify(exc) from exc
+    finally:
+        close = getattr(stream, "aclose", None)
+        if close is not None:
+            await close()
+
+
 class LiteLLMCaller:
     """BackendCaller over litellm's async API."""
 
@@ -118,23 +141,10 @@ class LiteLLMCaller:
             raise classify(exc) from exc
         return _openai_shape(resp.model_dump())
 
-    async def chat_stream(
+    def chat_stream(
         self, backend: BackendConfig, body: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
-        kwargs = _call_kwargs(backend, body)
-        kwargs["stream"] = True
-        kwargs["stream_options"] = {"include_usage": True}
-        try:
-            stream = await litellm.acompletion(**kwargs)
-        except Exception as exc:
-            raise classify(exc) from exc
-        try:
-            async for chunk in stream:
-                yield _openai_shape(chunk.model_dump(exclude_none=True))
-        except Exception as exc:
-            raise classify(exc) from exc
-        finally:
-            await stream.aclose()
+        return _stream(litellm.acompletion, backend, body)
 
     async def completion(self, backend: BackendConfig, body: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -143,29 +153,10 @@ class LiteLLMCaller:
             raise classify(exc) from exc
         return resp.model_dump()
 
-    async def completion_stream(
+    def completion_stream(
         self, backend: BackendConfig, body: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
-        kwargs = _call_kwargs(backend, body)
-        kwargs["stream"] = True
-        kwargs["stream_options"] = {"include_usage": True}
-        try:
-            stream = await litellm.atext_completion(**kwargs)
-        except Exception as exc:
-            raise classify(exc) from exc
-        try:
-            async for chunk in stream:
-                yield (
-                    _openai_shape(chunk.model_dump(exclude_none=True))
-                    if hasattr(chunk, "model_dump")
-                    else dict(chunk)
-                )
-        except Exception as exc:
-            raise classify(exc) from exc
-        finally:
-            close = getattr(stream, "aclose", None)
-            if close is not None:
-                await close()
+        return _stream(litellm.atext_completion, backend, body)
 
     async def embedding(self, backend: BackendConfig, body: dict[str, Any]) -> dict[str, Any]:
         kwargs = _call_kwargs(backend, body)

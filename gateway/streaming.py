@@ -19,7 +19,13 @@ import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from gateway.dispatch import AttemptClock, Dispatcher, RequestContext, aclose_quietly
+from gateway.dispatch import (
+    AttemptClock,
+    Dispatcher,
+    RequestContext,
+    aclose_quietly,
+    completion_text,
+)
 from gateway.upstream import UpstreamFailure
 
 log = logging.getLogger("tollgate.streaming")
@@ -29,20 +35,6 @@ DONE = b"data: [DONE]\n\n"
 
 def sse(obj: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
-
-
-def _chunk_text(chunk: dict[str, Any]) -> str:
-    parts: list[str] = []
-    for choice in chunk.get("choices") or []:
-        delta = choice.get("delta") or {}
-        if isinstance(delta.get("content"), str):
-            parts.append(delta["content"])
-        for call in delta.get("tool_calls") or []:
-            fn = (call or {}).get("function") or {}
-            parts.append(str(fn.get("name") or "") + str(fn.get("arguments") or ""))
-        if isinstance(choice.get("text"), str):
-            parts.append(choice["text"])
-    return "".join(parts)
 
 
 def _carries_output(choice: dict[str, Any]) -> bool:
@@ -69,7 +61,7 @@ async def relay(
         while chunk is not None:
             if chunk.get("usage"):
                 usage = chunk["usage"]
-            text.append(_chunk_text(chunk))
+            text.append(completion_text(chunk))
             if not forward_usage and "usage" in chunk:
                 chunk = {k: v for k, v in chunk.items() if k != "usage"}
                 if not any(_carries_output(c) for c in chunk.get("choices") or []):
