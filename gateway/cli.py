@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway import cli_report, demo
+from gateway.cli_policy import app as policy_app
+from gateway.cli_policy import route_app
 
 app = typer.Typer(
     name="tollgate",
@@ -28,6 +30,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(cli_report.app, name="report")
 app.add_typer(demo.app, name="demo")
+app.add_typer(policy_app, name="policy")
+app.add_typer(route_app, name="route")
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
