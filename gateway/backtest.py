@@ -24,6 +24,7 @@ Everything but the loaders (``load_*``, ``predict_*``) is pure: data in, a resul
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -566,6 +567,61 @@ def predict_prompts(predictor: Predictor, prompts: Sequence[str]) -> list[Predic
         )
         for p in predictor.predict_embeddings(x)
     ]
+
+
+_SPLIT_SEED = re.compile(r"seeded 70/30 by query, seed (\d+)")
+
+
+def recorded_split_seed(meta: Mapping[str, Any]) -> int | None:
+    """The seed of the 70/30 split an artifact's held-out metrics were measured on, if any."""
+    split = (meta.get("metrics_holdout") or {}).get("split")
+    match = _SPLIT_SEED.match(split) if isinstance(split, str) else None
+    return int(match.group(1)) if match else None
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """A predictor refitted on the 70 % training part of an artifact's recorded split, and the
+    30 % of query keys (``dataset:id``) it never saw."""
+
+    predictor: Predictor
+    test_keys: frozenset[str]
+    seed: int
+    train_rows: int
+
+
+def holdout_predictor(predictor: Predictor, data_dir: str | Path | None = None) -> Holdout:
+    """Refit ``predictor``'s recipe (its recorded datasets, train config and split seed) on the
+    training part only, as ``predictors.training.holdout_report`` did for the artifact's
+    held-out metrics. Embeddings come from the cache (all training prompts are needed)."""
+    from typing import cast
+
+    from predictors.datasets import read_dataset, split_ids
+    from predictors.embedding import Embedder
+    from predictors.embedding_cache import embed_cached
+    from predictors.outcome_model import TrainConfig, fit_outcome_model
+    from predictors.service import Predictor as PredictorCls
+    from predictors.training import join_tables
+
+    meta = predictor.meta
+    seed = recorded_split_seed(meta)
+    names = [str(d["name"]) for d in (meta.get("training_data") or {}).get("datasets") or []]
+    train_config = (meta.get("model") or {}).get("train_config")
+    if seed is None or not names or not isinstance(train_config, dict):
+        raise ValueError(
+            f"predictor {predictor.version} records no train/test split, datasets or train "
+            "config: a held-out replay is not possible (the numbers would be in-sample)"
+        )
+    tables = [read_dataset(n, data_dir) for n in names]
+    keys, prompts, y = join_tables(tables)
+    profiles = [m for t in tables for m in t.models]
+    x = embed_cached(cast(Embedder, _LazyEmbedder(predictor)), prompts)
+    train, test = split_ids(keys, seed)
+    index = {k: i for i, k in enumerate(keys)}
+    rows = [index[k] for k in train]
+    model = fit_outcome_model(x[rows], y[rows], profiles, TrainConfig(**train_config))
+    refit_meta = {**meta, "version": f"{predictor.version}-holdout{seed}"}
+    return Holdout(PredictorCls(model, refit_meta), frozenset(test), seed, len(rows))
 
 
 # -- store replays -------------------------------------------------------------------------------

@@ -87,10 +87,12 @@ def _dataset_backtest(
     seed: int,
     overrides: dict[str, str],
     data_dir: str | None,
+    holdout: bool,
 ) -> BacktestResult:
     from gateway.backtest import (
         backend_facts,
         dataset_queries,
+        holdout_predictor,
         load_dataset,
         map_backends,
         predict_prompts,
@@ -116,12 +118,34 @@ def _dataset_backtest(
             "backends[].profile to a dataset model id, or use --map BACKEND=MODEL"
         )
         raise typer.Exit(2)
-    total = len(table)
-    table = table.subset(sample_ids(table.ids, limit, seed))
     predictor = _predictor(cfg)
     notes = [
         "mapped: " + ", ".join(f"{b} = {m}" for b, m in mapping.items()),
     ]
+    in_sample: bool | None = None
+    if predictor is not None:
+        in_sample = table.name in trained_on(predictor.meta)
+    if holdout and predictor is not None and in_sample:
+        try:
+            err.print("refitting the predictor on its recorded training split …", style="dim")
+            held = holdout_predictor(predictor, data_dir)
+        except (ValueError, FileNotFoundError) as exc:
+            err.print(f"[red]error[/red] --holdout: {exc}")
+            raise typer.Exit(2) from None
+        before = len(table)
+        table = table.subset([i for i in table.ids if f"{table.name}:{i}" in held.test_keys])
+        predictor, in_sample = held.predictor, False
+        notes.append(
+            f"held-out: predictor refitted on the 70 % training part of its recorded split "
+            f"(seed {held.seed}, {held.train_rows} rows, its artifact's train config); replayed "
+            f"on the {len(table)} of {before} {table.name} queries it never saw"
+        )
+    elif holdout:
+        notes.append(
+            "--holdout: the predictor was not trained on this dataset; nothing to hold out"
+        )
+    total = len(table)
+    table = table.subset(sample_ids(table.ids, limit, seed))
     if missing:
         notes.append("unavailable for the replay (removed as unhealthy): " + ", ".join(missing))
     if len(table) < total:
@@ -138,20 +162,18 @@ def _dataset_backtest(
         "scored on the chosen backend's one recorded answer (fallbacks, retries and escalation "
         "are not simulated)"
     )
-    in_sample: bool | None = None
     meta: dict[str, Any] = {"dataset": table.name, "queries": len(table), "mapping": mapping}
     if predictor is None:
         predictions: list[Any] = [None] * len(table)
         notes.append("predictor disabled in the config: every decision is predictor_fallback")
     else:
-        in_sample = table.name in trained_on(predictor.meta)
         meta["predictor"] = predictor.version
         if in_sample:
             notes.append(
                 f"IN-SAMPLE: predictor {predictor.version} was trained on all of {table.name} "
                 "(its artifact records no held-out split of the shipped weights), so its "
                 "P(success) on these queries is optimistic: treat the success numbers as an "
-                "upper bound for predictor-driven policies"
+                "upper bound for predictor-driven policies (--holdout: out-of-sample numbers)"
             )
         err.print(f"predicting {len(table)} prompts (embedding cache) …", style="dim")
         predictions = list(predict_prompts(predictor, list(table.prompts)))
@@ -372,6 +394,14 @@ def backtest(
     data_dir: Annotated[
         str | None, typer.Option("--data-dir", help="default: $TOLLGATE_DATA_DIR or ../shared/data")
     ] = None,
+    holdout: Annotated[
+        bool,
+        typer.Option(
+            "--holdout",
+            help="dataset: refit the predictor on its recorded training split and replay only "
+            "the held-out queries (out-of-sample)",
+        ),
+    ] = False,
 ) -> None:
     """Replay a dataset or the logged traffic under the current and a candidate policy set."""
     from gateway.backtest import load_candidate
@@ -387,8 +417,8 @@ def backtest(
         _issues(exc, policy)
         raise typer.Exit(1) from None
     if on == "store":
-        if map_:
-            err.print("[red]error[/red] --map only applies to dataset replays")
+        if map_ or holdout:
+            err.print("[red]error[/red] --map and --holdout only apply to dataset replays")
             raise typer.Exit(2)
         from gateway.settings import DEFAULT_DATABASE_URL
 
@@ -408,6 +438,7 @@ def backtest(
             seed=seed,
             overrides=_parse_map(map_),
             data_dir=data_dir,
+            holdout=holdout,
         )
     if json_out:
         sys.stdout.write(json.dumps(result.to_dict(rows=rows), indent=2) + "\n")
