@@ -735,6 +735,7 @@ class Plan:
     pin: bool
     client: str
     settle_timeout_s: float
+    max_restarts: int
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -758,6 +759,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--warmup", type=float, help="warm-up seconds per target (default 2)")
     p.add_argument("--timeout", type=float, default=10.0, help="per-request timeout seconds")
+    p.add_argument(
+        "--max-restarts",
+        type=int,
+        default=2,
+        help="restart a server under test that exited, at most this many times (reported)",
+    )
     p.add_argument(
         "--settle-timeout",
         type=float,
@@ -841,6 +848,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         args.pin,
         args.client,
         args.settle_timeout,
+        args.max_restarts,
     )
 
 
@@ -892,8 +900,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if "litellm" in plan.targets:
                 log("starting the LiteLLM proxy ...")
                 targets["litellm"] = start_litellm(procs, tmp, logs, upstream, server_cpus)
-            gens = {
-                name: LoadGen(
+
+            def make_gen(t: Target) -> LoadGen:
+                return LoadGen(
                     t,
                     timeout_s=plan.timeout_s,
                     pool=min(512, plan.max_inflight),
@@ -901,8 +910,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     max_tokens=None,
                     client=plan.client,
                 )
-                for name, t in targets.items()
-            }
+
+            gens = {name: make_gen(t) for name, t in targets.items()}
 
             def only(name: str) -> None:
                 """Resume ``name``, pause every other server under test."""
@@ -915,6 +924,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         procs.pause(t.proc)
 
             dead: set[str] = set()
+            restarts: dict[str, list[str]] = {}
+
+            def restart(name: str, before: str) -> str | None:
+                """Start an exited server again (bounded), keeping its counters and store."""
+                old = targets[name]
+                done = restarts.setdefault(name, [])
+                if old.proc is None or len(done) >= plan.max_restarts:
+                    return None
+                rc = old.proc.returncode
+                log_file = logs / f"{name}.log"
+                with contextlib.suppress(OSError):
+                    log_file.replace(logs / f"{name}.exit{len(done) + 1}.log")
+                log(f"restarting {name} (it exited with {rc}) before {before}")
+                if name == "tollgate":
+                    new = start_tollgate(
+                        procs, tmp, logs, upstream, store, args.tollgate_config, server_cpus
+                    )
+                else:
+                    new = start_litellm(procs, tmp, logs, upstream, server_cpus)
+                new.ok_sent, new.errors_sent = old.ok_sent, old.errors_sent
+                targets[name] = new
+                gens[name] = make_gen(new)
+                dead.discard(name)
+                note = f"{name} exited ({rc}) and was restarted before {before}"
+                done.append(note)
+                return note
 
             def settle(name: str) -> float:
                 """Wait (bounded) until ``name`` answers promptly again: an overloaded server
@@ -942,6 +977,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             def measure(name: str, phase: Callable[[LoadGen], Any]) -> PhaseResult:
                 only(name)
+                note = None
+                if not alive(name):
+                    note = restart(name, _phase_label(phase_stub(name, phase, None)))
+                    only(name)
                 settle_s = settle(name) if targets[name].proc is not None else 0.0
                 if not alive(name):
                     proc = targets[name].proc
@@ -955,6 +994,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 res: PhaseResult = run_async(phase(gens[name]))
                 res.bench_cpu_cores, res.other_cpu_cores = cpu_since(before)
                 res.settle_s = settle_s
+                res.note = note
                 res.upstream_requests = int(upstream.stats()["total_requests"])
                 results.append(res)
                 log(
@@ -982,6 +1022,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             report = build_report(plan, args, results, targets)
             if "tollgate" in targets:
                 report["store_check"] = check_store(store, targets["tollgate"], procs)
+            report["restarts"] = restarts
             report["logs"] = str(logs)
             report["tmp"] = str(tmp) if args.keep_tmp else None
     except KeyboardInterrupt:
@@ -1267,6 +1308,9 @@ def print_report(report: dict[str, Any]) -> None:
             f"{check['ok_requests']} successful requests (+{check['error_requests']} failed) "
             f"-> {verdict}" + (f"  [{check['error']}]" if check.get("error") else "")
         )
+    for notes in (report.get("restarts") or {}).values():
+        for note in notes:
+            console.print(f"[bold red]restart[/bold red]: {note} (logs: {report.get('logs')})")
     best = report.get("max_sustained_rps") or {}
     console.print(
         "max sustained req/s (best closed-loop level): "
