@@ -143,8 +143,15 @@ def test_route_explain(tmp_path: Path) -> None:
     assert rows["elsewhere"]["removed_by"] is None or rows["elsewhere"]["p_success"] is None
     assert all(rows[n]["p_success"] is not None for n in ("small", "mid", "big"))
 
-    table = run("route", "explain", "What is 2 + 2?", "--config", cfg, "--policy", "default")
-    assert table.exit_code == 0 and "policy     default@" in table.stdout
+    # without a predictor the policy's predictor_fallback decides (and the table says so)
+    no_predictor = yaml.safe_load(Path(cfg).read_text())
+    no_predictor["predictor"] = {"enabled": False}
+    cfg2 = write(tmp_path / "no-predictor.yaml", no_predictor)
+    table = run("route", "explain", "What is 2 + 2?", "--config", cfg2, "--policy", "default")
+    assert table.exit_code == 0, table.output
+    assert "policy     default@" in table.stdout and "predictor  none" in table.stdout
+    chosen = [line.split()[1] for line in table.stdout.splitlines() if line.startswith("*")]
+    assert chosen == ["small"]  # predictor_fallback: small
     unknown = run("route", "explain", "hi", "--config", cfg, "--policy", "nope")
     assert unknown.exit_code == 2 and "unknown policy" in unknown.output
 
@@ -168,9 +175,11 @@ def store_config(tmp_path: Path) -> dict[str, Any]:
     }
 
 
-def test_backtest_on_logged_traffic(tmp_path: Path, sqlite_url: str) -> None:
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_backtest_on_logged_traffic(tmp_path: Path, store: str, request: Any) -> None:
+    url = str(request.getfixturevalue("sqlite_url" if store == "sqlite" else "pg_url"))
     config = store_config(tmp_path)
-    with app_client(settings_for(config, sqlite_url), predictor=FakePredictor(P)) as (client, _):
+    with app_client(settings_for(config, url), predictor=FakePredictor(P)) as (client, _):
         key = create_key(client)
         auth = {"authorization": f"Bearer {key}"}
         rids = []
@@ -188,7 +197,7 @@ def test_backtest_on_logged_traffic(tmp_path: Path, sqlite_url: str) -> None:
             fb = client.post("/v1/feedback", json={"request_id": rid, "success": ok}, headers=auth)
             assert fb.status_code in (200, 201), fb.text
     cfg = write(tmp_path / "config.yaml", config)
-    env = {"TOLLGATE_DATABASE_URL": sqlite_url}
+    env = {"TOLLGATE_DATABASE_URL": url}
 
     strict = write(
         tmp_path / "strict.yaml",
