@@ -198,6 +198,20 @@ def _dataset_backtest(
     )
 
 
+def _check_store(url: str) -> None:
+    """A SQLite store must exist already: reading it must not create an empty one."""
+    from sqlalchemy.engine import make_url
+
+    from gateway.store.database import redact_url, to_async_url
+
+    parsed = make_url(to_async_url(url))
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if not os.path.exists(parsed.database):
+            raise ValueError(
+                f"no store at {redact_url(to_async_url(url))}: the file does not exist"
+            )
+
+
 async def _store_backtest_async(
     cfg: Config, candidate: Any, url: str, limit: int | None
 ) -> BacktestResult:
@@ -424,6 +438,7 @@ def backtest(
 
         url = os.environ.get("TOLLGATE_DATABASE_URL") or cfg.store.url or DEFAULT_DATABASE_URL
         try:
+            _check_store(url)
             result = asyncio.run(_store_backtest_async(cfg, candidate, url, limit))
         except ValueError as exc:
             err.print(f"[red]error[/red] {exc}")
