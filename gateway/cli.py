@@ -127,8 +127,12 @@ def config_check(
             err.print(f"[red]error[/red] {issue}", highlight=False)
         err.print(f"{len(exc.issues)} error(s) in {path}")
         raise typer.Exit(1) from None
+    from gateway.litellm_adapter import LiteLLMCaller
+    from gateway.pricing import resolve_price
+
+    caller = LiteLLMCaller()  # prices come from litellm's bundled cost map
     table = Table(title=f"{path}: OK", show_lines=False)
-    for col in ("backend", "model", "credentials", "price"):
+    for col in ("backend", "model", "credentials", "price per 1M tokens"):
         table.add_column(col)
     for b in cfg.backends:
         if b.api_key is None:
@@ -137,12 +141,13 @@ def config_check(
             cred = f"${b.api_key.env} " + (
                 "set" if b.api_key.value() else "[yellow]NOT SET[/yellow]"
             )
-        if b.input_cost_per_token is not None:
-            price = f"config {b.input_cost_per_token}/{b.output_cost_per_token}"
-        elif b.self_hosted is not None:
-            price = f"self-hosted ${b.self_hosted.gpu_hour_usd}/GPU-h"
+        resolved = resolve_price(b, caller)
+        if resolved is None:
+            price = "[yellow]UNPRICED[/yellow] (not in litellm's cost map: set prices)"
         else:
-            price = "litellm cost map"
+            per_m = [f"${float(v * 1_000_000):.4g}" for v in
+                     (resolved.input_per_token, resolved.output_per_token)]
+            price = f"{resolved.source}: {per_m[0]} in / {per_m[1]} out"
         table.add_row(b.name, b.model, cred, price)
     out.print(table)
     out.print(
