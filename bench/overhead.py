@@ -62,6 +62,8 @@ INPUT_COST = "0.0000002"
 OUTPUT_COST = "0.0000006"
 PROMPT = "Summarise in one line: the quick brown fox jumps over the lazy dog."
 ALL_TARGETS = ("direct", "tollgate", "litellm")
+REQUEST_ID_HEADER = "x-tollgate-request-id"
+Sender = Callable[[bool], Awaitable[tuple[int, str | None]]]
 
 
 # --------------------------------------------------------------------------- data
@@ -78,6 +80,8 @@ class Target:
     proc: subprocess.Popen[bytes] | None = None  # None for direct (the upstream itself)
     ok_sent: int = 0  # successful requests over the whole run, warm-ups included
     errors_sent: int = 0
+    issued: int = 0  # requests started (answered, failed, timed out or cancelled)
+    request_ids: list[str] = field(default_factory=list)  # x-tollgate-request-id of successes
 
 
 @dataclass
@@ -102,6 +106,7 @@ class PhaseResult:
     bench_cpu_cores: float | None = None  # CPU used by generator + upstream + target, in cores
     other_cpu_cores: float | None = None  # CPU used by everything else on the host, in cores
     settle_s: float | None = None  # time the target needed to answer promptly before the phase
+    server_cpu_ms_per_req: float | None = None  # CPU of the server under test per request sent
     note: str | None = None
     upstream_requests: int | None = None
     added_p50_ms: float | None = None
@@ -167,8 +172,8 @@ class LoadGen:
         ).encode()
 
     @contextlib.asynccontextmanager
-    async def _session(self, connections: int) -> AsyncIterator[Callable[[bool], Awaitable[int]]]:
-        """Yield ``send(stream) -> status`` bound to one keep-alive pool of ``connections``."""
+    async def _session(self, connections: int) -> AsyncIterator[Sender]:
+        """Yield ``send(stream) -> (status, request id)`` bound to one keep-alive pool."""
         if self.client_kind == "httpx":
             limits = httpx.Limits(
                 max_connections=connections, max_keepalive_connections=connections
@@ -177,7 +182,7 @@ class LoadGen:
                 limits=limits, timeout=self.timeout_s, trust_env=False
             ) as hc:
 
-                async def send_httpx(stream: bool) -> int:
+                async def send_httpx(stream: bool) -> tuple[int, str | None]:
                     if stream:
                         async with hc.stream(
                             "POST", self.url, content=self.stream_body, headers=self.headers
@@ -185,9 +190,10 @@ class LoadGen:
                             tail = b""
                             async for part in resp.aiter_raw():
                                 tail = (tail + part)[-64:]
-                            return _stream_status(resp.status_code, tail)
+                            rid = resp.headers.get(REQUEST_ID_HEADER)
+                            return _stream_status(resp.status_code, tail), rid
                     resp = await hc.post(self.url, content=self.body, headers=self.headers)
-                    return resp.status_code
+                    return resp.status_code, resp.headers.get(REQUEST_ID_HEADER)
 
                 yield send_httpx
             return
@@ -198,30 +204,33 @@ class LoadGen:
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
-            async def send_aiohttp(stream: bool) -> int:
+            async def send_aiohttp(stream: bool) -> tuple[int, str | None]:
                 data = self.stream_body if stream else self.body
                 async with session.post(self.url, data=data, headers=self.headers) as resp:
+                    rid = resp.headers.get(REQUEST_ID_HEADER)
                     if not stream:
                         await resp.read()
-                        return resp.status
+                        return resp.status, rid
                     tail = b""
                     async for part in resp.content.iter_any():
                         tail = (tail + part)[-64:]
-                    return _stream_status(resp.status, tail)
+                    return _stream_status(resp.status, tail), rid
 
             yield send_aiohttp
 
     async def _one(
         self,
-        send: Callable[[bool], Awaitable[int]],
+        send: Sender,
         start: float,
         lat: list[float],
         errors: Counter[str],
         done: list[float],
     ) -> None:
         stream = self.stream_ratio > 0 and self.rng.random() < self.stream_ratio
+        self.target.issued += 1
+        rid: str | None = None
         try:
-            status = await send(stream)
+            status, rid = await send(stream)
         except (TimeoutError, httpx.TimeoutException):
             status = -1
             errors["timeout"] += 1
@@ -233,6 +242,8 @@ class LoadGen:
             lat.append(now - start)
             done.append(now)
             self.target.ok_sent += 1
+            if rid is not None:
+                self.target.request_ids.append(rid)
             return
         if status > 0:
             errors["truncated_stream" if status == 299 else f"http_{status}"] += 1
@@ -573,6 +584,31 @@ class Store:
             with contextlib.suppress(Exception):
                 self._pg(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
             self.created = False
+
+    def rows_and_ids(self) -> tuple[int, set[str]]:
+        """(row count, distinct request ids) of the ``requests`` table."""
+        sql = "SELECT request_id FROM requests"
+        if self.kind == "sqlite":
+            import sqlalchemy as sa
+
+            engine = sa.create_engine(self.url)
+            try:
+                with engine.connect() as conn:
+                    ids = [r[0] for r in conn.execute(sa.text(sql))]
+            finally:
+                engine.dispose()
+        else:
+            import asyncpg
+
+            async def go() -> list[str]:
+                conn = await asyncpg.connect(self.url, timeout=10)
+                try:
+                    return [r[0] for r in await conn.fetch(sql)]
+                finally:
+                    await conn.close()
+
+            ids = asyncio.run(go())
+        return len(ids), set(ids)
 
     def count_rows(self, table: str = "requests") -> int:
         if self.kind == "sqlite":
@@ -990,9 +1026,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     return stub
                 upstream.reset(config=False, stats=True)
                 pids = [p for p in (upstream.proc, targets[name].proc) if p is not None]
+                server_pid = pids[-1].pid  # the server under test (the upstream for direct)
                 before = cpu_snapshot([p.pid for p in pids])
+                server_cpu0, issued0 = _proc_cpu_s(server_pid), targets[name].issued
                 res: PhaseResult = run_async(phase(gens[name]))
                 res.bench_cpu_cores, res.other_cpu_cores = cpu_since(before)
+                issued = targets[name].issued - issued0
+                if issued > 0:
+                    cpu_ms = (_proc_cpu_s(server_pid) - server_cpu0) * 1000.0 / issued
+                    res.server_cpu_ms_per_req = round(cpu_ms, 2)
                 res.settle_s = settle_s
                 res.note = note
                 res.upstream_requests = int(upstream.stats()["total_requests"])
@@ -1058,36 +1100,49 @@ def _closed(gen: LoadGen, *, workers: int, plan: Plan) -> Any:
 
 
 def check_store(store: Store, target: Target, procs: Processes) -> dict[str, Any]:
-    """Wait (bounded) for the gateway's buffered writes, then compare rows with successes."""
-    expected = target.ok_sent
+    """Is every successful Tollgate request in the store? Each success's
+    ``x-tollgate-request-id`` must have a row in ``requests``; rows for requests the client
+    abandoned (timeouts) are allowed. Waits (bounded) for buffered writes, and stops the
+    gateway gracefully (which flushes) if rows are still missing."""
+    ids = set(target.request_ids)
     out: dict[str, Any] = {
         "store": store.kind,
         "table": "requests",
-        "ok_requests": expected,
+        "ok_requests": target.ok_sent,
+        "ok_with_request_id": len(ids),
         "error_requests": target.errors_sent,
+        "issued_requests": target.issued,
     }
     rows: int | None = None
+    missing: int | None = None
     error = None
+
+    def look() -> None:
+        nonlocal rows, missing, error
+        try:
+            rows, found = store.rows_and_ids()
+            missing = len(ids - found)
+            error = None
+        except Exception as exc:  # the table may not exist: report, never crash the bench
+            error = f"{type(exc).__name__}: {exc}"[:300]
+
     deadline = time.monotonic() + 15.0
     while time.monotonic() < deadline:
-        try:
-            rows = store.count_rows()
-            error = None
-        except Exception as exc:  # the table may not exist yet: report, never crash the bench
-            error = f"{type(exc).__name__}: {exc}"[:300]
-        if rows is not None and rows >= expected:
+        look()
+        if missing == 0 and rows is not None and rows >= target.issued:
             break
         time.sleep(0.5)
     out["rows_while_running"] = rows
-    if target.proc is not None and rows != expected:
+    if target.proc is not None and missing != 0:
         procs.stop(target.proc, grace_s=15.0)  # graceful stop flushes any buffer
-        with contextlib.suppress(Exception):
-            rows = store.count_rows()
-            error = None
+        look()
         out["rows_after_shutdown"] = rows
     out["rows"] = rows
+    out["successes_without_row"] = missing
     out["error"] = error
-    out["match"] = rows == expected
+    out["match"] = bool(
+        missing == 0 and len(ids) == target.ok_sent and rows is not None and rows >= len(ids)
+    )
     return out
 
 
@@ -1128,6 +1183,7 @@ def build_report(
                     "added_p99": _ratio(t.added_p99_ms, lt.added_p99_ms),
                     "p50": _ratio(t.p50_ms, lt.p50_ms),
                     "p99": _ratio(t.p99_ms, lt.p99_ms),
+                    "server_cpu": _ratio(t.server_cpu_ms_per_req, lt.server_cpu_ms_per_req),
                 }
             )
             ok = (
@@ -1209,7 +1265,7 @@ def print_report(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=140)
+    console = Console(width=170)
     plan = report["plan"]
     results = [PhaseResult(**{k: v for k, v in r.items()}) for r in report["results"]]
     table = Table(
@@ -1225,6 +1281,8 @@ def print_report(report: dict[str, Any]) -> None:
             " added = target minus direct at the same rate. Latency from scheduled send."
             " cores bench/other = CPU cores used during the phase by generator + upstream +"
             " target / by every other process on the host (shared machine: compare with care)."
+            " server CPU ms/req = CPU time of the server under test per request sent (less"
+            " sensitive to other load than latency)."
         ),
     )
     for col in (
@@ -1238,6 +1296,7 @@ def print_report(report: dict[str, Any]) -> None:
         "added p50 ms",
         "added p99 ms",
         "gen lag p99 ms",
+        "server CPU ms/req",
         "cores bench/other",
     ):
         table.add_column(col, justify="left" if col in ("phase", "target", "errors") else "right")
@@ -1259,6 +1318,7 @@ def print_report(report: dict[str, Any]) -> None:
             _f(r.added_p50_ms),
             _f(r.added_p99_ms),
             _f(r.send_lag_p99_ms),
+            _f(r.server_cpu_ms_per_req, 2),
             _cores(r),
         )
     table.add_section()
@@ -1277,6 +1337,7 @@ def print_report(report: dict[str, Any]) -> None:
             _f(r.added_p50_ms),
             _f(r.added_p99_ms),
             "",
+            _f(r.server_cpu_ms_per_req, 2),
             _cores(r),
         )
     if report.get("ratios"):
@@ -1284,7 +1345,7 @@ def print_report(report: dict[str, Any]) -> None:
         for ratio in report["ratios"]:
             if str(ratio["rate"]).startswith("max"):
                 label = "max (best)" if ratio["rate"] == "max" else ratio["rate"]
-                table.add_row(label, "Tollgate/LiteLLM", _f(ratio["rps"], 2), *([""] * 8))
+                table.add_row(label, "Tollgate/LiteLLM", _f(ratio["rps"], 2), *([""] * 9))
             else:
                 table.add_row(
                     f"{ratio['rate']:g} req/s",
@@ -1297,6 +1358,7 @@ def print_report(report: dict[str, Any]) -> None:
                     _f(ratio["added_p50"], 2),
                     _f(ratio["added_p99"], 2),
                     "",
+                    _f(ratio.get("server_cpu"), 2),
                     "",
                 )
     console.print(table)
@@ -1304,9 +1366,12 @@ def print_report(report: dict[str, Any]) -> None:
     if check:
         verdict = "OK" if check["match"] else "MISMATCH"
         console.print(
-            f"store rows ({check['store']}, table {check['table']}): {check['rows']} rows for "
-            f"{check['ok_requests']} successful requests (+{check['error_requests']} failed) "
-            f"-> {verdict}" + (f"  [{check['error']}]" if check.get("error") else "")
+            f"store ({check['store']}, table {check['table']}): {check['ok_requests']} successful "
+            f"Tollgate requests, {check['successes_without_row']} of them without a row "
+            f"(matched by x-tollgate-request-id); {check['rows']} rows for "
+            f"{check['issued_requests']} requests sent ({check['error_requests']} failed or timed "
+            f"out client-side) -> {verdict}"
+            + (f"  [{check['error']}]" if check.get("error") else "")
         )
     for notes in (report.get("restarts") or {}).values():
         for note in notes:
