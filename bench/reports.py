@@ -26,7 +26,14 @@ from sqlalchemy import text
 
 from gateway.migrate import upgrade_database
 from gateway.pricing import Price
-from gateway.reports import GROUP_BYS, ReportQuery, parse_when, recent_failures, report
+from gateway.reports import (
+    GROUP_BYS,
+    ReportQuery,
+    parse_when,
+    recent_failures,
+    refresh_rollups,
+    report,
+)
 from gateway.store.database import create_engine
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
@@ -76,6 +83,7 @@ def fill_sql(rows: int) -> list[str]:
             {backends}[1 + ((r * 2654435761) % 5 + a) % 5] AS b,
             100 + (r * 31 % 900) AS pt, 20 + (r * 17 % 400) AS ct,
             now() - make_interval(secs => (r * 2654435761 % 2592000)) AS ts) x
+        ORDER BY ts  -- rows land in time order, as real traffic does
         """,
         """
         INSERT INTO tasks (id, tenant_id, external_id, created_at, last_seen_at)
@@ -104,21 +112,27 @@ async def _admin(sql: str) -> None:
         await conn.close()
 
 
-async def run(rows: int, repeat: int, keep: bool, load_only: bool = False) -> list[dict[str, Any]]:
-    name = f"tg_bench_reports_{uuid.uuid4().hex[:8]}"
-    await _admin(f'CREATE DATABASE "{name}"')
+async def run(
+    rows: int, repeat: int, keep: bool, load_only: bool = False, database: str | None = None
+) -> list[dict[str, Any]]:
+    import asyncpg
+
+    name = database or f"tg_bench_reports_{uuid.uuid4().hex[:8]}"
+    if database is None:
+        await _admin(f'CREATE DATABASE "{name}"')
     url = f"{PG_SERVER}/{name}"
     results: list[dict[str, Any]] = []
     try:
         await asyncio.to_thread(upgrade_database, url)
         engine = create_engine(url)
         t0 = time.perf_counter()
-        import asyncpg
-
         loader = await asyncpg.connect(url.replace("postgresql://", "postgres://"))
         try:  # the gateway's engine has a 10 s statement timeout: load over a plain connection
-            for sql in fill_sql(rows):
-                await loader.execute(sql)
+            if database is None:
+                for sql in fill_sql(rows):
+                    await loader.execute(sql)
+            await loader.execute("DELETE FROM report_rollup_days")  # time a full roll-up
+            await loader.execute("DELETE FROM report_rollup_state")
         finally:
             await loader.close()
         async with engine.connect() as conn:
@@ -128,6 +142,15 @@ async def run(rows: int, repeat: int, keep: bool, load_only: bool = False) -> li
         if load_only:
             await engine.dispose()
             return results
+        t0 = time.perf_counter()
+        rolled = await refresh_rollups(engine)
+        print(
+            f"rolled up {len(rolled)} closed days in {time.perf_counter() - t0:.1f}s "
+            "(once; later refreshes only touch new or changed days)"
+        )
+        t0 = time.perf_counter()
+        await refresh_rollups(engine)
+        print(f"refresh check with nothing to do: {time.perf_counter() - t0:.3f}s")
         tags = dict(TAGS)
         scopes = [("admin", None), ("tenant", tenant)]
         ranges = [("30d", parse_when("31d")), ("7d", parse_when("7d"))]
@@ -164,7 +187,7 @@ async def run(rows: int, repeat: int, keep: bool, load_only: bool = False) -> li
                 print(f"{scope:6s} {rname:4s} recent failures {time.perf_counter() - t:.3f}s")
         await engine.dispose()
     finally:
-        if not keep:
+        if not keep and database is None:
             await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return results
 
@@ -175,9 +198,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the database")
     parser.add_argument("--load-only", action="store_true", help="load, keep, time nothing")
+    parser.add_argument("--database", help="reuse this already loaded database (kept)")
     parser.add_argument("--out", default="bench/out/reports.json")
     args = parser.parse_args()
-    results = asyncio.run(run(args.rows, args.repeat, args.keep or args.load_only, args.load_only))
+    results = asyncio.run(
+        run(args.rows, args.repeat, args.keep or args.load_only, args.load_only, args.database)
+    )
     if not results:
         return
     worst = max(results, key=lambda r: r["median_s"])

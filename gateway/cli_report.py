@@ -274,3 +274,29 @@ def tasks(
         wide=wide,
         config=config,
     )
+
+
+@app.command("refresh")
+def refresh(
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="re-summarise every closed day (after a spool replay)")
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Bring the daily report roll-ups up to date (reports also do this before they run)."""
+    from gateway.migrate import upgrade_database
+    from gateway.reports import refresh_rollups
+    from gateway.store.database import create_engine
+
+    url, _ = _load(config)
+
+    async def go() -> list[str]:
+        await asyncio.to_thread(upgrade_database, url)
+        engine = create_engine(url)
+        try:
+            return await refresh_rollups(engine, rebuild=rebuild)
+        finally:
+            await engine.dispose()
+
+    days = asyncio.run(go())
+    err.print(f"summarised {len(days)} day(s)" + (f": {days[0]} … {days[-1]}" if days else ""))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -122,3 +123,61 @@ outcomes = Table(
 
 # admin-wide reports filter attempts by time alone (migration 0002)
 Index("ix_requests_created", requests.c.created_at)
+
+
+# Daily report roll-ups (gateway.reports; migration 0003). A cell is (day, tenant, key, policy,
+# backend), with "" for a missing key or policy. Attempts are summed in the cell of the attempt;
+# tasks are counted in the cell of their first-seen day and their final attempt. l0..l63 count
+# successful attempts per latency bucket (log scale), for percentiles.
+LATENCY_BUCKETS = 64
+
+
+def _rollup_cell() -> list[Column]:  # type: ignore[type-arg]
+    return [
+        Column("day", String(10), primary_key=True),
+        Column("tenant_id", String(32), primary_key=True),
+        Column("key_id", String(32), primary_key=True),
+        Column("policy", String(128), primary_key=True),
+        Column("backend", String(128), primary_key=True),
+    ]
+
+
+report_attempts_daily = Table(
+    "report_attempts_daily",
+    metadata,
+    *_rollup_cell(),
+    *[
+        Column(name, BigInteger, nullable=False)
+        for name in ("attempts", "requests", "errors", "extra", "pt", "ct", "ok_pt", "ok_ct")
+    ],
+    Column("spend", MONEY, nullable=False),
+    Column("unpriced", BigInteger, nullable=False),
+    *[Column(f"l{k}", Integer, nullable=False) for k in range(LATENCY_BUCKETS)],
+)
+
+report_tasks_daily = Table(
+    "report_tasks_daily",
+    metadata,
+    *_rollup_cell(),
+    Column("tasks", BigInteger, nullable=False),
+    Column("succeeded", BigInteger, nullable=False),
+    Column("failed", BigInteger, nullable=False),
+    Column("task_spend", MONEY, nullable=False),
+)
+
+report_rollup_days = Table(
+    "report_rollup_days",
+    metadata,
+    Column("day", String(10), primary_key=True),
+    Column("refreshed_at", DateTime(timezone=True), nullable=False),
+)
+
+report_rollup_state = Table(
+    "report_rollup_state",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+Index("ix_outcomes_updated", outcomes.c.updated_at)
+Index("ix_tasks_created", tasks.c.created_at)
