@@ -2,7 +2,8 @@
 
 This module owns the artifact format and its integrity check. An artifact directory holds
 
-* ``weights.safetensors`` — the outcome model's float32 arrays (safetensors: no code runs
+* ``weights.safetensors`` — the outcome model's arrays (float32; the neighbour memory int8 /
+  float16) (safetensors: no code runs
   when loading, unlike pickle);
 * ``metadata.json`` — format version, artifact version, profiles, embedder settings, training
   data description, training config, metrics, and ``content_hash``.
@@ -45,6 +46,12 @@ def content_hash(weights_bytes: bytes, meta: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
+def _storable(v: np.ndarray) -> np.ndarray:
+    """float32, except arrays deliberately kept small (int8 / float16 memory)."""
+    kind = v.dtype if v.dtype in (np.dtype(np.int8), np.dtype(np.float16)) else np.float32
+    return np.ascontiguousarray(v, dtype=kind)
+
+
 def write_artifact(
     out_dir: str | Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]
 ) -> dict[str, Any]:
@@ -53,9 +60,7 @@ def write_artifact(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    weights = save(
-        {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in sorted(arrays.items())}
-    )
+    weights = save({k: _storable(v) for k, v in sorted(arrays.items())})
     meta = dict(meta)
     meta["format_version"] = FORMAT_VERSION
     digest = content_hash(weights, meta)

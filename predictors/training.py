@@ -140,7 +140,8 @@ def train(
         "prompt, head+tail truncated to the embedder's token budget",
         "model": {
             "family": "IRT-style factor model: logit = a_profile + u_profile . h(x), "
-            "per-profile Platt calibration on out-of-fold logits",
+            "per-profile Platt calibration on out-of-fold logits; blended with the mean "
+            "outcome of the knn_k most cosine-similar training queries (int8 memory)",
             "train_config": asdict(cfg),
         },
         "complexity": "1 - mean P(success) over the trained profiles",

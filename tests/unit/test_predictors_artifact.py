@@ -24,13 +24,19 @@ META = {"name": "t", "profiles": ["a", "b"], "embedder": {"max_tokens": 64}}
 
 def _arrays() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    return {"w": rng.normal(size=(3, 4)).astype(np.float32), "a": np.zeros(2, np.float32)}
+    return {
+        "w": rng.normal(size=(3, 4)).astype(np.float32),
+        "a": np.zeros(2, np.float32),
+        "knn_x": np.array([[1, -127], [127, 0]], dtype=np.int8),
+    }
 
 
 def test_round_trip(tmp_path: Path) -> None:
     meta = write_artifact(tmp_path, _arrays(), META)
     arrays, meta2 = read_artifact(tmp_path)
     np.testing.assert_array_equal(arrays["w"], _arrays()["w"])
+    assert arrays["knn_x"].dtype == np.int8  # the memory stays small
+    np.testing.assert_array_equal(arrays["knn_x"], _arrays()["knn_x"])
     assert meta2["content_hash"] == meta["content_hash"]
     assert meta2["version"] == f"t-{meta['content_hash'][:12]}"
 
@@ -91,3 +97,18 @@ def test_outcome_model_learns_and_is_calibrated_on_synthetic_data() -> None:
     assert abs(np.nanmean(y[:, 0]) - p[:, 0].mean()) < 0.03
     clone = OutcomeModel(model.profiles, model.arrays)
     np.testing.assert_allclose(clone.predict_proba(x[:5]), p[:5])
+    # a profile added later has no memory labels: it is scored by the factor part alone
+    grown = model.with_profile("new", a=0.0, u=np.zeros(2, np.float32))
+    assert grown.arrays["knn_y"].shape == (1500, 3)
+    np.testing.assert_allclose(grown.predict_proba(x[:5])[:, :2], p[:5], rtol=1e-6)
+    np.testing.assert_allclose(grown.predict_proba(x[:5])[:, 2], 0.5, rtol=1e-6)
+
+
+def test_memory_blend_uses_nearest_neighbours() -> None:
+    x = np.eye(4, dtype=np.float32)[[0, 0, 0, 1, 1, 1]]
+    y = np.array([[1.0], [1.0], [1.0], [0.0], [0.0], [np.nan]], dtype=np.float32)
+    cfg = TrainConfig(rank=1, steps=1, calibration_folds=0, knn_k=3, knn_weight=1.0)
+    model = fit_outcome_model(x, y, ["m"], cfg)
+    assert model.memory_proba(np.eye(4, dtype=np.float32)[[0]])[0, 0] == pytest.approx(1.0)
+    # neighbours of e1: three e1 rows, one unlabelled -> mean of the two labelled
+    assert model.predict_proba(np.eye(4, dtype=np.float32)[[1]])[0, 0] == pytest.approx(0.0)
