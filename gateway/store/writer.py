@@ -141,7 +141,11 @@ class RecordWriter:
                     await self._wake.wait()
             self._wake.clear()
             try:
-                while self.pending:
+                # One batch per tick; keep going at once only while full batches are waiting.
+                # (Draining "while pending" would write one tiny transaction per request under
+                # a steady trickle, since rows keep arriving during each write.)
+                await self._flush_once()
+                while len(self._attempts) >= self.batch_size:
                     await self._flush_once()
             except Exception:  # never let the writer die; rows are already spooled
                 log.exception("record writer loop error")
