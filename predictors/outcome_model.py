@@ -78,7 +78,7 @@ class OutcomeModel:
         k = min(int(self.arrays["knn_params"][0]), self._memory.shape[0])
         sims = x @ self._memory.T
         nn = np.argpartition(-sims, kth=k - 1, axis=1)[:, :k]
-        labels = self.arrays["knn_y"].astype(np.float32)[nn]  # (n, k, profiles)
+        labels = self.arrays["knn_y"][nn].astype(np.float32)  # (n, k, profiles)
         if np.isnan(labels).any():
             with warnings.catch_warnings():  # all-NaN columns are expected: they stay NaN
                 warnings.simplefilter("ignore", RuntimeWarning)

@@ -61,7 +61,8 @@ class Predictor:
         self.version: str = str(meta.get("version", "unversioned"))
         self.embedder_config = EmbedderConfig.from_dict(meta["embedder"])
         self._embedder = embedder
-        self._trained = list(meta.get("profiles", model.profiles))
+        trained = set(meta.get("profiles", model.profiles))
+        self._trained_idx = [i for i, p in enumerate(model.profiles) if p in trained]
         self.aliases: dict[str, str] = dict(aliases or {})
 
     @property
@@ -84,15 +85,14 @@ class Predictor:
 
     def predict_embeddings(self, x: np.ndarray) -> list[Prediction]:
         probs = self.model.predict_proba(x)
-        trained_idx = [i for i, p in enumerate(self.model.profiles) if p in self._trained]
-        complexity = 1.0 - probs[:, trained_idx].mean(axis=1)
-        index = {p: i for i, p in enumerate(self.model.profiles)}
+        complexity = (1.0 - probs[:, self._trained_idx].mean(axis=1)).tolist()
+        names = self.model.profiles
         out = []
-        for row, c in zip(probs, complexity, strict=True):
-            ps = {p: float(row[i]) for p, i in index.items()}
+        for row, c in zip(probs.tolist(), complexity, strict=True):
+            ps = dict(zip(names, row, strict=True))
             for alias, target in self.aliases.items():
                 ps[alias] = ps[target]
-            out.append(Prediction(float(c), MappingProxyType(ps)))
+            out.append(Prediction(c, MappingProxyType(ps)))
         return out
 
     def predict_batch(self, prompts: Sequence[str]) -> list[Prediction]:
