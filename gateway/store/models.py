@@ -132,7 +132,7 @@ Index("ix_requests_created", requests.c.created_at)
 LATENCY_BUCKETS = 64
 
 
-def _rollup_cell() -> list[Column]:  # type: ignore[type-arg]
+def _rollup_cell() -> list[Column]:
     return [
         Column("day", String(10), primary_key=True),
         Column("tenant_id", String(32), primary_key=True),
