@@ -16,6 +16,8 @@ first, then the judge, then validators; within a source the latest wins).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -143,6 +145,49 @@ async def record_outcome(engine: AsyncEngine, outcome: Outcome) -> tuple[str, di
             .one()
         )
     return ("created" if existing is None else "updated"), dict(row)
+
+
+_pending: set[asyncio.Task[Any]] = set()
+log = logging.getLogger("tollgate.feedback")
+
+
+def schedule_outcome(engine: AsyncEngine, outcome: Outcome) -> asyncio.Task[Any]:
+    """Record an outcome off the request path (validators, judge): fire and forget, logged on
+    failure. ``await drain_outcomes()`` waits for those in flight (shutdown, tests)."""
+
+    async def write() -> None:
+        try:
+            await record_outcome(engine, outcome)
+        except Exception:
+            log.exception(
+                "could not record a %s outcome for task %s", outcome.source, outcome.task_id
+            )
+
+    task = asyncio.create_task(write(), name=f"tollgate-outcome-{outcome.id[:8]}")
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
+    return task
+
+
+async def drain_outcomes() -> None:
+    if _pending:
+        await asyncio.gather(*list(_pending), return_exceptions=True)
+
+
+def validator_outcome(tenant_id: str, task_id: str, request_id: str, results: list[Any]) -> Outcome:
+    """The outcome of a policy's validators on one answer (``policies.run_validators``)."""
+    failed = [r for r in results if not r.ok]
+    return Outcome(
+        tenant_id=tenant_id,
+        task_id=task_id,
+        source="validator",
+        success=not failed,
+        request_id=request_id,
+        comment="; ".join(f"{r.validator}: {r.reason}" for r in failed)[:MAX_COMMENT] or None,
+        detail={
+            "checks": [{"validator": r.validator, "ok": r.ok, "reason": r.reason} for r in results]
+        },
+    )
 
 
 async def resolve_task(

@@ -138,3 +138,70 @@ def test_feedback_errors_are_openai_shaped(tmp_path: Path, sqlite_url: str) -> N
         )
         unauth = client.post("/v1/feedback", json={"task_id": "t", "success": True})
         assert unauth.status_code == 401
+
+
+def test_validator_outcomes_are_recorded_and_feedback_wins(tmp_path: Path, sqlite_url: str) -> None:
+    """A validator verdict (recorded off the request path) decides a task until the client's
+    feedback says otherwise."""
+    from gateway.feedback import drain_outcomes, schedule_outcome, validator_outcome
+    from gateway.reports import ReportQuery, report
+    from policies import run_validators
+    from policies.schema import Policy
+
+    policy = Policy.model_validate(
+        {
+            "candidates": ["cheap"],
+            "objective": {"kind": "cheapest_adequate", "min_success": 0.0},
+            "predictor_fallback": "cheap",
+            "escalation": {
+                "validators": [{"kind": "non_empty"}, {"kind": "max_length", "chars": 5}]
+            },
+        }
+    )
+    assert policy.escalation is not None
+    with app_client(settings_for(config_dict(tmp_path), sqlite_url)) as (client, _):
+        key = create_key(client)
+        rid = _ask(client, key, task="checked")
+        detail = client.get(f"/v1/requests/{rid}", headers={"authorization": f"Bearer {key}"})
+        tenant_id = _rows_tenant(sqlite_url, rid)
+        results = run_validators(policy.escalation.validators, "w0 w1 w2 w3")  # 11 chars
+        outcome = validator_outcome(tenant_id, task_uuid(tenant_id, "checked"), rid, results)
+        assert detail.status_code == 200 and outcome.success is False
+
+        async def verdict() -> tuple[int, int]:
+            engine = create_engine(sqlite_url)
+            try:
+                schedule_outcome(engine, outcome)
+                await drain_outcomes()
+                rep = await report(engine, "tasks", ReportQuery("policy"), rollups=False)
+                return rep.total.succeeded, rep.total.failed
+            finally:
+                await engine.dispose()
+
+        assert asyncio.run(verdict()) == (0, 1)
+        (row,) = _rows(sqlite_url)
+        assert row["source"] == "validator" and row["request_id"] == rid
+        assert "max_length" in row["comment"] and row["detail"]["checks"][0]["ok"] is True
+        ok = client.post(
+            "/v1/feedback",
+            json={"task_id": "checked", "success": True},
+            headers={"authorization": f"Bearer {key}"},
+        )
+        assert ok.status_code == 201
+        spend = client.get("/v1/spend?kind=tasks", headers={"authorization": f"Bearer {key}"})
+        assert (spend.json()["total"]["succeeded"], spend.json()["total"]["failed"]) == (1, 0)
+
+
+def _rows_tenant(url: str, request_id: str) -> str:
+    from gateway.store.models import requests
+
+    async def read() -> str:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as conn:
+                q = select(requests.c.tenant_id).where(requests.c.request_id == request_id)
+                return str((await conn.execute(q)).scalar())
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
