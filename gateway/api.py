@@ -85,17 +85,25 @@ def _prompt_tokens(rt: Runtime, backend: BackendConfig, body: dict[str, Any]) ->
     )
 
 
-def _validator(policy: Policy | None) -> Callable[[str], str | None] | None:
+class AnswerCheck:
+    """A policy's escalation validators over an answer; keeps the last results, which become
+    the task's validator outcome."""
+
+    def __init__(self, specs: Any) -> None:
+        self.specs = specs
+        self.last: list[Any] = []
+
+    def __call__(self, text: str) -> str | None:
+        self.last = run_validators(self.specs, text)
+        failed = [r for r in self.last if not r.ok]
+        return "; ".join(f"{r.validator}: {r.reason}" for r in failed)[:500] or None
+
+
+def _validator(policy: Policy | None) -> AnswerCheck | None:
     """The escalation check of a policy: None when it declares no validators."""
     if policy is None or policy.escalation is None:
         return None
-    specs = policy.escalation.validators
-
-    def check(text: str) -> str | None:
-        failed = [r for r in run_validators(specs, text) if not r.ok]
-        return "; ".join(f"{r.validator}: {r.reason}" for r in failed)[:500] or None
-
-    return check
+    return AnswerCheck(policy.escalation.validators)
 
 
 async def _serve(
@@ -166,6 +174,13 @@ async def _serve(
         finally:
             await rt.budgets.settle(reservation, ctx.total_cost)
         headers = {**extra_headers, **_headers(ctx, backend, cost=True)}
+        if accept is not None and accept.last:
+            from gateway.feedback import schedule_outcome, validator_outcome  # (import cycle)
+
+            schedule_outcome(
+                rt.engine,
+                validator_outcome(principal.tenant_id, ctx.task_id, ctx.request_id, accept.last),
+            )
         if accept is not None:
             headers["x-tollgate-validation"] = "passed" if rejection is None else "failed"
             headers["x-tollgate-escalations"] = str(ctx.rejections)

@@ -128,9 +128,12 @@ class RecordWriter:
         await self.flush()
 
     async def flush(self) -> None:
-        """Write every pending row now (used by close() and by tests)."""
+        """Write every pending row now, and wait for a batch the background loop may be
+        writing at this moment (so a read after flush() sees every submitted row)."""
         while self.pending:
             await self._flush_once()
+        async with self._write_lock:
+            pass
 
     # -- internals ---------------------------------------------------------------------------
     async def _run(self) -> None:

@@ -282,3 +282,39 @@ def test_hot_reload_swaps_valid_and_rejects_invalid(tmp_path: Path, sqlite_url: 
         assert bad.status_code == 422
         assert "policies.d.objective.min_success" in bad.json()["errors"][0]
         assert served(client, key).headers["x-tollgate-backend"] == "frontier"  # old one kept
+
+
+def test_validator_verdict_is_recorded_as_the_task_outcome(tmp_path: Path, sqlite_url: str) -> None:
+    esc = policy(
+        {"kind": "cheapest_adequate", "min_success": 0.0},
+        escalation={
+            "validators": [{"kind": "regex", "pattern": "^w0 w1 w2 w3"}],
+            "max_escalations": 1,
+            "order": "candidates",
+        },
+    )
+    caller = FakeCaller({"local": Script(answer_tokens=2), "mini": Script(answer_tokens=3)})
+    with app_client(
+        settings_for(portfolio(tmp_path, {"d": esc}), sqlite_url),
+        caller,
+        predictor=FakePredictor(P),
+    ) as (client, _):
+        key = create_key(client)
+        resp = client.post(
+            "/v1/chat/completions",
+            json=chat_body(model="auto"),
+            headers={"authorization": f"Bearer {key}", "x-tollgate-task-id": "v1"},
+        )
+        # one escalation allowed: local then mini, both rejected -> the answer is returned
+        # with validation failed, and the task's validator outcome is a failure
+        assert resp.headers["x-tollgate-validation"] == "failed"
+        import sqlite3
+        import time
+
+        con = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+        for _ in range(50):
+            rows = con.execute("select source, success from outcomes").fetchall()
+            if rows:
+                break
+            time.sleep(0.05)
+        assert rows == [("validator", 0)]
