@@ -4,7 +4,6 @@ tenant-scoped view of a request's recorded attempts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
