@@ -92,6 +92,7 @@ class Reloader:
             old = self.rt.config
             self._stamps = self._snapshot()
             if new == old:
+                log.info("config reload (%s): unchanged", reason)
                 return ReloadResult(True, False, policy_version(old))
             for section in ("store", "redis", "server"):
                 if getattr(new, section) != getattr(old, section):

@@ -399,3 +399,34 @@ def test_refuses_public_bind_without_admin_key(tmp_path: Path) -> None:
         timeout=60,
     )
     assert proc.returncode == 2 and "admin key" in proc.stderr
+
+
+def test_config_file_edit_and_sighup_reload_a_running_server(stack: dict[str, Any]) -> None:
+    import signal
+
+    import yaml
+
+    gw = stack["gw"]
+    admin = {"authorization": f"Bearer {stack['key']}"}
+    cfg = yaml.safe_load(gw.config_path.read_text())
+    cfg["aliases"] = {"cheapest": "fake"}
+    gw.config_path.write_text(yaml.safe_dump(cfg))  # picked up by the file watcher
+    deadline = time.monotonic() + 15
+    ids: list[str] = []
+    while time.monotonic() < deadline and "cheapest" not in ids:
+        time.sleep(0.2)
+        ids = [m["id"] for m in httpx.get(gw.url + "/v1/models", headers=admin).json()["data"]]
+    assert "cheapest" in ids
+    gw.config_path.write_text(gw.config_path.read_text() + "\nnot: [valid\n")
+    time.sleep(2.5)  # the watcher sees the broken file and keeps the running config
+    assert "cheapest" in [m["id"] for m in httpx.get(gw.url + "/v1/models", headers=admin).json()["data"]]
+    assert "rejected" in gw.log_path.read_text()
+    cfg.pop("aliases")
+    gw.config_path.write_text(yaml.safe_dump(cfg))
+    time.sleep(2.5)
+    assert gw.proc is not None
+    gw.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "config reload (SIGHUP)" not in gw.log_path.read_text():
+        time.sleep(0.1)
+    assert "config reload (SIGHUP)" in gw.log_path.read_text()
