@@ -12,7 +12,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-
 from typing import Any
 
 from sqlalchemy import Row, func, select
