@@ -73,10 +73,15 @@ class OutcomeModel:
 
     def memory_proba(self, x: np.ndarray) -> np.ndarray:
         """Mean outcome of the ``k`` most similar training queries (NaN: no labelled one)."""
+        import torch
+
         if self._memory is None:  # int8 -> float32 once, not per call
             self._memory = self.arrays["knn_x"].astype(np.float32) / 127.0
         k = min(int(self.arrays["knn_params"][0]), self._memory.shape[0])
-        sims = x @ self._memory.T
+        # torch, not numpy: numpy's OpenBLAS pool and torch's OpenMP pool (the embedder's)
+        # fight over the same 2 cores; measured p50 16 ms -> 6 ms per decision
+        with torch.inference_mode():
+            sims = (torch.from_numpy(x) @ torch.from_numpy(self._memory).T).numpy()
         nn = np.argpartition(-sims, kth=k - 1, axis=1)[:, :k]
         labels = self.arrays["knn_y"][nn].astype(np.float32)  # (n, k, profiles)
         if np.isnan(labels).any():
