@@ -23,8 +23,9 @@ def cache_dir() -> Path:
     return base / "embeddings"
 
 
-def _path(fingerprint: str) -> Path:
-    return cache_dir() / (hashlib.sha256(fingerprint.encode()).hexdigest()[:16] + ".npz")
+def _path(fingerprint: str, batch_size: int) -> Path:
+    key = f"{fingerprint}|batch{batch_size}"
+    return cache_dir() / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".npz")
 
 
 def _load(path: Path) -> dict[str, np.ndarray]:
@@ -36,9 +37,14 @@ def _load(path: Path) -> dict[str, np.ndarray]:
     return {str(k): v for k, v in zip(keys, vecs, strict=True)}
 
 
-def embed_cached(embedder: Embedder, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-    """Embeddings of ``texts``; only the texts not cached for this embedder are computed."""
-    path = _path(embedder.fingerprint)
+def embed_cached(embedder: Embedder, texts: Sequence[str], batch_size: int = 1) -> np.ndarray:
+    """Embeddings of ``texts``; only the texts not cached for this embedder are computed.
+
+    ``batch_size`` defaults to 1 because int8 dynamic quantization scales activations per
+    batch: a vector then depends only on its own text (as for a single query at serving time),
+    so training data, cache state and retraining are reproducible to the bit.
+    """
+    path = _path(embedder.fingerprint, batch_size)
     known = _load(path)
     hashes = [text_hash(t) for t in texts]
     missing = sorted({h: t for h, t in zip(hashes, texts, strict=True) if h not in known}.items())
