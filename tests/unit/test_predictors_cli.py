@@ -69,3 +69,13 @@ def test_fit_profile_from_labelled_outcomes() -> None:
     assert (sum(mbpp) / len(mbpp) > sum(wino) / len(wino)) == (rate["mbpp"] > rate["winogrande"])
     with pytest.raises(ValueError):
         fit_profile(base, "x", ["a"], [1.0])
+
+
+def test_a_prediction_does_not_depend_on_its_batch_mates() -> None:
+    pred = load_artifact()
+    prompts = ["hi", "Write a function to sort a list." * 20, "What is the capital of France?"]
+    together = pred.predict_batch(prompts)
+    alone = [pred.predict_batch([p])[0] for p in prompts]
+    for t, a in zip(together, alone, strict=True):  # equal up to float rounding in the head
+        assert t.complexity == pytest.approx(a.complexity, abs=1e-6)
+        assert dict(t.p_success) == pytest.approx(dict(a.p_success), abs=1e-6)
