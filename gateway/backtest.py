@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.config import BackendConfig, Config, ConfigError, ConfigIssue, format_loc
 from gateway.pricing import Price, resolve_price
+from gateway.routing import facts_for
 from gateway.yamlsource import YamlSyntaxError, load_yaml_file
 from policies import (
     BackendFacts,
@@ -150,8 +151,8 @@ def resolve_prices(config: Config) -> dict[str, Price | None]:
 
 
 def credentials_ok(backend: BackendConfig) -> bool:
-    """A backend can be called from here: no key needed, its key is set, or it is local."""
-    return backend.api_key is None or backend.api_key.value() is not None or backend.is_local
+    """A backend can be called from here (same rule as the running gateway's)."""
+    return backend.missing_credentials() is None
 
 
 def backend_facts(
@@ -166,23 +167,15 @@ def backend_facts(
     ``healthy`` (default: all) marks backends the replay cannot use; ``profiles`` overrides the
     predictor profile (``backend.profile``). p95 latency is unknown, circuits are closed.
     """
-    out = {}
-    for b in config.backends:
-        price = prices.get(b.name)
-        out[b.name] = BackendFacts(
-            name=b.name,
-            input_cost_per_token=price.input_per_token if price else None,
-            output_cost_per_token=price.output_per_token if price else None,
-            context_window=b.context_window,
-            capabilities=frozenset(b.capabilities),
-            tags=frozenset(b.tags),
+    return {
+        b.name: facts_for(
+            b,
+            prices.get(b.name),
             healthy=True if healthy is None else healthy.get(b.name, True),
-            predictor_profile=(profiles or {}).get(b.name, b.profile),
-            typical_output_tokens=b.typical_output_tokens,
-            allowed_tenants=b.allowed_tenants,
-            denied_tenants=b.denied_tenants,
+            profile=(profiles or {}).get(b.name),
         )
-    return out
+        for b in config.backends
+    }
 
 
 def estimate_tokens(text: str) -> int:

@@ -114,6 +114,12 @@ class BackendConfig(Strict):
             raise ValueError("give either self_hosted GPU pricing or per-token prices, not both")
         return self
 
+    def missing_credentials(self) -> str | None:
+        """Why this backend cannot be called now (its key's variable is unset), or None."""
+        if self.api_key is not None and self.api_key.value() is None:
+            return f"environment variable {self.api_key.env} is not set"
+        return None
+
     @property
     def is_local(self) -> bool:
         """True when the endpoint is on this host (a self-hosted server needing no API key)."""

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from gateway.auth import Principal
 from gateway.config import AUTO_POLICY, BackendConfig, Config
 from gateway.errors import InvalidRequest, NoBackendAvailable
+from gateway.pricing import Price
 from gateway.state import from_nano
 from policies import (
     BackendFacts,
@@ -92,6 +93,33 @@ def needs_vision(body: dict[str, Any]) -> bool:
     return False
 
 
+def facts_for(
+    backend: BackendConfig,
+    price: Price | None,
+    *,
+    healthy: bool = True,
+    circuit_open: bool = False,
+    p95_latency_ms: float | None = None,
+    profile: str | None = None,
+) -> BackendFacts:
+    """What the policy engine knows of one configured backend (live or in a replay)."""
+    return BackendFacts(
+        name=backend.name,
+        input_cost_per_token=price.input_per_token if price else None,
+        output_cost_per_token=price.output_per_token if price else None,
+        context_window=backend.context_window,
+        capabilities=frozenset(backend.capabilities),
+        tags=frozenset(backend.tags),
+        healthy=healthy,
+        circuit_open=circuit_open,
+        p95_latency_ms=p95_latency_ms,
+        predictor_profile=profile or backend.profile,
+        typical_output_tokens=backend.typical_output_tokens,
+        allowed_tenants=backend.allowed_tenants,
+        denied_tenants=backend.denied_tenants,
+    )
+
+
 @dataclass
 class Routed:
     """The outcome of routing one request."""
@@ -117,25 +145,16 @@ class Router:
     async def backend_facts(self) -> dict[str, BackendFacts]:
         cfg = self.config
         allowed = await asyncio.gather(*(self.rt.allowed(b.name) for b in cfg.backends))
-        facts = {}
-        for backend, ok in zip(cfg.backends, allowed, strict=True):
-            price = self.rt.price(backend)
-            facts[backend.name] = BackendFacts(
-                name=backend.name,
-                input_cost_per_token=price.input_per_token if price else None,
-                output_cost_per_token=price.output_per_token if price else None,
-                context_window=backend.context_window,
-                capabilities=frozenset(backend.capabilities),
-                tags=frozenset(backend.tags),
+        return {
+            backend.name: facts_for(
+                backend,
+                self.rt.price(backend),
                 healthy=self.rt.unavailable_reason(backend) is None,
                 circuit_open=not ok,
                 p95_latency_ms=self.rt.latency.p95(backend.name),
-                predictor_profile=backend.profile,
-                typical_output_tokens=backend.typical_output_tokens,
-                allowed_tenants=backend.allowed_tenants,
-                denied_tenants=backend.denied_tenants,
             )
-        return facts
+            for backend, ok in zip(cfg.backends, allowed, strict=True)
+        }
 
     async def request_facts(
         self,

@@ -68,9 +68,7 @@ class Runtime:
     @staticmethod
     def unavailable_reason(backend: BackendConfig) -> str | None:
         """Why a backend cannot be called right now (missing credentials), or None."""
-        if backend.api_key is not None and backend.api_key.value() is None:
-            return f"environment variable {backend.api_key.env} is not set"
-        return None
+        return backend.missing_credentials()
 
     def resolve(self, model: str) -> Route:
         cfg = self.config
