@@ -247,13 +247,9 @@ def render_outcome(row: dict[str, Any], task_ref: str, status: str) -> dict[str,
 
 
 async def settle_writes(writer: Any) -> None:
-    """Flush pending rows and wait for a batch the writer's own loop may be writing right now
-    (``RecordWriter.flush`` returns as soon as its queue is empty, before that batch commits)."""
+    """Every row submitted so far is in the store (``RecordWriter.flush`` also waits for a
+    batch its own loop is writing at this moment)."""
     await writer.flush()
-    lock = getattr(writer, "_write_lock", None)
-    if lock is not None:
-        async with lock:
-            pass
 
 
 @router.post("/v1/feedback", tags=["tollgate"])

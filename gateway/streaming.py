@@ -10,6 +10,7 @@ cancels the relay, which closes the upstream connection (the backend stops gener
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -125,18 +126,17 @@ class SSEResponse(StreamingResponse):
 
                 tg.start_soon(watch_disconnect)
                 try:
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": self.status_code,
-                            "headers": self.raw_headers,
-                        }
-                    )
-                    async for chunk in gen:
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-                except OSError:
-                    pass  # the client is gone; the finally below records what was used
+                    # OSError: the client is gone; the relay's finally records what was used
+                    with contextlib.suppress(OSError):
+                        await send(
+                            {"type": "http.response.start", "status": self.status_code,
+                             "headers": self.raw_headers}
+                        )
+                        async for chunk in gen:
+                            await send(
+                                {"type": "http.response.body", "body": chunk, "more_body": True}
+                            )
+                        await send({"type": "http.response.body", "body": b"", "more_body": False})
                 finally:
                     tg.cancel_scope.cancel()
         finally:

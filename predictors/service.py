@@ -17,6 +17,7 @@ This module owns what the gateway calls:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import queue
@@ -279,10 +280,9 @@ class PredictorService:
         for it in items:
             pred = preds[it.prompt]
             self._cache_put(it.key, pred)
-            try:
+            # RuntimeError: the caller's event loop is closed, nobody is waiting
+            with contextlib.suppress(RuntimeError):
                 it.loop.call_soon_threadsafe(_set_result, it.future, pred)
-            except RuntimeError:  # the caller's event loop is closed: nobody is waiting
-                pass
 
 
 def _set_result(fut: asyncio.Future[Prediction], value: Prediction) -> None:

@@ -132,8 +132,8 @@ class RecordWriter:
         writing at this moment (so a read after flush() sees every submitted row)."""
         while self.pending:
             await self._flush_once()
-        async with self._write_lock:
-            pass
+        await self._write_lock.acquire()  # returns once the loop's batch in flight committed
+        self._write_lock.release()
 
     # -- internals ---------------------------------------------------------------------------
     async def _run(self) -> None:
