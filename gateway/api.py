@@ -15,7 +15,7 @@ from gateway.auth import Principal
 from gateway.budgets import Reservation
 from gateway.config import AUTO_POLICY, BackendConfig
 from gateway.dispatch import Dispatcher, RequestContext
-from gateway.errors import InvalidRequest, NotFound
+from gateway.errors import InvalidRequest, NoBackendAvailable, NotFound, UpstreamError
 from gateway.pricing import format_usd
 from gateway.routing import Routed, Router
 from gateway.runtime import POLICY_PREFIX, Runtime
@@ -40,16 +40,23 @@ def _task_ref(request: Request, body: dict[str, Any]) -> str:
         meta = body.get("metadata")
         if isinstance(meta, dict) and meta.get("task_id") is not None:
             ref = str(meta["task_id"])
-    if ref is not None and not (0 < len(ref) <= MAX_TASK_ID):
-        raise InvalidRequest(f"task id must be 1..{MAX_TASK_ID} characters", param=TASK_HEADER)
+    if ref is not None and not (
+        0 < len(ref) <= MAX_TASK_ID and ref.isascii() and ref.isprintable()
+    ):
+        raise InvalidRequest(
+            f"task id must be 1..{MAX_TASK_ID} printable ASCII characters (it is echoed in the "
+            f"{TASK_HEADER} response header)",
+            param=TASK_HEADER,
+        )
     return ref or ""
 
 
 def _headers(ctx: RequestContext, backend: BackendConfig | None, *, cost: bool) -> dict[str, str]:
+    """Response headers; without ``cost`` (a stream) the serving attempt is still in flight."""
     headers = {
         "x-tollgate-request-id": ctx.request_id,
         "x-tollgate-task-id": ctx.task_ref,
-        "x-tollgate-attempts": str(ctx.attempts),
+        "x-tollgate-attempts": str(ctx.attempts + (0 if cost else 1)),
     }
     if backend is not None:
         headers["x-tollgate-backend"] = backend.name
@@ -143,13 +150,21 @@ async def _serve(
     dispatcher = Dispatcher(rt)
     reservation = Reservation()
     if principal.key_budget_usd is not None or principal.tenant_budget_usd is not None:
-        max_out = int(
-            body.get("max_tokens")
-            or body.get("max_completion_tokens")
-            or rt.config.server.reserve_output_tokens
-        ) * int(body.get("n") or 1)
-        worst = _worst_case(rt, chain + routed.escalation, prompt_tokens, max_out)
-        reservation = await rt.budgets.reserve(principal, worst)
+        # an upper bound of what this request may cost: every answer (n, list prompts) at the
+        # priciest backend in reach, once per escalation tier that may also be paid for
+        answers = int(body.get("n") or 1)
+        if isinstance(body.get("prompt"), list):
+            answers *= max(1, len(body["prompt"]))
+        out_cap = body.get("max_tokens") or body.get("max_completion_tokens")
+        if out_cap is None:
+            out_cap = (
+                max((b.max_output_tokens or 0 for b in chain), default=0)
+                or rt.config.server.reserve_output_tokens
+            )
+        policy = rt.config.policies.get(routed.policy) if routed.policy else None
+        tiers = 1 + (policy.escalation.max_escalations if policy and policy.escalation else 0)
+        worst = _worst_case(rt, chain + routed.escalation, prompt_tokens, int(out_cap) * answers)
+        reservation = await rt.budgets.reserve(principal, worst * tiers)
     dispatcher.start_task(ctx)
     caller = rt.caller
 
@@ -168,8 +183,12 @@ async def _serve(
                 if rejection is None:
                     break
                 # the answer failed the policy's validators: retry on the next tier (its cost
-                # counts toward the task)
-                backend, resp, rejection = await dispatcher.call(ctx, [tier], body, op, accept)
+                # counts toward the task); if that tier fails, the answer already paid for is
+                # returned, marked as failing validation
+                try:
+                    backend, resp, rejection = await dispatcher.call(ctx, [tier], body, op, accept)
+                except (UpstreamError, NoBackendAvailable):
+                    break
         finally:
             await rt.budgets.settle(reservation, ctx.total_cost)
         headers = {**extra_headers, **_headers(ctx, backend, cost=True)}

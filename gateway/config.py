@@ -360,6 +360,8 @@ def _read_includes(main: YamlDocument, base_dir: Path | None) -> list[YamlDocume
             ) from None
         except YamlSyntaxError as exc:
             raise ConfigError([ConfigIssue(exc.source, "", exc.line, exc.message)]) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([ConfigIssue(str(path), "", None, f"cannot read: {exc}")]) from None
         extra = (
             set(docs[-1].data) - set(POLICY_SECTIONS) if isinstance(docs[-1].data, dict) else set()
         )
@@ -416,6 +418,8 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError([ConfigIssue(str(path), "", None, "file not found")]) from None
     except YamlSyntaxError as exc:
         raise ConfigError([ConfigIssue(exc.source, "", exc.line, exc.message)]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigIssue(str(path), "", None, f"cannot read: {exc}")]) from None
     return validate_document(doc, Path(path).parent)
 
 

@@ -32,6 +32,9 @@ from gateway.upstream import UpstreamFailure
 log = logging.getLogger("tollgate.dispatch")
 
 MAX_BACKOFF_S = 8.0
+# Upstream statuses caused by the request itself (e.g. its context window is exceeded): the
+# next backend is tried, but they do not count toward the backend's circuit breaker.
+REQUEST_SPECIFIC = frozenset({400, 413, 422})
 MAX_RETRY_AFTER_S = 10.0
 TASK_NAMESPACE = uuid.UUID("6f1f5f0e-8c7a-4d7e-9a55-0b1c7a3f2d10")
 
@@ -250,7 +253,8 @@ class Dispatcher:
                             f"backend {backend.name} rejected the request: {failure.message}",
                             code=failure.error_type,
                         ) from None
-                    await self._breaker(backend, False)
+                    if failure.status not in REQUEST_SPECIFIC:
+                        await self._breaker(backend, False)  # the backend's fault
                     last = failure
                     if not failure.retryable or retry == backend.max_retries:
                         break
@@ -274,8 +278,8 @@ class Dispatcher:
                 headers={"retry-after": str(int(self.rt.breaker.cooldown_s))},
             )
         status = 504 if last.error_type == "timeout" else 502
-        if last.status == 429:
-            status = 429
+        if last.status in (400, 429):
+            status = last.status  # e.g. the prompt is too long for every backend in the chain
         tried = ctx.attempts
         raise UpstreamError(
             f"all {tried} attempts failed; last error from upstream "

@@ -82,6 +82,7 @@ class Reloader:
             try:
                 new = await asyncio.to_thread(load_config, self.path)
             except ConfigError as exc:
+                self._stamps = self._snapshot()  # report a broken file once, not every second
                 for issue in exc.issues:
                     log.error("config reload (%s) rejected: %s", reason, issue)
                 log.error(
@@ -111,7 +112,11 @@ class Reloader:
         while True:
             await asyncio.sleep(self.interval_s)
             if self._snapshot() != self._stamps:
-                await self.reload("file changed")
+                try:
+                    await self.reload("file changed")
+                except Exception:  # the watcher must outlive any one bad edit
+                    log.exception("config reload failed; the running config stays in force")
+                    self._stamps = self._snapshot()
 
     def start(self) -> None:
         if self.path is not None:

@@ -106,7 +106,7 @@ class InProcessState:
             self._half_open.discard(backend)
             return False
         if backend in self._open_until:
-            return True
+            return False  # already open: this failure opened nothing
         fails = [t for t in self._fails.get(backend, []) if now - t < cfg.window_s]
         fails.append(now)
         self._fails[backend] = fails
@@ -133,16 +133,18 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1
 """
 
+# Settling never creates the spent key: if Redis lost it (restart, eviction), the next
+# reservation re-seeds it from the SQL store, which already holds this attempt's row.
 _SETTLE = """
 local left = redis.call('DECRBY', KEYS[2], ARGV[1])
 if left < 0 then redis.call('SET', KEYS[2], 0) end
-redis.call('INCRBY', KEYS[1], ARGV[2])
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('INCRBY', KEYS[1], ARGV[2]) end
 return 1
 """
 
 # KEYS: fails, open, half_open. ARGV: threshold, window_ms, cooldown_ms
 _BREAKER_FAIL = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 if n >= tonumber(ARGV[1]) or redis.call('EXISTS', KEYS[3]) == 1 then

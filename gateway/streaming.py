@@ -128,11 +128,19 @@ class SSEResponse(StreamingResponse):
                 try:
                     # OSError: the client is gone; the relay's finally records what was used
                     with contextlib.suppress(OSError):
+                        # Start the relay before anything can fail: once started, closing it
+                        # always runs its accounting (recording, settling, upstream close).
+                        iterator = gen.__aiter__()
+                        first = await iterator.__anext__()
                         await send(
-                            {"type": "http.response.start", "status": self.status_code,
-                             "headers": self.raw_headers}
+                            {
+                                "type": "http.response.start",
+                                "status": self.status_code,
+                                "headers": self.raw_headers,
+                            }
                         )
-                        async for chunk in gen:
+                        await send({"type": "http.response.body", "body": first, "more_body": True})
+                        async for chunk in iterator:
                             await send(
                                 {"type": "http.response.body", "body": chunk, "more_body": True}
                             )

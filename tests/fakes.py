@@ -46,6 +46,10 @@ class Script:
 def failure_for(status: int) -> UpstreamFailure:
     if status == 599:
         return UpstreamFailure("timed out", status=408, error_type="timeout", retryable=True)
+    if status == 598:  # what the litellm adapter makes of a context-window error
+        return UpstreamFailure(
+            "prompt too long", status=400, error_type="context_window_exceeded", retryable=False
+        )
     retryable = status in (408, 429, 500, 502, 503, 504)
     return UpstreamFailure(
         f"fake upstream error {status}",

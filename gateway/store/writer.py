@@ -126,6 +126,8 @@ class RecordWriter:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.flush()
+        with contextlib.suppress(Exception):  # a batch spooled by the cancel goes in now
+            await self.replay_spool()
 
     async def flush(self) -> None:
         """Write every pending row now, and wait for a batch the background loop may be
@@ -169,16 +171,32 @@ class RecordWriter:
             await self._write(attempts, tasks)
             self.stats.written += len(attempts)
             self.stats.store_up = True
-        except Exception as exc:
-            self.stats.failures += 1
-            if self.stats.store_up:
-                log.warning(
-                    "store unreachable (%s); spooling rows to %s",
-                    type(exc).__name__,
-                    self.spool_dir,
-                )
-            self.stats.store_up = False
+        except BaseException as exc:
+            # Store down, or cancelled mid-write (shutdown): the batch is already off the
+            # queue, so it goes to the spool (replay is idempotent if the commit did happen).
+            if isinstance(exc, Exception):
+                self.stats.failures += 1
+                if self.stats.store_up:
+                    log.warning(
+                        "store unreachable (%s); spooling rows to %s",
+                        type(exc).__name__,
+                        self.spool_dir,
+                    )
+                self.stats.store_up = False
+            self._spool_or_requeue(attempts, tasks)
+            if not isinstance(exc, Exception):
+                raise
+
+    def _spool_or_requeue(
+        self, attempts: list[dict[str, Any]], tasks: list[dict[str, Any]]
+    ) -> None:
+        try:
             self._spool(attempts, tasks)
+        except OSError:
+            log.exception("cannot spool to %s; keeping the rows in memory", self.spool_dir)
+            self._attempts.extendleft(reversed(attempts))
+            for row in tasks:
+                self.submit_task(row)
 
     async def _write(self, attempts: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> None:
         async with self._write_lock, self.engine.begin() as conn:

@@ -202,3 +202,33 @@ def test_models_lists_backends_policies_aliases(tmp_path: Path, sqlite_url: str)
             "tollgate/auto": "policy",
             "auto": "alias",
         }
+
+
+def test_non_ascii_task_id_is_refused_before_any_call(tmp_path: Path, sqlite_url: str) -> None:
+    with app_client(settings_for(config_dict(tmp_path), sqlite_url)) as (client, fake):
+        key = create_key(client)
+        body = chat_body(stream=True, metadata={"task_id": "任务-1"})
+        resp = client.post(
+            "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
+        )
+        assert resp.status_code == 400 and resp.json()["error"]["param"] == "x-tollgate-task-id"
+        assert fake.calls == {}
+
+
+def test_request_specific_errors_do_not_open_the_circuit(tmp_path: Path, sqlite_url: str) -> None:
+    # a prompt too long for one backend moves on to the next, but is the request's fault: it
+    # must not open that backend's circuit for everyone else (threshold is 3 here)
+    caller = FakeCaller({"cheap": Script(fail=[598] * 5)})
+    with app_client(settings_for(config_dict(tmp_path), sqlite_url), caller) as (client, fake):
+        key = create_key(client)
+        auth = {"authorization": f"Bearer {key}"}
+        for _ in range(5):
+            resp = client.post("/v1/chat/completions", json=chat_body(model="auto"), headers=auth)
+            assert resp.status_code == 200 and resp.headers["x-tollgate-backend"] == "premium"
+        resp = client.post("/v1/chat/completions", json=chat_body(model="auto"), headers=auth)
+        assert resp.headers["x-tollgate-backend"] == "cheap"
+        assert fake.calls["cheap"] == 6
+        # pinned to the one backend: every backend rejected the prompt -> 400, not 502
+        caller.scripts["cheap"].fail = [598]
+        resp = client.post("/v1/chat/completions", json=chat_body(model="cheap"), headers=auth)
+        assert resp.status_code == 400

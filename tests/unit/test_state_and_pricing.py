@@ -72,3 +72,35 @@ def test_price_precedence_and_self_hosted() -> None:
         "1E-7"
     )
     assert resolve_price(BackendConfig(name="n", model="openai/unknown"), caller) is None
+
+
+def test_writer_spools_a_batch_cancelled_mid_write(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """close() during a slow commit: the batch in flight is spooled, never dropped."""
+    from datetime import UTC, datetime
+
+    from gateway.store.writer import RecordWriter
+
+    class SlowEngine:
+        class dialect:
+            name = "sqlite"
+
+    async def run() -> list:  # type: ignore[type-arg]
+        writer = RecordWriter(SlowEngine(), tmp_path / "spool", flush_interval_s=0.01)  # type: ignore[arg-type]
+
+        async def slow_write(attempts, tasks):  # type: ignore[no-untyped-def]
+            await asyncio.sleep(10)
+
+        async def failing_write(attempts, tasks):  # type: ignore[no-untyped-def]
+            raise ConnectionError("store down")
+
+        writer._write = slow_write  # type: ignore[method-assign]
+        await writer.start()
+        now = datetime.now(UTC)
+        writer.submit_attempt({"id": "a1", "created_at": now, "cost_usd": Decimal("0.1")})
+        await asyncio.sleep(0.1)  # the loop has taken the row and is writing it
+        writer._write = failing_write  # type: ignore[method-assign]
+        await writer.close()
+        return writer.spool_files()
+
+    files = asyncio.run(run())
+    assert len(files) == 1 and '"a1"' in files[0].read_text()
