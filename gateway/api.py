@@ -131,8 +131,13 @@ async def _serve(
         request_id=request.state.request_id,
         task_ref=_task_ref(request, body),
     )
-    first_backend = route.chain[0] if route.chain else rt.config.backends[0]
-    prompt_tokens = _prompt_tokens(rt, first_backend, body)
+    budgeted = principal.key_budget_usd is not None or principal.tenant_budget_usd is not None
+    # the token estimate feeds the policy facts and the budget reservation; a request pinned to
+    # one backend with no budget needs neither, so it skips the tokenizer on its hot path
+    prompt_tokens = 0
+    if route.policy is not None or budgeted:
+        first_backend = route.chain[0] if route.chain else rt.config.backends[0]
+        prompt_tokens = _prompt_tokens(rt, first_backend, body)
     if route.policy is None:
         routed = Routed(None, rt.callable_chain(route))
     else:
@@ -146,10 +151,11 @@ async def _serve(
         )
         ctx.policy, ctx.decision = routed.policy, routed.record
     chain = routed.chain
+    policy = rt.config.policies.get(routed.policy) if routed.policy else None
     extra_headers = routed.headers()
     dispatcher = Dispatcher(rt)
     reservation = Reservation()
-    if principal.key_budget_usd is not None or principal.tenant_budget_usd is not None:
+    if budgeted:
         # an upper bound of what this request may cost: every answer (n, list prompts) at the
         # priciest backend in reach, once per escalation tier that may also be paid for
         answers = int(body.get("n") or 1)
@@ -161,7 +167,6 @@ async def _serve(
                 max((b.max_output_tokens or 0 for b in chain), default=0)
                 or rt.config.server.reserve_output_tokens
             )
-        policy = rt.config.policies.get(routed.policy) if routed.policy else None
         tiers = 1 + (policy.escalation.max_escalations if policy and policy.escalation else 0)
         worst = _worst_case(rt, chain + routed.escalation, prompt_tokens, int(out_cap) * answers)
         reservation = await rt.budgets.reserve(principal, worst * tiers)
@@ -169,7 +174,6 @@ async def _serve(
     caller = rt.caller
 
     if not stream:
-        policy = rt.config.policies.get(routed.policy) if routed.policy else None
         accept = _validator(policy) if endpoint == "chat" else None
         op = {
             "chat": caller.chat,
