@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -638,6 +638,10 @@ class LoggedRequest:
     cost_usd: Decimal
     unpriced: bool
     success: bool | None
+    #: the backend whose answer was returned (last ok attempt), None when none was
+    served_by: str | None = None
+    #: backends whose answers a policy validator rejected (escalation), in order
+    rejected: tuple[str, ...] = ()
 
 
 def stored_prediction(decision: Mapping[str, Any]) -> PredictionFacts | None:
@@ -744,9 +748,13 @@ def replay_store(
     source: str = "store",
     notes: Iterable[str] = (),
     meta: Mapping[str, Any] | None = None,
+    estimate: Callable[[LoggedRequest, str], float | None] | None = None,
 ) -> BacktestResult:
     """Logged traffic: what happened (current) vs the candidate (recorded when it picks the
-    backend that was called, else estimated from recorded tokens and the stored prediction)."""
+    backend that was called, else estimated from recorded tokens and the stored prediction).
+
+    ``estimate(request, backend)`` replaces the candidate decision's own P(success) for the
+    estimated rows (so two candidates can be scored by one estimator)."""
     current: list[Replayed] = []
     cand: list[Replayed] = []
     rules_from = [candidate] + ([current_rules] if current_rules is not None else [])
@@ -785,6 +793,7 @@ def replay_store(
             )
         else:
             cost, unpriced = _estimate(req, decision, facts.get(decision.backend))
+            p = decision.p_success if estimate is None else estimate(req, decision.backend)
             cand.append(
                 Replayed(
                     req.request_id,
@@ -792,7 +801,7 @@ def replay_store(
                     rule,
                     decision.backend,
                     cost,
-                    decision.p_success,
+                    p,
                     estimated=True,
                     unpriced=unpriced,
                 )
@@ -870,6 +879,7 @@ async def load_logged_requests(engine: AsyncEngine, limit: int | None = None) ->
                 select(
                     R.c.request_id,
                     R.c.attempt,
+                    R.c.backend,
                     R.c.status,
                     R.c.prompt_tokens,
                     R.c.completion_tokens,
@@ -916,6 +926,10 @@ async def load_logged_requests(engine: AsyncEngine, limit: int | None = None) ->
                 ),
                 unpriced=any(r["cost_usd"] is None for r in tries),
                 success=verdict.get(str(h["task_id"])),
+                served_by=next(
+                    (str(r["backend"]) for r in reversed(tries) if r["status"] == "ok"), None
+                ),
+                rejected=tuple(str(r["backend"]) for r in tries if r["status"] == "rejected"),
             )
         )
     return load

@@ -35,8 +35,56 @@ def train(
         str, typer.Option("--datasets", help="comma-separated: routerbench,mmlu-pro,alpacaeval")
     ] = "routerbench,mmlu-pro",
     seed: Annotated[int, typer.Option(help="training seed")] = 0,
+    from_store: Annotated[
+        bool,
+        typer.Option(
+            "--from-store",
+            help="learn from the gateway's logged requests and outcomes (the store of --config "
+            "or $TOLLGATE_DATABASE_URL), starting from --base; prints how calibration and the "
+            "policy's cost per successful task would change before you deploy",
+        ),
+    ] = False,
+    base: Annotated[
+        Path | None,
+        typer.Option("--base", help="--from-store: artifact to start from (default: the config's)"),
+    ] = None,
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="--from-store: gateway config file")
+    ] = None,
+    with_shared_data: Annotated[
+        bool,
+        typer.Option(
+            "--with-shared-data",
+            help="--from-store: refit the whole model on the shared datasets plus the store "
+            "(default: fine-tune the base artifact's backend profiles on the store)",
+        ),
+    ] = False,
+    min_labels: Annotated[
+        int, typer.Option(help="--from-store: labels a backend needs to get its own profile")
+    ] = 100,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="--from-store: only the last N logged requests")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="--from-store: print the report as JSON")
+    ] = False,
 ) -> None:
     """Train on recorded outcomes and write a versioned artifact."""
+    if from_store:
+        from gateway.cli_learning import train_from_store
+
+        train_from_store(
+            out,
+            config=config,
+            base=base,
+            data_dir=data,
+            with_shared_data=with_shared_data,
+            min_labels=min_labels,
+            limit=limit,
+            seed=seed,
+            as_json=as_json,
+        )
+        return
     from predictors.outcome_model import TrainConfig
     from predictors.training import train as run_train
 

@@ -17,10 +17,14 @@ import numpy as np
 from predictors.embedding import EMBED_DIM, Embedder, text_hash
 
 
-def cache_dir() -> Path:
+def cache_root() -> Path:
+    """Tollgate's machine-local cache: ``$TOLLGATE_CACHE_DIR`` or ``~/.cache/tollgate``."""
     env = os.environ.get("TOLLGATE_CACHE_DIR")
-    base = Path(env) if env else Path.home() / ".cache" / "tollgate"
-    return base / "embeddings"
+    return Path(env) if env else Path.home() / ".cache" / "tollgate"
+
+
+def cache_dir() -> Path:
+    return cache_root() / "embeddings"
 
 
 def _path(fingerprint: str, batch_size: int) -> Path:

@@ -45,6 +45,9 @@ class Prediction:
 
     complexity: float
     p_success: Mapping[str, float]
+    # the query's vector (in the artifact's embedder space): logged with the request so the
+    # predictor can later be trained on the request's outcome (``train --from-store``)
+    embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 class Predictor:
@@ -62,7 +65,9 @@ class Predictor:
         self.version: str = str(meta.get("version", "unversioned"))
         self.embedder_config = EmbedderConfig.from_dict(meta["embedder"])
         self._embedder = embedder
-        trained = set(meta.get("profiles", model.profiles))
+        # complexity: mean over the dataset-trained profiles (``complexity_profiles`` when an
+        # artifact also learned backend profiles from a gateway's store)
+        trained = set(meta.get("complexity_profiles", meta.get("profiles", model.profiles)))
         self._trained_idx = [i for i, p in enumerate(model.profiles) if p in trained]
         self.aliases: dict[str, str] = dict(aliases or {})
 
@@ -89,11 +94,11 @@ class Predictor:
         complexity = (1.0 - probs[:, self._trained_idx].mean(axis=1)).tolist()
         names = self.model.profiles
         out = []
-        for row, c in zip(probs.tolist(), complexity, strict=True):
+        for i, (row, c) in enumerate(zip(probs.tolist(), complexity, strict=True)):
             ps = dict(zip(names, row, strict=True))
             for alias, target in self.aliases.items():
                 ps[alias] = ps[target]
-            out.append(Prediction(c, MappingProxyType(ps)))
+            out.append(Prediction(c, MappingProxyType(ps), x[i]))
         return out
 
     def predict_batch(self, prompts: Sequence[str]) -> list[Prediction]:
@@ -176,6 +181,15 @@ class PredictorService:
     @property
     def version(self) -> str:
         return self.predictor.version
+
+    @property
+    def fingerprint(self) -> str:
+        """The embedder space of the predictor's vectors (stored with logged embeddings)."""
+        return self.predictor.embedder_config.fingerprint()
+
+    @property
+    def profiles(self) -> list[str]:
+        return self.predictor.profiles
 
     def warmup(self) -> None:
         """Load the model and run it once, so the first request does not pay for it."""
