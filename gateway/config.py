@@ -177,6 +177,40 @@ class PredictorConfig(Strict):
     max_batch: int = Field(default=32, ge=1, le=1024)
     max_wait_ms: float = Field(default=2.0, ge=0)
     cache_size: int = Field(default=10_000, ge=0)
+    record_embeddings: bool = Field(
+        default=True,
+        description="store each routed query's embedding (int8, not its text) with its decision,"
+        " so `tollgate predictor train --from-store` can learn from outcomes",
+    )
+
+
+DEFAULT_RUBRIC = """\
+You grade one answer of an AI assistant to a user's request. The answer succeeds when it
+does what the request asks: it is correct, complete enough to be used as it is, follows the
+instructions and format the request gives, and does not invent facts. Minor style issues do
+not make it fail; a wrong, evasive, truncated or off-topic answer does."""
+
+
+class JudgeConfig(Strict):
+    """The optional judge: a backend that grades a sample of served answers (``gateway.judge``).
+
+    Its verdicts are task outcomes with source ``judge``; what its calls cost is recorded with
+    each verdict and reported apart from traffic spend (evaluation overhead).
+    """
+
+    backend: str = Field(description="the configured backend that grades answers")
+    sample: float = Field(
+        default=0.05, ge=0, le=1, description="fraction of answers graded, by request id hash"
+    )
+    policies: tuple[str, ...] | None = Field(
+        default=None, description="only answers routed by these policies; null = every answer"
+    )
+    rubric: str = Field(default=DEFAULT_RUBRIC, min_length=1, max_length=20_000)
+    max_tokens: int = Field(default=256, ge=16, le=8192)
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+    max_concurrent: int = Field(
+        default=32, ge=1, le=10_000, description="judge calls in flight; more are skipped"
+    )
 
 
 AUTO_POLICY = "auto"  # ``tollgate/auto``: the routing rules pick the policy
@@ -194,6 +228,7 @@ class Config(Strict):
     redis: RedisConfig = RedisConfig()
     server: ServerConfig = ServerConfig()
     circuit_breaker: BreakerConfig = BreakerConfig()
+    judge: JudgeConfig | None = None
 
     _policy_set: PolicySet | None = PrivateAttr(default=None)
 
@@ -245,9 +280,30 @@ class Config(Strict):
                 issues.append((("aliases", alias), f"alias points to unknown backend {target!r}"))
             if alias in seen:
                 issues.append((("aliases", alias), f"alias {alias!r} shadows a backend name"))
+        issues.extend(self._judge_issues(seen))
         if issues:
             raise _LocErrors(issues)
         return self
+
+    def _judge_issues(self, backends: set[str]) -> list[tuple[tuple[str | int, ...], str]]:
+        judge = self.judge
+        if judge is None:
+            return []
+        issues: list[tuple[tuple[str | int, ...], str]] = []
+        if judge.backend not in backends:
+            issues.append(
+                (
+                    ("judge", "backend"),
+                    f"unknown backend {judge.backend!r}; backends: {', '.join(sorted(backends))}",
+                )
+            )
+        for index, name in enumerate(judge.policies or ()):
+            if name not in self.policies:
+                known = ", ".join(sorted(self.policies)) or "none"
+                issues.append(
+                    (("judge", "policies", index), f"unknown policy {name!r}; policies: {known}")
+                )
+        return issues
 
     def backend(self, name: str) -> BackendConfig | None:
         for b in self.backends:

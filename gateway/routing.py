@@ -31,6 +31,7 @@ from policies import (
     select,
     shadow_decisions,
 )
+from predictors.embedding import pack_vector
 
 log = logging.getLogger("tollgate.routing")
 
@@ -120,6 +121,13 @@ def facts_for(
     )
 
 
+def learned_profile(backend: BackendConfig, profiles: set[str] | frozenset[str]) -> str | None:
+    """The predictor profile a backend is scored with: a profile the predictor learned for this
+    very backend from its logged outcomes (named after it, ``train --from-store``) beats the
+    configured mapping to a dataset model (``backend.profile``)."""
+    return backend.name if backend.name in profiles else backend.profile
+
+
 @dataclass
 class Routed:
     """The outcome of routing one request."""
@@ -145,6 +153,7 @@ class Router:
     async def backend_facts(self) -> dict[str, BackendFacts]:
         cfg = self.config
         allowed = await asyncio.gather(*(self.rt.allowed(b.name) for b in cfg.backends))
+        learned = set(getattr(self.rt.predictor, "profiles", ()) or ())
         return {
             backend.name: facts_for(
                 backend,
@@ -152,6 +161,7 @@ class Router:
                 healthy=self.rt.unavailable_reason(backend) is None,
                 circuit_open=not ok,
                 p95_latency_ms=self.rt.latency.p95(backend.name),
+                profile=learned_profile(backend, learned),
             )
             for backend, ok in zip(cfg.backends, allowed, strict=True)
         }
@@ -184,22 +194,34 @@ class Router:
             budget_remaining_usd=remaining,
         )
 
-    async def prediction(self, prompt: str) -> PredictionFacts | None:
+    async def prediction(self, prompt: str) -> tuple[PredictionFacts | None, dict[str, Any]]:
+        """The predictor's facts (None: none in time) and what to log of the prediction."""
         predictor: PredictorLike | None = self.rt.predictor
         if predictor is None:
-            return None
+            return None, {}
         try:
             result = await predictor.predict(prompt, self.config.predictor.timeout_ms / 1000)
         except Exception:
             log.exception("predictor failed; the policy's predictor_fallback applies")
-            return None
+            return None, {}
         if result is None:
-            return None
-        return PredictionFacts(
+            return None, {}
+        facts = PredictionFacts(
             p_success=dict(result.p_success),
             predictor_version=predictor.version,
             complexity=float(result.complexity),
         )
+        logged: dict[str, Any] = {
+            "complexity": facts.complexity,
+            "p_success": dict(facts.p_success),
+        }
+        vector = getattr(result, "embedding", None)
+        if vector is not None and self.config.predictor.record_embeddings:
+            # the query's vector (not its text) so `predictor train --from-store` can learn
+            # from this request's outcome
+            logged["embedding"] = pack_vector(vector)
+            logged["embedder"] = getattr(predictor, "fingerprint", None)
+        return facts, logged
 
     async def route(
         self,
@@ -220,7 +242,7 @@ class Router:
         else:
             rule = "model"
         policy = policy_set.policies[policy_name]
-        backends, prediction = await asyncio.gather(
+        backends, (prediction, logged) = await asyncio.gather(
             self.backend_facts(), self.prediction(request.prompt_text)
         )
         decision = decide(policy, policy_name, request, backends, prediction, rule=rule)
@@ -230,11 +252,8 @@ class Router:
         record = decision.to_dict()
         if shadows:
             record["shadow"] = [s.to_dict() for s in shadows]
-        if prediction is not None:
-            record["prediction"] = {
-                "complexity": prediction.complexity,
-                "p_success": dict(prediction.p_success),
-            }
+        if logged:
+            record["prediction"] = logged
         if decision.backend is None:
             removed = {row.removed_by for row in decision.candidates if row.removed_by}
             error = (
