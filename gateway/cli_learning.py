@@ -80,6 +80,7 @@ def render(report: LearningReport, artifact: str, version: str) -> None:
         out.print(t)
     for note in report.notes:
         out.print(f"note: {note}")
+    out.print(f"[bold]verdict[/bold]: {report.verdict()}")
     out.print(
         f"wrote {artifact} version={version}\n"
         f"to deploy: set predictor.artifact: {artifact} in the config, then "

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 
 app = typer.Typer(help="Run the cost-per-successful-task demo on recorded answers.")
 
@@ -54,11 +55,12 @@ def demo_policies(engine_schema: bool) -> dict[str, Any]:
     return {
         "policies": {
             COST_AWARE: {
-                "description": "cheapest model predicted to answer; escalate when unsure",
+                "description": "the lowest expected cost per successful task (the headline "
+                "metric), among models predicted to answer at least half the time",
                 "candidates": chain,
                 "objective": {
-                    "kind": "cheapest_adequate",
-                    "min_success": 0.8,
+                    "kind": "min_cost_per_success",
+                    "min_success": 0.5,
                     "on_no_adequate": "most_capable",
                 },
                 "predictor_fallback": CHEAP,
@@ -95,6 +97,8 @@ def demo_config(replay_url: str, workdir: Path) -> dict[str, Any]:
                 "max_retries": 0,  # an injected failure is deterministic: fall back at once
                 "timeout_s": 30,
                 "tags": ["premium"] if name == PREMIUM else ["budget"],
+                # the predictor's profile of the recorded model this backend replays
+                "profile": model,
             }
         )
     return {
@@ -203,8 +207,14 @@ def run_demo(
     )
     admin = secrets.token_urlsafe(16)
     with replay.running():
+        config = demo_config(replay.url, work)
+        # the demo's config, store included, for the tools that read it afterwards
+        # (`tollgate report --config`, `policy backtest`, `predictor train --from-store`)
+        (work / "config.yaml").write_text(
+            yaml.safe_dump({**config, "store": {**config["store"], "url": db_url}})
+        )
         settings = Settings(
-            config=Config.model_validate(demo_config(replay.url, work)),
+            config=Config.model_validate(config),
             database_url=db_url,
             admin_key=admin,
         )
@@ -298,6 +308,14 @@ def print_result(result: DemoResult) -> None:
         highlight=False,
     )
     console.print(f"store: {result.database_url}", style="dim")
+    if result.database_url.startswith("sqlite:///"):
+        work = Path(result.database_url.removeprefix("sqlite:///")).parent
+        console.print(
+            f"learn from this traffic: tollgate predictor train --from-store "
+            f"--config {work}/config.yaml --out {work}/predictor",
+            style="dim",
+            highlight=False,
+        )
 
 
 @app.callback(invoke_without_command=True)

@@ -249,8 +249,27 @@ class LearningReport:
     replay: dict[str, Summary]  # "logged" / "current" / "candidate"
     notes: tuple[str, ...] = ()
 
+    def verdict(self) -> str:
+        """One line: does the held-out evidence favour deploying the candidate?"""
+        cal, rep = self.calibration, self.replay
+        if "candidate" not in cal or "candidate" not in rep:
+            return "no held-out evidence (too few logged requests with outcomes): do not deploy"
+        d_brier = cal["candidate"].brier - cal["current"].brier
+        cur, cand = rep["current"].cost_per_success, rep["candidate"].cost_per_success
+        if cur is None or cand is None:
+            cost = "cost per success unknown"
+            cheaper = False
+        else:
+            change = float((cand - cur) / cur * 100) if cur else 0.0
+            cost = f"cost per successful task {change:+.1f}%"
+            cheaper = cand <= cur
+        if d_brier <= 0 and cheaper:
+            return f"deploy: Brier {d_brier:+.4f}, {cost} on held-out requests"
+        return f"keep the current predictor: Brier {d_brier:+.4f}, {cost} on held-out requests"
+
     def to_dict(self) -> dict[str, Any]:
         return {
+            "verdict": self.verdict(),
             "recipe": self.recipe,
             "train_rows": self.train_rows,
             "test_rows": self.test_rows,
