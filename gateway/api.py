@@ -11,6 +11,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 
+from gateway import judge
 from gateway.auth import Principal
 from gateway.budgets import Reservation
 from gateway.config import AUTO_POLICY, BackendConfig
@@ -203,6 +204,7 @@ async def _serve(
                 rt.engine,
                 validator_outcome(principal.tenant_id, ctx.task_id, ctx.request_id, accept.last),
             )
+        judge.consider(rt, ctx, body, resp, ok=rejection is None)  # off the request path
         if accept is not None:
             headers["x-tollgate-validation"] = "passed" if rejection is None else "failed"
             headers["x-tollgate-escalations"] = str(ctx.rejections)

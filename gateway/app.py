@@ -111,6 +111,9 @@ def create_app(
             yield
         finally:
             await reloader.close()
+            # verdicts being written and judge calls in flight finish before the store closes
+            judge = runtime.config.judge
+            await feedback.drain_outcomes(timeout_s=(judge.timeout_s if judge else 0) + 5)
             await runtime.close()
 
     app = FastAPI(

@@ -195,6 +195,14 @@ def render(rep: Report, fmt: str, out: Any = None, *, wide: bool = False) -> Non
             f"({s['baseline_tasks_with_known_outcome']} of its tasks with a known outcome)",
             highlight=False,
         )
+    j = data.get("judge")
+    if j and j["verdicts"]:
+        console.print(
+            f"judge (evaluation overhead, not in the spend above): {j['verdicts']} verdicts "
+            f"({j['passed']} pass, {j['failed']} fail) cost ${j['spend_usd']}"
+            + (f" + {j['unpriced_verdicts']} unpriced" if j["unpriced_verdicts"] else ""),
+            highlight=False,
+        )
     console.print(
         "tasks with no outcome are 'unknown', never successes; $/ok task = all spend ÷ "
         "succeeded tasks (docs/reports.md)",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -151,8 +152,17 @@ _pending: set[asyncio.Task[Any]] = set()
 log = logging.getLogger("tollgate.feedback")
 
 
+def off_request_path(work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+    """Run ``work`` (recording an outcome, a judge call) as a task of its own that the client's
+    response never waits for; ``drain_outcomes()`` waits for it. ``work`` handles its errors."""
+    task = asyncio.create_task(work, name=name)
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
+    return task
+
+
 def schedule_outcome(engine: AsyncEngine, outcome: Outcome) -> asyncio.Task[Any]:
-    """Record an outcome off the request path (validators, judge): fire and forget, logged on
+    """Record an outcome off the request path (validators): fire and forget, logged on
     failure. ``await drain_outcomes()`` waits for those in flight (shutdown, tests)."""
 
     async def write() -> None:
@@ -163,15 +173,26 @@ def schedule_outcome(engine: AsyncEngine, outcome: Outcome) -> asyncio.Task[Any]
                 "could not record a %s outcome for task %s", outcome.source, outcome.task_id
             )
 
-    task = asyncio.create_task(write(), name=f"tollgate-outcome-{outcome.id[:8]}")
-    _pending.add(task)
-    task.add_done_callback(_pending.discard)
-    return task
+    return off_request_path(write(), f"tollgate-outcome-{outcome.id[:8]}")
 
 
-async def drain_outcomes() -> None:
-    if _pending:
-        await asyncio.gather(*list(_pending), return_exceptions=True)
+async def drain_outcomes(timeout_s: float | None = None) -> None:
+    """Wait for the outcome writes and judge calls in flight on this event loop (tests, and
+    shutdown before the store closes); those still running after ``timeout_s`` are cancelled."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout_s is None else loop.time() + timeout_s
+    while True:
+        mine = [t for t in _pending if t.get_loop() is loop and not t.done()]
+        if not mine:
+            return
+        left = None if deadline is None else max(0.0, deadline - loop.time())
+        _, late = await asyncio.wait(mine, timeout=left)
+        if late:
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+            log.warning("shutdown: cancelled %d outcome/judge task(s) still running", len(late))
+            return
 
 
 def validator_outcome(tenant_id: str, task_id: str, request_id: str, results: list[Any]) -> Outcome:

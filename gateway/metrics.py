@@ -47,6 +47,20 @@ class Metrics:
         self.breaker_open = Counter(
             "tollgate_circuit_opened", "Times a backend's circuit opened", ["backend"], registry=r
         )
+        self.judge_verdicts = Counter(
+            "tollgate_judge_verdicts",
+            "Judge gradings by result: pass, fail, unparseable (no verdict in the judge's "
+            "answer), error (the judge call failed), skipped (circuit open, no credentials, "
+            "tenant not allowed, too many in flight)",
+            ["result"],
+            registry=r,
+        )
+        self.judge_cost = Counter(
+            "tollgate_judge_cost_usd",
+            "Spend on judge calls in USD (evaluation overhead, not in tollgate_cost_usd)",
+            ["backend"],
+            registry=r,
+        )
         self.store_pending = Gauge(
             "tollgate_store_pending_rows", "Rows waiting for the SQL store", registry=r
         )

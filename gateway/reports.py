@@ -23,6 +23,9 @@ Definitions (docs/reports.md explains them with examples):
 * **Fallback rate** = extra attempts (retries and fallbacks: attempt number > 1) ÷ attempts;
   **error rate** = failed attempts ÷ attempts. Latency percentiles are over successful
   attempts, from log-scale buckets (each 1.25 times wider: within about ±12%).
+* **Judge spend** (spend reports): the judge's verdicts recorded in the range and what its calls
+  cost. It is evaluation overhead, recorded with the verdicts (``outcomes.cost_usd``), never as
+  attempts: traffic spend and cost per successful task do not include it.
 * **Savings**: what the recorded traffic would have cost on a baseline backend, priced from the
   recorded token counts of each successful attempt at the baseline's prices (the baseline
   defaults to the most expensive backend), against what it did cost.
@@ -251,12 +254,34 @@ class Savings:
 
 
 @dataclass
+class JudgeSpend:
+    """The judge's verdicts and what they cost over a report's range: evaluation overhead, kept
+    apart from traffic spend (judge calls are never attempt rows)."""
+
+    verdicts: int = 0
+    passed: int = 0
+    failed: int = 0
+    spend: Decimal = Decimal(0)
+    unpriced: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "verdicts": self.verdicts,
+            "passed": self.passed,
+            "failed": self.failed,
+            "spend_usd": format_usd(self.spend),
+            "unpriced_verdicts": self.unpriced,
+        }
+
+
+@dataclass
 class Report:
     kind: ReportKind
     query: ReportQuery
     rows: list[GroupStats]
     total: GroupStats
     savings: Savings | None = None
+    judge: JudgeSpend | None = None  # spend reports only
 
     def as_dict(self) -> dict[str, Any]:
         q = self.query
@@ -269,6 +294,7 @@ class Report:
             "rows": [r.as_dict() for r in self.rows],
             "total": self.total.as_dict(),
             "savings": self.savings.as_dict() if self.savings else None,
+            "judge": self.judge.as_dict() if self.judge else None,
         }
 
 
@@ -768,7 +794,36 @@ async def report(
             baseline_success_rate=on_base.success_rate if on_base else None,
             baseline_tasks_known=(on_base.succeeded + on_base.failed) if on_base else 0,
         )
-    return Report(kind, q, rows, total, savings)
+    judge = await judge_spend(engine, q) if kind == "spend" else None
+    return Report(kind, q, rows, total, savings, judge)
+
+
+async def judge_spend(engine: AsyncEngine, q: ReportQuery) -> JudgeSpend:
+    """The judge's verdicts recorded in [start, end) and their cost (the query's tenant, or all).
+
+    Judge rows are written once, when the judge has answered, so ``updated_at`` is when the
+    judge call was paid for (and the tenant index covers it).
+    """
+    O = outcomes  # noqa: E741
+    conds = [O.c.source == "judge", *_window(O.c.updated_at, q.start, q.end)]
+    if q.tenant_id is not None:
+        conds.append(O.c.tenant_id == q.tenant_id)
+    stmt = select(
+        func.count().label("verdicts"),
+        _count_if(O.c.success.is_(true())).label("passed"),
+        _count_if(O.c.success.is_(false())).label("failed"),
+        func.coalesce(func.sum(O.c.cost_usd), 0).label("spend"),
+        _count_if(O.c.cost_usd.is_(None)).label("unpriced"),
+    ).where(*conds)
+    async with engine.connect() as conn:
+        row = (await conn.execute(stmt)).mappings().one()
+    return JudgeSpend(
+        verdicts=int(row["verdicts"] or 0),
+        passed=int(row["passed"] or 0),
+        failed=int(row["failed"] or 0),
+        spend=Decimal(str(row["spend"] or 0)),
+        unpriced=int(row["unpriced"] or 0),
+    )
 
 
 async def recent_failures(
@@ -855,9 +910,11 @@ __all__ = [
     "GROUP_BYS",
     "GroupBy",
     "GroupStats",
+    "JudgeSpend",
     "Report",
     "ReportQuery",
     "Savings",
+    "judge_spend",
     "most_expensive",
     "parse_when",
     "recent_failures",

@@ -5,7 +5,8 @@ passed to the client only if the client asked for it too. When the stream ends â
 failed mid-way, or cut by a client disconnect â€” the attempt is recorded with the upstream's
 usage or, failing that, tokens counted from what was generated so far, so streamed and
 non-streamed calls cost the same. ``SSEResponse`` watches for the client going away and then
-cancels the relay, which closes the upstream connection (the backend stops generating).
+cancels the relay, which closes the upstream connection (the backend stops generating). A
+stream that completed is offered to the judge (``gateway.judge``) with the text it carried.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from gateway import judge
 from gateway.dispatch import (
     AttemptClock,
     Dispatcher,
@@ -98,6 +100,7 @@ async def relay(
             dispatcher.record(
                 ctx, clock, status=status, usage=counted, failure=failure, http_status=200
             )
+            judge.consider(dispatcher.rt, ctx, body, "".join(text), ok=status == "ok")
             await dispatcher._breaker(clock.backend, failure is None)
             await on_finish()
 

@@ -1,8 +1,8 @@
 """In-process test backends: a ``BackendCaller`` injected through ``create_app`` for service tests.
 
 Tokens are whitespace-separated words (the same rule as ``tests.fake_upstream``). Behaviour per
-backend name is scripted: a queue of failures to raise before answering, an answer length,
-whether usage is reported, and a delay.
+backend name is scripted: a queue of failures to raise before answering, an answer length (or
+its exact text), whether usage is reported, and a delay.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class Script:
     report_usage: bool = True
     delay_s: float = 0.0
     token_delay_s: float = 0.0
+    text: str | None = None  # answer with exactly this text (else answer_tokens words)
 
 
 def failure_for(status: int) -> UpstreamFailure:
@@ -69,8 +70,11 @@ class FakeCaller:
         self.scripts: dict[str, Script] = defaultdict(Script, scripts or {})
         self.calls: dict[str, int] = defaultdict(int)
         self.streams_closed = 0
+        self.bodies: dict[str, list[dict[str, Any]]] = defaultdict(list)  # chat bodies received
 
     def _answer(self, backend: BackendConfig, body: dict[str, Any]) -> str:
+        if self.scripts[backend.name].text is not None:
+            return str(self.scripts[backend.name].text)
         n = self.scripts[backend.name].answer_tokens
         if body.get("max_tokens"):
             n = min(n, int(body["max_tokens"]))
@@ -92,6 +96,7 @@ class FakeCaller:
         return sum(words(x) for x in raw) if isinstance(raw, list) else words(str(raw))
 
     async def chat(self, backend: BackendConfig, body: dict[str, Any]) -> dict[str, Any]:
+        self.bodies[backend.name].append(body)
         script = await self._begin(backend)
         text = self._answer(backend, body)
         resp: dict[str, Any] = {

@@ -136,3 +136,44 @@ def test_environment_overrides(tmp_path: Path) -> None:
         "admin-zq9",
     )
     assert "admin-zq9" not in repr(s)
+
+
+JUDGE = """\
+judge:
+  backend: ghost
+  sample: 1.5
+  policies: [p, nope]
+"""
+
+
+def test_judge_errors_are_located() -> None:
+    policy = POLICY.replace("[local, ghost]", "[local]").replace("policy: nope", "policy: p")
+    policy = policy.replace("tollgate/missing", "tollgate/p")
+    found = issues(MINIMAL + policy + JUDGE)
+    by_path = {p: (line, m) for p, line, m in found}
+    assert set(by_path) == {"judge.sample"}, found  # the field error comes first
+    assert (
+        by_path["judge.sample"][0] == 21 and "less than or equal to 1" in by_path["judge.sample"][1]
+    )
+
+    found = issues(MINIMAL + policy + JUDGE.replace("1.5", "0.5"))
+    by_path = {p: (line, m) for p, line, m in found}
+    assert by_path["judge.backend"][0] == 20 and "'ghost'" in by_path["judge.backend"][1]
+    assert by_path["judge.policies[1]"][0] == 22 and "'nope'" in by_path["judge.policies[1]"][1]
+    assert "judge.policies[0]" not in by_path
+
+    good = JUDGE.replace("1.5", "0.5").replace("ghost", "local").replace(", nope", "")
+    cfg = load_config_text(MINIMAL + policy + good)
+    assert cfg.judge is not None and cfg.judge.sample == 0.5 and cfg.judge.max_tokens == 256
+    assert cfg.judge.policies == ("p",)
+
+
+def test_shipped_config_judge_example_is_valid() -> None:
+    """The commented ``judge:`` example at the end of config.yaml, uncommented, is valid."""
+    text = (Path(__file__).resolve().parents[2] / "config.yaml").read_text()
+    head, _, example = text.partition("\n# judge:\n")
+    assert example, "config.yaml keeps a commented-out judge example"
+    lines = ["judge:"] + [line.removeprefix("# ") for line in example.splitlines()]
+    cfg = load_config_text(head + "\n" + "\n".join(lines) + "\n")
+    assert cfg.judge is not None and cfg.judge.backend == "premium-api"
+    assert cfg.judge.sample == 0.05 and "grade" in cfg.judge.rubric
