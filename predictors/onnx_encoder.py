@@ -143,6 +143,7 @@ class OnnxEncoder:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+
         self.session = ort.InferenceSession(
             str(encoder_path(model_dir, int8)), options, providers=["CPUExecutionProvider"]
         )

@@ -85,6 +85,7 @@ class OutcomeModel:
         k = min(int(self.arrays["knn_params"][0]), self._memory.shape[0])
         sims = self._similarity(np.asarray(x, dtype=np.float32))
         nn = np.argpartition(-sims, kth=k - 1, axis=1)[:, :k]
+        assert self._labels is not None and self._labelled is not None
         total = self._labels[nn].sum(axis=1)  # (n, profiles)
         count = self._labelled[nn].sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):  # 0/0: no labelled neighbour
