@@ -58,13 +58,13 @@ def run() -> None:
 
     prompts = [json.loads(x)["prompt"] for x in PROMPTS.read_text().splitlines()]
     emb = Embedder(
-        EmbedderConfig(64, 24, quantize_int8=False, float16=True),
+        EmbedderConfig(64, 24, quantize_int8=False, float16=True, runtime="torch"),
         model_dir=MODEL_DIR,
         device="cuda",
     )
     pred = load_artifact(embedder=None)
     print(f"GPU: {torch.cuda.get_device_name()} torch {torch.__version__}")
-    ref = Embedder(EmbedderConfig(64, 24, quantize_int8=False), model_dir=MODEL_DIR)
+    ref = Embedder(EmbedderConfig(64, 24, False, runtime="torch"), model_dir=MODEL_DIR)
     a, b = emb.encode(prompts[:64]), ref.encode(prompts[:64])
     print(f"cosine(fp16 GPU, fp32 CPU) mean {float((a * b).sum(1).mean()):.4f}")
     print(

@@ -75,6 +75,9 @@ def _export_fp32(model_dir: Path, out: Path) -> None:
         # the exporter warns that indexing with negative indices would export wrongly; the
         # attention-mask code it refers to indexes with non-negative positions only
         warnings.simplefilter("ignore", UserWarning)
+        # and that a shape test in the attention code is traced as a constant: it tests
+        # whether a mask is given, and the graph is always run with one
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         staged = Path(tmp) / out.name
         with torch.inference_mode():
             torch.onnx.export(
