@@ -2,7 +2,7 @@
 
 Runs on the device machine (no internet, no ../shared/data): it reads a float16 copy of
 all-MiniLM-L6-v2 and a JSONL of real prompts from ``.device/`` (made by ``--prepare`` here),
-embeds in float16 on CUDA (64-token head+tail budget, as shipped) and applies the shipped
+embeds in float16 on CUDA (the shipped artifact's head+tail token budget) and applies the shipped
 artifact's head. Times one batched ``predict`` call per batch size (tokenisation included) and
 the GPU part alone. Note: the shipped head was trained on int8-CPU vectors; fp16 vectors are
 close (see the printed cosine) but this run measures speed, not routing quality.
@@ -57,14 +57,15 @@ def run() -> None:
     from predictors.service import load_artifact
 
     prompts = [json.loads(x)["prompt"] for x in PROMPTS.read_text().splitlines()]
+    pred = load_artifact(embedder=None)
+    tokens, head = pred.embedder_config.max_tokens, pred.embedder_config.head_tokens
     emb = Embedder(
-        EmbedderConfig(64, 24, quantize_int8=False, float16=True, runtime="torch"),
+        EmbedderConfig(tokens, head, quantize_int8=False, float16=True, runtime="torch"),
         model_dir=MODEL_DIR,
         device="cuda",
     )
-    pred = load_artifact(embedder=None)
     print(f"GPU: {torch.cuda.get_device_name()} torch {torch.__version__}")
-    ref = Embedder(EmbedderConfig(64, 24, False, runtime="torch"), model_dir=MODEL_DIR)
+    ref = Embedder(EmbedderConfig(tokens, head, False, runtime="torch"), model_dir=MODEL_DIR)
     a, b = emb.encode(prompts[:64]), ref.encode(prompts[:64])
     print(f"cosine(fp16 GPU, fp32 CPU) mean {float((a * b).sum(1).mean()):.4f}")
     print(

@@ -17,6 +17,7 @@ or aliased later) use the factor part alone. Training uses torch; inference is n
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -141,14 +142,19 @@ def _similarity(memory: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         [helper.make_tensor_value_info("sims", TensorProto.FLOAT, [None, n])],
         [numpy_helper.from_array(np.ascontiguousarray(memory.T), "memory_t")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # IR version 8 (opset 17): readable by any onnxruntime from 1.14 on, whatever onnx made it
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    session = ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    try:
+        session = ort.InferenceSession(
+            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # an onnxruntime that cannot run it: numpy, same numbers
+        logging.getLogger(__name__).warning("neighbour search on numpy: %s", exc)
+        return lambda x: np.asarray(x @ memory.T, dtype=np.float32)
     return lambda x: np.asarray(session.run(None, {"x": x})[0], dtype=np.float32)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.demo import ALWAYS_PREMIUM, CHEAP, COST_AWARE, DEMO_MODELS, MID, PREMIUM, run_demo
+from gateway.demo import ALWAYS_PREMIUM, CHEAP, COST_AWARE, DEMO_MODELS, PREMIUM, run_demo
 from gateway.replay import REPLAY_PRICES, _fails, load_routerbench
 from predictors.datasets import default_data_dir
 
@@ -25,27 +25,37 @@ def test_demo_report_matches_the_recorded_data(tmp_path: Path) -> None:
     rows = {r["group"]: r for r in result.tasks_by_policy["rows"]}
     aware, premium = rows[COST_AWARE], rows[ALWAYS_PREMIUM]
 
-    # recompute both policies from the dataset: which model answered, was it right, its cost
+    # recompute both policies from the dataset: which model answered, was it right, its cost.
+    # The cost-aware policy's first choice comes from the predictor, so the backends each task
+    # tried are read from the store; the injected failures and the answers from the dataset.
     book = load_routerbench(DATA)
     from gateway.demo import pick_queries
 
     ids = pick_queries(book, n, 3)
+    tried = _tried_backends(result.database_url)
     half_token = {m: REPLAY_PRICES[m][1] / 2_000_000 for m in DEMO_MODELS.values()}
     exp: dict[str, dict[str, Decimal | int]] = {}
     for policy in (COST_AWARE, ALWAYS_PREMIUM):
         spend, ok, attempts = Decimal(0), 0, 0
         for q in ids:
-            chain = [CHEAP, MID, PREMIUM] if policy == COST_AWARE else [PREMIUM]
-            for backend in chain:
+            chain = tried[f"{policy}/{q}"]
+            if policy == ALWAYS_PREMIUM:
+                assert chain == [PREMIUM]
+            for i, backend in enumerate(chain):
                 model = DEMO_MODELS[backend]
                 attempts += 1
-                if backend == CHEAP and _fails(model, book.prompts[q], fail_rate):
+                failing = backend == CHEAP and _fails(model, book.prompts[q], fail_rate)
+                # an attempt is followed by another exactly when it hit an injected failure
+                assert failing == (i < len(chain) - 1), (q, chain)
+                if failing:
                     continue  # injected 503: recorded at zero cost, then the next backend
                 rec = book.answers[(q, model)]
                 spend += rec.cost_usd or 0
                 ok += bool(rec.correct)
-                break
         exp[policy] = {"spend": spend, "ok": ok, "attempts": attempts}
+    # the predictor kept most first choices on the cheap model (min cost per success)
+    firsts = [tried[f"{COST_AWARE}/{q}"][0] for q in ids]
+    assert firsts.count(CHEAP) > n // 2
 
     for policy, row in ((COST_AWARE, aware), (ALWAYS_PREMIUM, premium)):
         e = exp[policy]
@@ -59,8 +69,24 @@ def test_demo_report_matches_the_recorded_data(tmp_path: Path) -> None:
     assert premium["succeeded"] == result.expected_premium["succeeded"]
     a_cpst = Decimal(aware["cost_per_successful_task_usd"])
     p_cpst = Decimal(premium["cost_per_successful_task_usd"])
-    assert a_cpst * 5 < p_cpst  # the cheap chain is far cheaper per successful task here
+    assert a_cpst * 5 < p_cpst  # the cost-aware policy is far cheaper per successful task here
     savings = result.tasks_by_policy["savings"]
     assert savings["baseline"] == PREMIUM
     backends = {r["group"] for r in result.spend_by_backend["rows"]}
     assert {CHEAP, PREMIUM} <= backends
+
+
+def _tried_backends(database_url: str) -> dict[str, list[str]]:
+    """Client task id -> the backends its attempts went to, in order (from the demo's store)."""
+    import sqlite3
+
+    path = database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        rows = db.execute(
+            "SELECT t.external_id, r.backend FROM requests r JOIN tasks t ON t.id = r.task_id "
+            "ORDER BY t.external_id, r.attempt"
+        ).fetchall()
+    out: dict[str, list[str]] = {}
+    for task, backend in rows:
+        out.setdefault(str(task), []).append(str(backend))
+    return out
