@@ -145,8 +145,10 @@ def config_check(
         if resolved is None:
             price = "[yellow]UNPRICED[/yellow] (not in litellm's cost map: set prices)"
         else:
-            per_m = [f"${float(v * 1_000_000):.4g}" for v in
-                     (resolved.input_per_token, resolved.output_per_token)]
+            per_m = [
+                f"${float(v * 1_000_000):.4g}"
+                for v in (resolved.input_per_token, resolved.output_per_token)
+            ]
             price = f"{resolved.source}: {per_m[0]} in / {per_m[1]} out"
         table.add_row(b.name, b.model, cred, price)
     out.print(table)
