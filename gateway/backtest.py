@@ -552,6 +552,11 @@ def predict_prompts(predictor: Predictor, prompts: Sequence[str]) -> list[Predic
     from predictors.embedding_cache import embed_cached
 
     x = embed_cached(cast(Embedder, _LazyEmbedder(predictor)), list(prompts))
+    return predict_vectors(predictor, x)
+
+
+def predict_vectors(predictor: Predictor, x: np.ndarray) -> list[PredictionFacts]:
+    """The policy engine's view of the predictor's output for query vectors ``x``."""
     return [
         PredictionFacts(
             p_success=dict(p.p_success),

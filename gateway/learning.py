@@ -44,9 +44,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gateway.backtest import LoggedRequest, Summary, backend_facts, replay_store, resolve_prices
+from gateway.backtest import (
+    LoggedRequest,
+    Summary,
+    backend_facts,
+    predict_vectors,
+    replay_store,
+    resolve_prices,
+)
 from gateway.routing import learned_profile
-from policies import PredictionFacts
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -293,17 +299,6 @@ def _profiles_for(config: Config, predictor: Predictor) -> dict[str, str]:
     return out
 
 
-def _facts(predictor: Predictor, vectors: np.ndarray) -> list[PredictionFacts]:
-    return [
-        PredictionFacts(
-            p_success=dict(p.p_success),
-            predictor_version=predictor.version,
-            complexity=float(p.complexity),
-        )
-        for p in predictor.predict_embeddings(vectors)
-    ]
-
-
 def compare(
     config: Config,
     current: Predictor,
@@ -350,7 +345,7 @@ def compare(
     if policy_set is not None:
         for side, predictor in (("current", current), ("candidate", candidate)):
             facts = backend_facts(config, prices, profiles=maps[side])
-            preds = _facts(predictor, x)
+            preds = predict_vectors(predictor, x)
             logged = [replace(r.request, prediction=p) for r, p in zip(test, preds, strict=True)]
             result = replay_store(logged, facts, policy_set, estimate=estimate)
             replay.setdefault("logged", result.current.summary)
