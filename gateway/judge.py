@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.config import BackendConfig, JudgeConfig
 from gateway.dispatch import Dispatcher, completion_text
 from gateway.upstream import UpstreamFailure
+from policies.shadow import in_sample
 
 if TYPE_CHECKING:
     from gateway.dispatch import RequestContext
@@ -64,12 +65,7 @@ _in_flight: set[asyncio.Task[Any]] = set()
 
 def sampled(request_id: str, sample: float) -> bool:
     """Whether a request is graded: a stable hash of its id below ``sample`` (replicas agree)."""
-    if sample >= 1.0:
-        return True
-    if sample <= 0.0:
-        return False
-    digest = hashlib.sha256(f"judge\x00{request_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < sample
+    return in_sample("judge", request_id, sample)
 
 
 def rubric_sha(rubric: str) -> str:

@@ -48,14 +48,20 @@ class ShadowResult:
         }
 
 
-def sampled(shadow: Shadow, sample_key: str) -> bool:
-    """Stable per-(shadow policy, key) coin: the same key always gets the same answer."""
-    if shadow.sample >= 1.0:
+def in_sample(salt: str, key: str, fraction: float) -> bool:
+    """Stable per-(salt, key) coin: the same key always gets the same answer on every replica,
+    and a larger ``fraction`` keeps every key a smaller one took."""
+    if fraction >= 1.0:
         return True
-    if shadow.sample <= 0.0:
+    if fraction <= 0.0:
         return False
-    digest = hashlib.sha256(f"{shadow.policy}\x00{sample_key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < shadow.sample
+    digest = hashlib.sha256(f"{salt}\x00{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def sampled(shadow: Shadow, sample_key: str) -> bool:
+    """Whether ``sample_key`` (a request id) is in this shadow policy's sample."""
+    return in_sample(shadow.policy, sample_key, shadow.sample)
 
 
 def shadows_for(policy_set: PolicySet, served_policy: str, sample_key: str) -> tuple[str, ...]:
