@@ -544,15 +544,19 @@ class _LazyEmbedder:
         return self._predictor.embedder.encode(list(texts), batch_size=batch_size)
 
 
-def predict_prompts(predictor: Predictor, prompts: Sequence[str]) -> list[PredictionFacts]:
-    """Predictions for many prompts, through the on-disk embedding cache."""
+def embed_prompts(predictor: Predictor, prompts: Sequence[str]) -> np.ndarray:
+    """The predictor's vectors for many prompts, through the on-disk embedding cache."""
     from typing import cast
 
     from predictors.embedding import Embedder
     from predictors.embedding_cache import embed_cached
 
-    x = embed_cached(cast(Embedder, _LazyEmbedder(predictor)), list(prompts))
-    return predict_vectors(predictor, x)
+    return embed_cached(cast(Embedder, _LazyEmbedder(predictor)), list(prompts))
+
+
+def predict_prompts(predictor: Predictor, prompts: Sequence[str]) -> list[PredictionFacts]:
+    """Predictions for many prompts, through the on-disk embedding cache."""
+    return predict_vectors(predictor, embed_prompts(predictor, prompts))
 
 
 def predict_vectors(predictor: Predictor, x: np.ndarray) -> list[PredictionFacts]:

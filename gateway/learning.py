@@ -37,6 +37,7 @@ fitted on all logged rows.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -48,6 +49,7 @@ from gateway.backtest import (
     LoggedRequest,
     Summary,
     backend_facts,
+    embed_prompts,
     predict_vectors,
     replay_store,
     resolve_prices,
@@ -78,11 +80,13 @@ class StoreData:
     skipped: dict[str, int] = field(default_factory=dict)
 
     def backends(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for row in self.rows:
-            for b in row.labels:
-                counts[b] = counts.get(b, 0) + 1
+        counts = label_counts(self.rows)
         return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def label_counts(rows: Sequence[LabelledRequest]) -> Counter[str]:
+    """Labels per backend."""
+    return Counter(b for row in rows for b in row.labels)
 
 
 def labelled_requests(logged: Sequence[LoggedRequest], fingerprint: str) -> StoreData:
@@ -149,10 +153,7 @@ def fine_tune(
     from predictors.outcome_model import OutcomeModel, fit_new_profile
     from predictors.service import Predictor as PredictorCls
 
-    counts: dict[str, int] = {}
-    for r in rows:
-        for b in r.labels:
-            counts[b] = counts.get(b, 0) + 1
+    counts = label_counts(rows)
     learned = sorted(b for b, n in counts.items() if n >= min_labels)
     model: OutcomeModel = base.model
     x = np.stack([r.vector for r in rows]) if rows else np.zeros((0, 384), np.float32)
@@ -185,26 +186,17 @@ def refit_with_shared_data(
     """The shipped recipe refitted on ``../shared/data`` plus the logged rows (backends with
     ``min_labels`` labels become profiles of their own)."""
     from predictors.datasets import read_dataset
-    from predictors.embedding_cache import embed_cached
     from predictors.outcome_model import OutcomeModel, TrainConfig, fit_outcome_model
     from predictors.service import Predictor as PredictorCls
     from predictors.training import join_tables
 
-    counts: dict[str, int] = {}
-    for r in rows:
-        for b in r.labels:
-            counts[b] = counts.get(b, 0) + 1
+    counts = label_counts(rows)
     learned = sorted(b for b, n in counts.items() if n >= min_labels and b not in base.profiles)
     names = [str(d["name"]) for d in base.meta["training_data"]["datasets"]]
     tables = [read_dataset(n, data_dir) for n in names]
     _, prompts, y_shared = join_tables(tables)
     dataset_profiles = [m for t in tables for m in t.models]
-    from typing import cast
-
-    from gateway.backtest import _LazyEmbedder
-    from predictors.embedding import Embedder
-
-    x_shared = embed_cached(cast(Embedder, _LazyEmbedder(base)), prompts)
+    x_shared = embed_prompts(base, prompts)
     profiles = dataset_profiles + learned
     y_store = _matrix(rows, profiles)
     keep = ~np.isnan(y_store).all(axis=1)
@@ -309,14 +301,10 @@ def compare(
     if not test:
         return {}, {}
     x = np.stack([r.vector for r in test]).astype(np.float32)
-    maps = {
-        "current": _profiles_for(config, current),
-        "candidate": _profiles_for(config, candidate),
-    }
-    probs = {
-        "current": current.predict_embeddings(x),
-        "candidate": candidate.predict_embeddings(x),
-    }
+    predictors = {"current": current, "candidate": candidate}
+    maps = {side: _profiles_for(config, p) for side, p in predictors.items()}
+    # one prediction pass per predictor serves both the calibration and the replay
+    probs = {side: predict_vectors(p, x) for side, p in predictors.items()}
     calibration: dict[str, Calibration] = {}
     # the pairs both predictors can score, so both are graded on the same labels
     pairs = [
@@ -327,7 +315,7 @@ def compare(
     ]
     if pairs:
         y = np.array([v for _, _, v in pairs])
-        for side in ("current", "candidate"):
+        for side in predictors:
             p = np.array([probs[side][i].p_success[maps[side][b]] for i, b, _ in pairs])
             calibration[side] = _calibration(y, p)
 
@@ -343,10 +331,11 @@ def compare(
     policy_set = config.policy_set
     replay: dict[str, Summary] = {}
     if policy_set is not None:
-        for side, predictor in (("current", current), ("candidate", candidate)):
+        for side in predictors:
             facts = backend_facts(config, prices, profiles=maps[side])
-            preds = predict_vectors(predictor, x)
-            logged = [replace(r.request, prediction=p) for r, p in zip(test, preds, strict=True)]
+            logged = [
+                replace(r.request, prediction=p) for r, p in zip(test, probs[side], strict=True)
+            ]
             result = replay_store(logged, facts, policy_set, estimate=estimate)
             replay.setdefault("logged", result.current.summary)
             replay[side] = result.candidate.summary
