@@ -153,7 +153,7 @@ class Router:
     async def backend_facts(self) -> dict[str, BackendFacts]:
         cfg = self.config
         allowed = await asyncio.gather(*(self.rt.allowed(b.name) for b in cfg.backends))
-        learned = set(getattr(self.rt.predictor, "profiles", ()) or ())
+        learned = getattr(self.rt.predictor, "profiles", None) or frozenset()
         return {
             backend.name: facts_for(
                 backend,

@@ -169,6 +169,7 @@ class PredictorService:
         cache_size: int = 10_000,
     ) -> None:
         self.predictor = predictor
+        self._profiles = frozenset(predictor.profiles)
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
         self.cache_size = cache_size
@@ -188,8 +189,9 @@ class PredictorService:
         return self.predictor.embedder_config.fingerprint()
 
     @property
-    def profiles(self) -> list[str]:
-        return self.predictor.profiles
+    def profiles(self) -> frozenset[str]:
+        """The profiles it scores (computed once: the router asks on every request)."""
+        return self._profiles
 
     def warmup(self) -> None:
         """Load the model and run it once, so the first request does not pay for it."""
