@@ -538,7 +538,7 @@ def tollgate_cmd() -> list[str]:
     exe = VENV_BIN / "tollgate"
     if exe.exists():
         return [str(exe)]
-    return [sys.executable, "-m", "gateway.cli"]
+    return [sys.executable, "-m", "gateway.cli.main"]
 
 
 # --------------------------------------------------------------------------- stores

@@ -1,5 +1,5 @@
 """Report latency at scale: N attempt rows (default 1,000,000) in a fresh PostgreSQL database,
-then every report of ``gateway.reports`` timed (admin scope and one tenant, 30 days and 7 days).
+then every report of ``gateway.analytics.reports`` timed (admin scope and one tenant, 30 days and 7 days).
 
 Synthetic traffic is generated inside PostgreSQL (``generate_series``) so that loading a
 million rows takes seconds: 20 tenants, 100 keys, 3 policies, 5 backends over 30 days; one
@@ -24,9 +24,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from gateway.migrate import upgrade_database
-from gateway.pricing import Price
-from gateway.reports import (
+from gateway.analytics.reports import (
     GROUP_BYS,
     ReportQuery,
     parse_when,
@@ -34,7 +32,9 @@ from gateway.reports import (
     refresh_rollups,
     report,
 )
+from gateway.pricing import Price
 from gateway.store.database import create_engine
+from gateway.store.migrate import upgrade_database
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 BACKENDS = ("local-moe", "cheap-api", "mid-api", "premium-api", "embed")

@@ -11,16 +11,18 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from gateway import __version__, admin, api, dashboard, feedback, health
+from gateway import __version__
+from gateway.backends.upstream import BackendCaller
 from gateway.errors import install_error_handlers
+from gateway.http import admin, dashboard, feedback, health
+from gateway.http import openai as api
+from gateway.http.middleware import GatewayMiddleware
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics
-from gateway.middleware import GatewayMiddleware
-from gateway.migrate import upgrade_database
 from gateway.reload import Reloader, policy_version
 from gateway.runtime import build_runtime
 from gateway.settings import Settings
-from gateway.upstream import BackendCaller
+from gateway.store.migrate import upgrade_database
 
 log = logging.getLogger("tollgate.app")
 
@@ -54,7 +56,7 @@ def check_bind(settings: Settings) -> None:
 
 
 def _default_caller() -> BackendCaller:
-    from gateway.litellm_adapter import LiteLLMCaller  # heavy import: only when serving
+    from gateway.backends.litellm_adapter import LiteLLMCaller  # heavy import: only when serving
 
     return LiteLLMCaller()
 

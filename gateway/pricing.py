@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from gateway.backends.upstream import BackendCaller
 from gateway.config import BackendConfig
-from gateway.upstream import BackendCaller
 
 SECONDS_PER_HOUR = Decimal(3600)
 

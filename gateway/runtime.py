@@ -14,18 +14,18 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.auth import Authenticator, Principal
+from gateway.backends.upstream import BackendCaller
 from gateway.budgets import BudgetLedger
 from gateway.config import AUTO_POLICY, BackendConfig, Config
 from gateway.errors import ModelNotFound, NoBackendAvailable
 from gateway.metrics import Metrics
 from gateway.pricing import Price, resolve_price
-from gateway.routing import LatencyWindow
+from gateway.serve.routing import LatencyWindow
 from gateway.settings import Settings
 from gateway.state import BreakerSettings, SharedState, make_state
 from gateway.store.database import create_engine
 from gateway.store.keys import KeyStore
 from gateway.store.writer import RecordWriter
-from gateway.upstream import BackendCaller
 
 log = logging.getLogger("tollgate.runtime")
 

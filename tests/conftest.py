@@ -14,7 +14,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from tests.harness import REDIS_URL, postgres_database
+from tests.support.harness import REDIS_URL, postgres_database
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ branch_labels = None
 depends_on = None
 
 MONEY = sa.Numeric(20, 10)
-LATENCY_BUCKETS = 64  # gateway.reports.LATENCY_BUCKETS
+LATENCY_BUCKETS = 64  # gateway.analytics.reports.LATENCY_BUCKETS
 
 
 def _cell() -> list[sa.Column]:  # type: ignore[type-arg]

@@ -20,12 +20,12 @@ import pytest
 from sqlalchemy import select
 
 from gateway.app import create_app
+from gateway.backends.replay import ThreadedServer
 from gateway.config import Config
-from gateway.replay import ThreadedServer
 from gateway.store.database import create_engine
 from gateway.store.models import outcomes, requests, tenants
-from tests.fakes import FakeCaller, Script
-from tests.harness import ROOT, backend, config_dict, settings_for
+from tests.support.fakes import FakeCaller, Script
+from tests.support.harness import ROOT, backend, config_dict, settings_for
 
 pytestmark = pytest.mark.integration
 

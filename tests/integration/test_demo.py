@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.demo import ALWAYS_PREMIUM, CHEAP, COST_AWARE, DEMO_MODELS, PREMIUM, run_demo
-from gateway.replay import REPLAY_PRICES, _fails, load_routerbench
+from gateway.backends.replay import REPLAY_PRICES, _fails, load_routerbench
+from gateway.cli.demo import ALWAYS_PREMIUM, CHEAP, COST_AWARE, DEMO_MODELS, PREMIUM, run_demo
 from predictors.datasets import default_data_dir
 
 pytestmark = pytest.mark.integration
@@ -29,7 +29,7 @@ def test_demo_report_matches_the_recorded_data(tmp_path: Path) -> None:
     # The cost-aware policy's first choice comes from the predictor, so the backends each task
     # tried are read from the store; the injected failures and the answers from the dataset.
     book = load_routerbench(DATA)
-    from gateway.demo import pick_queries
+    from gateway.cli.demo import pick_queries
 
     ids = pick_queries(book, n, 3)
     tried = _tried_backends(result.database_url)

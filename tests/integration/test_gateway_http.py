@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from tests.fake_upstream import FakeUpstream
-from tests.harness import VENV_BIN, GatewayProcess
+from tests.support.harness import VENV_BIN, GatewayProcess
 
 pytestmark = pytest.mark.integration
 

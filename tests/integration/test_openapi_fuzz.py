@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
 from tests.fake_upstream import FakeUpstream
-from tests.harness import GatewayProcess
+from tests.support.harness import GatewayProcess
 
 pytestmark = pytest.mark.integration
 

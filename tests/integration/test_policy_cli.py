@@ -12,10 +12,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from gateway.cli import app
+from gateway.cli.main import app
 from predictors.datasets import default_data_dir
-from tests.fakes import FakePredictor
-from tests.harness import app_client, backend, chat_body, create_key, settings_for
+from tests.support.fakes import FakePredictor
+from tests.support.harness import app_client, backend, chat_body, create_key, settings_for
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,8 @@ from sqlalchemy import func, inspect, select
 
 from gateway.store.models import requests as requests_table
 from tests.fake_upstream import FakeUpstream
-from tests.fakes import FakeCaller, Script
-from tests.harness import (
+from tests.support.fakes import FakeCaller, Script
+from tests.support.harness import (
     GatewayProcess,
     app_client,
     chat_body,
@@ -26,7 +26,7 @@ from tests.harness import (
     create_key,
     settings_for,
 )
-from tests.tcp_proxy import TcpProxy
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 

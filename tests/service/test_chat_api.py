@@ -1,12 +1,12 @@
-"""Service tests: the ASGI app with in-process test backends (tests.fakes.FakeCaller)."""
+"""Service tests: the ASGI app with in-process test backends (tests.support.fakes.FakeCaller)."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
 
-from tests.fakes import FakeCaller, Script
-from tests.harness import (
+from tests.support.fakes import FakeCaller, Script
+from tests.support.harness import (
     PRICE_IN,
     PRICE_OUT,
     app_client,

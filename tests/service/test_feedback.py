@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from gateway.dispatch import task_uuid
+from gateway.serve.dispatch import task_uuid
 from gateway.store.database import create_engine
 from gateway.store.models import outcomes
-from tests.harness import app_client, chat_body, config_dict, create_key, settings_for
+from tests.support.harness import app_client, chat_body, config_dict, create_key, settings_for
 
 
 def _rows(url: str) -> list[dict[str, Any]]:
@@ -143,8 +143,8 @@ def test_feedback_errors_are_openai_shaped(tmp_path: Path, sqlite_url: str) -> N
 def test_validator_outcomes_are_recorded_and_feedback_wins(tmp_path: Path, sqlite_url: str) -> None:
     """A validator verdict (recorded off the request path) decides a task until the client's
     feedback says otherwise."""
-    from gateway.feedback import drain_outcomes, schedule_outcome, validator_outcome
-    from gateway.reports import ReportQuery, report
+    from gateway.analytics.reports import ReportQuery, report
+    from gateway.http.feedback import drain_outcomes, schedule_outcome, validator_outcome
     from policies import run_validators
     from policies.schema import Policy
 

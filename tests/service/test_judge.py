@@ -1,4 +1,4 @@
-"""Service tests of the judge (``gateway.judge``): sampled answers are graded off the request
+"""Service tests of the judge (``gateway.outcomes.judge``): sampled answers are graded off the request
 path by a judge backend, its verdicts are task outcomes with their own cost, that cost is
 reported apart from traffic spend; on SQLite and real PostgreSQL."""
 
@@ -20,13 +20,20 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from gateway.config import DEFAULT_RUBRIC
-from gateway.feedback import drain_outcomes
-from gateway.judge import parse_verdict, rubric_sha, sampled
+from gateway.http.feedback import drain_outcomes
+from gateway.outcomes.judge import parse_verdict, rubric_sha, sampled
 from gateway.pricing import format_usd
 from gateway.store.database import create_engine
 from gateway.store.models import outcomes
-from tests.fakes import FakeCaller, Script, prompt_words, words
-from tests.harness import app_client, backend, chat_body, config_dict, create_key, settings_for
+from tests.support.fakes import FakeCaller, Script, prompt_words, words
+from tests.support.harness import (
+    app_client,
+    backend,
+    chat_body,
+    config_dict,
+    create_key,
+    settings_for,
+)
 
 ADMIN = {"authorization": "Bearer admin-secret"}
 J_IN, J_OUT = Decimal("0.00001"), Decimal("0.00003")  # the judge's prices (traffic: 1e-6/2e-6)
@@ -320,7 +327,7 @@ def test_judge_spend_is_reported_apart_from_traffic_spend(tmp_path: Path, sqlite
         assert tasks["judge"] is None and Decimal(tasks["total"]["task_spend_usd"]) < judge_cost
 
     # the CLI shows the judge's spend under the table, apart from it
-    from gateway.cli_report import app as report_app
+    from gateway.cli.report import app as report_app
 
     path = tmp_path / "tollgate.yaml"
     path.write_text(yaml.safe_dump(cfg))

@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gateway.backtest import LoggedRequest
-from gateway.config import load_config
-from gateway.learning import (
+from gateway.analytics.backtest import LoggedRequest
+from gateway.analytics.learning import (
     LabelledRequest,
     fine_tune,
     labelled_requests,
@@ -25,11 +24,12 @@ from gateway.learning import (
     load_store_data,
     write_candidate,
 )
-from gateway.routing import learned_profile
+from gateway.config import load_config
+from gateway.serve.routing import learned_profile
 from gateway.store.database import create_engine
 from predictors.embedding import EMBED_DIM, pack_vector, unpack_vector
 from predictors.service import PredictorService, load_artifact
-from tests.harness import app_client, backend, chat_body, create_key, settings_for
+from tests.support.harness import app_client, backend, chat_body, create_key, settings_for
 
 TOPICS = ["algebra", "poetry", "geometry", "cooking", "calculus", "gardening"]
 HARD = {"algebra", "geometry", "calculus"}  # the cheap backend fails these

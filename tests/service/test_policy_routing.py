@@ -9,8 +9,8 @@ from typing import Any
 import yaml
 
 from gateway.settings import Settings
-from tests.fakes import FakeCaller, FakePredictor, Script
-from tests.harness import app_client, backend, chat_body, create_key, settings_for
+from tests.support.fakes import FakeCaller, FakePredictor, Script
+from tests.support.harness import app_client, backend, chat_body, create_key, settings_for
 
 
 def portfolio(

@@ -1,4 +1,4 @@
-"""Service tests of the reports (``GET /v1/spend``, ``gateway.reports``) on SQLite and real
+"""Service tests of the reports (``GET /v1/spend``, ``gateway.analytics.reports``) on SQLite and real
 PostgreSQL: recorded traffic with retries, fallbacks and feedback, checked against figures
 recomputed here straight from the store's rows."""
 
@@ -14,11 +14,18 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from gateway.reports import histogram_percentile, latency_bucket, parse_when
+from gateway.analytics.reports import histogram_percentile, latency_bucket, parse_when
 from gateway.store.database import create_engine
 from gateway.store.models import LATENCY_BUCKETS, outcomes, requests
-from tests.fakes import FakeCaller, Script
-from tests.harness import app_client, backend, chat_body, config_dict, create_key, settings_for
+from tests.support.fakes import FakeCaller, Script
+from tests.support.harness import (
+    app_client,
+    backend,
+    chat_body,
+    config_dict,
+    create_key,
+    settings_for,
+)
 
 ADMIN = {"authorization": "Bearer admin-secret"}
 P_IN, P_OUT = Decimal("0.00001"), Decimal("0.00003")
@@ -275,7 +282,7 @@ def test_rollups_agree_with_raw_rows(
 ) -> None:
     """Reports read from daily roll-ups equal the same reports computed from raw rows, and a
     roll-up picks up feedback given after the day was summarised."""
-    from gateway.reports import ReportQuery, refresh_rollups, report
+    from gateway.analytics.reports import ReportQuery, refresh_rollups, report
 
     url = request.getfixturevalue("sqlite_url" if db == "sqlite" else "pg_url")
     caller = FakeCaller({"cheap": Script(fail=[503])})
@@ -296,7 +303,7 @@ def test_rollups_agree_with_raw_rows(
     tags = {"local": ("cheap",), "api": ("premium",)}
 
     async def compare() -> list[str]:
-        from gateway.reports import parse_when
+        from gateway.analytics.reports import parse_when
 
         engine = create_engine(url)
         try:
@@ -312,7 +319,7 @@ def test_rollups_agree_with_raw_rows(
                     rolled = await report(engine, kind, q, prices=prices)
                     assert rolled.as_dict() == raw.as_dict(), (kind, group_by, start)
             # feedback for a task of the summarised day: the next report re-summarises it
-            from gateway.feedback import Outcome, record_outcome
+            from gateway.http.feedback import Outcome, record_outcome
 
             two_step = next(
                 r["task_id"]
@@ -391,7 +398,7 @@ def test_cli_report_agrees_with_http(
     import yaml
     from typer.testing import CliRunner
 
-    from gateway.cli import app
+    from gateway.cli.main import app
 
     cfg = _config(tmp_path)
     with app_client(settings_for(cfg, sqlite_url), FakeCaller({"cheap": Script(fail=[503])})) as (

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.backtest import (
+from gateway.analytics.backtest import (
     ESTIMATED,
     DatasetQuery,
     LoggedRequest,
@@ -334,7 +334,7 @@ def test_load_candidate_validates_with_file_and_line(tmp_path: Path) -> None:
 
 
 def test_recorded_split_seed() -> None:
-    from gateway.backtest import recorded_split_seed, trained_on
+    from gateway.analytics.backtest import recorded_split_seed, trained_on
 
     meta = {
         "metrics_holdout": {"split": "seeded 70/30 by query, seed 3; 70 train / 30 test"},

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from predictors.cli import app
+from gateway.cli.predictor import app
 from predictors.datasets import default_data_dir, read_routerbench
 from predictors.service import fit_profile, load_artifact
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 from gateway.config import BackendConfig
 from gateway.pricing import resolve_price
 from gateway.state import BreakerSettings, InProcessState, from_nano, to_nano
-from tests.fakes import FakeCaller
+from tests.support.fakes import FakeCaller
 
 
 def test_nano_usd_round_trip_is_exact() -> None:

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import threading
 
-from tests.harness import free_port
+from tests.support.harness import free_port
 
 
 class TcpProxy:

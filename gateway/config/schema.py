@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.yamlsource import YamlDocument, YamlSyntaxError, load_yaml_file, parse_yaml
+from gateway.config.yamlsource import YamlDocument, YamlSyntaxError, load_yaml_file, parse_yaml
 from policies import Policy, PolicySet, PolicySource, yaml_loc
 from policies.schema import Routing, Shadow
 from policies.sources import merge_sources
@@ -192,7 +192,7 @@ not make it fail; a wrong, evasive, truncated or off-topic answer does."""
 
 
 class JudgeConfig(Strict):
-    """The optional judge: a backend that grades a sample of served answers (``gateway.judge``).
+    """The optional judge: a backend that grades a sample of served answers (``gateway.outcomes.judge``).
 
     Its verdicts are task outcomes with source ``judge``; what its calls cost is recorded with
     each verdict and reported apart from traffic spend (evaluation overhead).

@@ -1,8 +1,8 @@
 """The ``tollgate predictor`` command group: train, evaluate, score.
 
 This module owns the command-line surface of the predictors package. The gateway's CLI mounts
-``app`` with ``app.add_typer(predictors.cli.app, name="predictor")``; on its own it runs as
-``python -m predictors.cli ...``.
+``app`` with ``app.add_typer(gateway.cli.predictor.app, name="predictor")``; on its own it runs as
+``python -m gateway.cli.predictor ...``.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def train(
 ) -> None:
     """Train on recorded outcomes and write a versioned artifact."""
     if from_store:
-        from gateway.cli_learning import train_from_store
+        from gateway.cli.learning import train_from_store
 
         train_from_store(
             out,

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from gateway.api import runtime_of
+from gateway.http.openai import runtime_of
 
 router = APIRouter(tags=["health"])
 

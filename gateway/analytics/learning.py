@@ -8,12 +8,12 @@ query's embedding (``prediction.embedding``: int8, not the text; ``predictor.rec
 A logged request gives labels for the backends that answered it:
 
 * the backend whose answer was returned is labelled with the task's outcome (feedback > judge >
-  validator, ``gateway.reports.verdicts``); a task with no outcome gives no label;
+  validator, ``gateway.analytics.reports.verdicts``); a task with no outcome gives no label;
 * a backend whose answer a policy validator rejected (escalation) is labelled 0.
 
 Requests whose embedding is from another embedder space than the base artifact's are skipped
 (and counted). Profiles are named after the *backends*: the gateway scores a backend with the
-profile of its own name when the predictor has one (``gateway.routing.learned_profile``), so
+profile of its own name when the predictor has one (``gateway.serve.routing.learned_profile``), so
 a deployed candidate replaces the backend's mapping to a dataset model.
 
 Two recipes:
@@ -28,7 +28,7 @@ Two recipes:
 The report (:class:`LearningReport`) fits the recipe on a seeded 70 % of the logged *tasks* and
 compares the current and the candidate predictor on the other 30 %: calibration (Brier, log
 loss, ECE, AUC on the observed labels) and the policy's cost per successful task, replayed with
-each predictor's P(success) through ``gateway.backtest.replay_store``. A replayed choice of the
+each predictor's P(success) through ``gateway.analytics.backtest.replay_store``. A replayed choice of the
 backend that actually answered reuses the recorded cost and outcome; any other choice is priced
 from the recorded tokens and its success estimated by the *candidate* model for both sides, so
 the difference comes from the choices, not from who grades them. The artifact written is then
@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gateway.backtest import (
+from gateway.analytics.backtest import (
     LoggedRequest,
     Summary,
     backend_facts,
@@ -54,7 +54,7 @@ from gateway.backtest import (
     replay_store,
     resolve_prices,
 )
-from gateway.routing import learned_profile
+from gateway.serve.routing import learned_profile
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -343,7 +343,7 @@ def compare(
 
 
 async def load_store_data(engine: AsyncEngine, fingerprint: str, limit: int | None) -> StoreData:
-    from gateway.backtest import load_logged_requests
+    from gateway.analytics.backtest import load_logged_requests
 
     load = await load_logged_requests(engine, limit)
     data = labelled_requests(load.requests, fingerprint)

@@ -18,10 +18,10 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
-from gateway.api import runtime_of
+from gateway.analytics.reports import GROUP_BYS, ReportQuery, parse_when, recent_failures, report
 from gateway.errors import InvalidRequest, NotFound
-from gateway.feedback import settle_writes
-from gateway.reports import GROUP_BYS, ReportQuery, parse_when, recent_failures, report
+from gateway.http.feedback import settle_writes
+from gateway.http.openai import runtime_of
 from gateway.runtime import Runtime
 from gateway.store.models import tenants
 
@@ -155,5 +155,5 @@ async def dashboard_data(
 
 @router.get("/dashboard", include_in_schema=False)
 async def dashboard_page() -> HTMLResponse:
-    page = resources.files("gateway").joinpath("dashboard_static/index.html").read_text("utf-8")
+    page = resources.files("gateway.http").joinpath("dashboard_static/index.html").read_text("utf-8")
     return HTMLResponse(page, headers={"cache-control": "no-store"})

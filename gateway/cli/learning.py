@@ -1,4 +1,4 @@
-"""``tollgate predictor train --from-store``: the command around ``gateway.learning``.
+"""``tollgate predictor train --from-store``: the command around ``gateway.analytics.learning``.
 
 This module owns the command's I/O: finding the config, the store and the base artifact,
 running the recipe, printing the before-deploy report (rich tables or JSON) and writing the
@@ -18,8 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gateway.cli_policy import _check_store, _config
-from gateway.learning import LearningReport
+from gateway.analytics.learning import LearningReport
+from gateway.cli.policy import _check_store, _config
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -100,7 +100,7 @@ def train_from_store(
     seed: int,
     as_json: bool,
 ) -> None:
-    from gateway.learning import learn, load_store_data, write_candidate
+    from gateway.analytics.learning import learn, load_store_data, write_candidate
     from gateway.settings import DEFAULT_DATABASE_URL
     from gateway.store.database import create_engine, redact_url, to_async_url
     from predictors.service import load_artifact

@@ -1,4 +1,4 @@
-"""``tollgate report spend|tasks``: the reports of ``gateway.reports`` read straight from the store,
+"""``tollgate report spend|tasks``: the reports of ``gateway.analytics.reports`` read straight from the store,
 printed as a rich table, CSV or JSON."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gateway.reports import GROUP_BYS, Report, ReportQuery, parse_when, report
+from gateway.analytics.reports import GROUP_BYS, Report, ReportQuery, parse_when, report
 
 app = typer.Typer(help="Spend and cost-per-successful-task reports.", no_args_is_help=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -94,7 +94,7 @@ def _prices(cfg: Any) -> dict[str, Any]:
 
     caller: Any = _NoCatalog()
     if any(b.input_cost_per_token is None and b.self_hosted is None for b in cfg.backends):
-        from gateway.litellm_adapter import LiteLLMCaller  # heavy: only for catalog prices
+        from gateway.backends.litellm_adapter import LiteLLMCaller  # heavy: only for catalog prices
 
         caller = LiteLLMCaller()
     return {b.name: resolve_price(b, caller) for b in cfg.backends}
@@ -118,8 +118,8 @@ async def build(
 ) -> Report:
     from sqlalchemy import select
 
-    from gateway.migrate import upgrade_database
     from gateway.store.database import create_engine
+    from gateway.store.migrate import upgrade_database
     from gateway.store.models import tenants
 
     await asyncio.to_thread(upgrade_database, url)
@@ -292,9 +292,9 @@ def refresh(
     config: ConfigOpt = None,
 ) -> None:
     """Bring the daily report roll-ups up to date (reports also do this before they run)."""
-    from gateway.migrate import upgrade_database
-    from gateway.reports import refresh_rollups
+    from gateway.analytics.reports import refresh_rollups
     from gateway.store.database import create_engine
+    from gateway.store.migrate import upgrade_database
 
     url, _ = _load(config)
 

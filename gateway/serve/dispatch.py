@@ -6,7 +6,7 @@ Each backend gets ``1 + max_retries`` tries for retryable failures (429, 5xx, ti
 connection errors; ``retry-after`` honoured), then the next backend is tried. A failure that is
 the request's own fault (400/413/422 from upstream) is returned to the client at once: no other
 backend would do better. A streamed attempt counts as successful once its first chunk arrives;
-after that the relay in ``gateway.streaming`` finishes and records it.
+after that the relay in ``gateway.serve.relay`` finishes and records it.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from decimal import Decimal
 from typing import Any
 
 from gateway.auth import Principal
+from gateway.backends.upstream import UpstreamFailure
 from gateway.config import BackendConfig
 from gateway.errors import InvalidRequest, NoBackendAvailable, UpstreamError
 from gateway.runtime import Runtime
 from gateway.store.keys import now
-from gateway.upstream import UpstreamFailure
 
 log = logging.getLogger("tollgate.dispatch")
 

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from gateway.app import create_app
 from gateway.config import Config
 from gateway.settings import Settings
-from tests.fakes import FakeCaller
+from tests.support.fakes import FakeCaller
 
 PG_SERVER = os.environ.get("TOLLGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("TOLLGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")

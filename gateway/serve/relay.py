@@ -6,7 +6,7 @@ failed mid-way, or cut by a client disconnect — the attempt is recorded with t
 usage or, failing that, tokens counted from what was generated so far, so streamed and
 non-streamed calls cost the same. ``SSEResponse`` watches for the client going away and then
 cancels the relay, which closes the upstream connection (the backend stops generating). A
-stream that completed is offered to the judge (``gateway.judge``) with the text it carried.
+stream that completed is offered to the judge (``gateway.outcomes.judge``) with the text it carried.
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from gateway import judge
-from gateway.dispatch import (
+from gateway.backends.upstream import UpstreamFailure
+from gateway.outcomes import judge
+from gateway.serve.dispatch import (
     AttemptClock,
     Dispatcher,
     RequestContext,
     aclose_quietly,
     completion_text,
 )
-from gateway.upstream import UpstreamFailure
 
 log = logging.getLogger("tollgate.streaming")
 

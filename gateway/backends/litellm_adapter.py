@@ -1,6 +1,6 @@
 """The backend adapter: the one module that imports litellm.
 
-Implements ``gateway.upstream.BackendCaller`` on top of litellm, so any litellm provider and
+Implements ``gateway.backends.upstream.BackendCaller`` on top of litellm, so any litellm provider and
 any OpenAI-compatible self-hosted server (vLLM, SGLang, llama.cpp) can be a backend. Retries
 and fallbacks are *not* delegated to litellm (``max_retries=0``): the gateway runs them itself
 so that every attempt is priced and recorded. litellm's remote cost-map fetch is disabled:
@@ -20,8 +20,8 @@ from typing import Any
 
 import litellm
 
+from gateway.backends.upstream import RETRYABLE_STATUSES, UpstreamFailure
 from gateway.config import BackendConfig
-from gateway.upstream import RETRYABLE_STATUSES, UpstreamFailure
 
 litellm.telemetry = False
 litellm.suppress_debug_info = True

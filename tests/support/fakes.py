@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from gateway.backends.upstream import UpstreamFailure
 from gateway.config import BackendConfig
-from gateway.upstream import UpstreamFailure
 
 
 def words(text: str) -> int:

@@ -3,7 +3,7 @@
 ``policy backtest`` replays a dataset from ``../shared/data`` or the requests logged in the
 store under the config's policy set and a candidate policy file, and prints spend, success
 rate, cost per successful task and backend mix for both, and the difference
-(``gateway.backtest`` does the work). ``route explain`` shows the decision the config's
+(``gateway.analytics.backtest`` does the work). ``route explain`` shows the decision the config's
 policies would take for one prompt, with the shipped predictor.
 
 Heavy imports (pandas, torch, litellm, SQLAlchemy's engine) happen inside the commands, so
@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from gateway.backtest import BacktestResult, Summary
+    from gateway.analytics.backtest import BacktestResult, Summary
     from gateway.config import Config
     from predictors.service import Predictor
 
@@ -89,7 +89,7 @@ def _dataset_backtest(
     data_dir: str | None,
     holdout: bool,
 ) -> BacktestResult:
-    from gateway.backtest import (
+    from gateway.analytics.backtest import (
         backend_facts,
         dataset_queries,
         holdout_predictor,
@@ -215,7 +215,12 @@ def _check_store(url: str) -> None:
 async def _store_backtest_async(
     cfg: Config, candidate: Any, url: str, limit: int | None
 ) -> BacktestResult:
-    from gateway.backtest import backend_facts, load_logged_requests, replay_store, resolve_prices
+    from gateway.analytics.backtest import (
+        backend_facts,
+        load_logged_requests,
+        replay_store,
+        resolve_prices,
+    )
     from gateway.store.database import create_engine, redact_url, to_async_url
 
     engine = create_engine(url)
@@ -418,7 +423,7 @@ def backtest(
     ] = False,
 ) -> None:
     """Replay a dataset or the logged traffic under the current and a candidate policy set."""
-    from gateway.backtest import load_candidate
+    from gateway.analytics.backtest import load_candidate
     from gateway.config import ConfigError
 
     cfg_path, cfg = _config(config)
@@ -479,7 +484,12 @@ def explain(
     Backends count as healthy when their credentials are set (or they are local); circuits
     closed, p95 latency unknown; prompt tokens = ceil(chars / 4).
     """
-    from gateway.backtest import backend_facts, credentials_ok, estimate_tokens, resolve_prices
+    from gateway.analytics.backtest import (
+        backend_facts,
+        credentials_ok,
+        estimate_tokens,
+        resolve_prices,
+    )
     from policies import PredictionFacts, RequestFacts, decide, render_table, select
 
     cfg_path, cfg = _config(config)

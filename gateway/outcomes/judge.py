@@ -38,14 +38,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from gateway.backends.upstream import UpstreamFailure
 from gateway.config import BackendConfig, JudgeConfig
-from gateway.dispatch import Dispatcher, completion_text
-from gateway.upstream import UpstreamFailure
+from gateway.serve.dispatch import Dispatcher, completion_text
 from policies.shadow import in_sample
 
 if TYPE_CHECKING:
-    from gateway.dispatch import RequestContext
     from gateway.runtime import Runtime
+    from gateway.serve.dispatch import RequestContext
 
 log = logging.getLogger("tollgate.judge")
 
@@ -250,7 +250,7 @@ def consider(
             messages=body.get("messages"),
             answer=answer,
         )
-        from gateway.feedback import off_request_path  # (import cycle: feedback → api → here)
+        from gateway.http.feedback import off_request_path  # (import cycle: feedback → api → here)
 
         task = off_request_path(grade(rt, job), f"tollgate-judge-{ctx.request_id[:8]}")
         _in_flight.add(task)
@@ -275,7 +275,7 @@ def _skip_reason(rt: Runtime, job: _Job) -> str | None:
 
 async def grade(rt: Runtime, job: _Job) -> Verdict | None:
     """Ask the judge backend about one answer and record its verdict (see the module doc)."""
-    from gateway.feedback import Outcome, record_outcome  # (import cycle)
+    from gateway.http.feedback import Outcome, record_outcome  # (import cycle)
 
     metrics, backend = rt.metrics, job.backend
     reason = _skip_reason(rt, job)

@@ -12,9 +12,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gateway import cli_report, demo
-from gateway.cli_policy import app as policy_app
-from gateway.cli_policy import route_app
+from gateway.cli import demo
+from gateway.cli import report as cli_report
+from gateway.cli.policy import app as policy_app
+from gateway.cli.policy import route_app
 
 app = typer.Typer(
     name="tollgate",
@@ -44,7 +45,7 @@ ConfigOpt = Annotated[
 
 def _mount_predictor() -> None:
     try:
-        from predictors.cli import app as predictor_app
+        from gateway.cli.predictor import app as predictor_app
     except ImportError:  # the predictors package is optional at build time of this CLI
         return
     app.add_typer(
@@ -127,7 +128,7 @@ def config_check(
             err.print(f"[red]error[/red] {issue}", highlight=False)
         err.print(f"{len(exc.issues)} error(s) in {path}")
         raise typer.Exit(1) from None
-    from gateway.litellm_adapter import LiteLLMCaller
+    from gateway.backends.litellm_adapter import LiteLLMCaller
     from gateway.pricing import resolve_price
 
     caller = LiteLLMCaller()  # prices come from litellm's bundled cost map
@@ -164,8 +165,8 @@ def db_upgrade(
     revision: Annotated[str, typer.Option(help="target revision")] = "head",
 ) -> None:
     """Create or migrate the schema at TOLLGATE_DATABASE_URL (or the config's store.url)."""
-    from gateway.migrate import current_revision, upgrade_database
     from gateway.store.database import redact_url, to_async_url
+    from gateway.store.migrate import current_revision, upgrade_database
 
     url = _database_url(config)
     upgrade_database(url, revision)
@@ -180,9 +181,9 @@ def _run(coro: Any) -> Any:
 
 
 async def _with_keystore(url: str, fn: Any) -> Any:
-    from gateway.migrate import upgrade_database
     from gateway.store.database import create_engine
     from gateway.store.keys import KeyStore
+    from gateway.store.migrate import upgrade_database
 
     await asyncio.to_thread(upgrade_database, url)
     engine = create_engine(url)

@@ -1,7 +1,7 @@
 """The contract between the gateway and whatever calls model backends.
 
 ``BackendCaller`` is what the request path uses; the production implementation is the litellm
-adapter (``gateway.litellm_adapter``), and tests inject their own through ``create_app``.
+adapter (``gateway.backends.litellm_adapter``), and tests inject their own through ``create_app``.
 Callers speak OpenAI JSON (plain dicts) and raise ``UpstreamFailure`` for every upstream
 problem, already classified (status, error type, retryable, retry-after).
 """

@@ -11,18 +11,18 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 
-from gateway import judge
 from gateway.auth import Principal
 from gateway.budgets import Reservation
 from gateway.config import AUTO_POLICY, BackendConfig
-from gateway.dispatch import Dispatcher, RequestContext
 from gateway.errors import InvalidRequest, NoBackendAvailable, NotFound, UpstreamError
+from gateway.http.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from gateway.outcomes import judge
 from gateway.pricing import format_usd
-from gateway.routing import Routed, Router
 from gateway.runtime import POLICY_PREFIX, Runtime
-from gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from gateway.serve.dispatch import Dispatcher, RequestContext
+from gateway.serve.relay import SSEResponse, relay
+from gateway.serve.routing import Routed, Router
 from gateway.store.models import requests as requests_table
-from gateway.streaming import SSEResponse, relay
 from policies import Policy, run_validators
 
 router = APIRouter()
@@ -198,7 +198,7 @@ async def _serve(
             await rt.budgets.settle(reservation, ctx.total_cost)
         headers = {**extra_headers, **_headers(ctx, backend, cost=True)}
         if accept is not None and accept.last:
-            from gateway.feedback import schedule_outcome, validator_outcome  # (import cycle)
+            from gateway.http.feedback import schedule_outcome, validator_outcome  # (import cycle)
 
             schedule_outcome(
                 rt.engine,

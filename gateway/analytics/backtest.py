@@ -1,6 +1,6 @@
 """Policy backtests: replay recorded traffic under the current and a candidate policy set.
 
-This module owns ``tollgate policy backtest`` minus its printing (``gateway.cli_policy``):
+This module owns ``tollgate policy backtest`` minus its printing (``gateway.cli.policy``):
 
 * loading a candidate policy file (``policies``/``routing``/``shadow``, the shape of
   ``config.yaml``) and validating it against the config's backends, errors located by
@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.config import BackendConfig, Config, ConfigError, ConfigIssue, format_loc
+from gateway.config.yamlsource import YamlSyntaxError, load_yaml_file
 from gateway.pricing import Price, resolve_price
-from gateway.routing import facts_for
-from gateway.yamlsource import YamlSyntaxError, load_yaml_file
+from gateway.serve.routing import facts_for
 from policies import (
     BackendFacts,
     Decision,
@@ -144,7 +144,7 @@ def resolve_prices(config: Config) -> dict[str, Price | None]:
     """Each backend's price as the gateway resolves it (litellm is loaded only when needed)."""
     caller: Any = _NoCatalog()
     if any(b.input_cost_per_token is None and b.self_hosted is None for b in config.backends):
-        from gateway.litellm_adapter import LiteLLMCaller  # heavy: only for catalog prices
+        from gateway.backends.litellm_adapter import LiteLLMCaller  # heavy: only for catalog prices
 
         caller = LiteLLMCaller()
     return {b.name: resolve_price(b, caller) for b in config.backends}
@@ -844,7 +844,7 @@ async def load_logged_requests(engine: AsyncEngine, limit: int | None = None) ->
     """The most recent ``limit`` logged requests (all without a limit), oldest first."""
     from sqlalchemy import inspect, select
 
-    from gateway.reports import verdicts
+    from gateway.analytics.reports import verdicts
     from gateway.store.models import requests as R
     from gateway.store.models import tenants
 

@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
-from gateway.api import runtime_of
 from gateway.errors import NotFound
-from gateway.schemas import CreateKeyRequest
+from gateway.http.openai import runtime_of
+from gateway.http.schemas import CreateKeyRequest
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 

@@ -10,7 +10,7 @@ the row. Posting the same feedback twice (a client retry) leaves one row and ans
 correction and replaces the earlier one (``"status": "updated"``). Feedback can never be
 counted twice.
 
-How a task's outcome is decided from its rows lives in ``gateway.reports`` (client feedback
+How a task's outcome is decided from its rows lives in ``gateway.analytics.reports`` (client feedback
 first, then the judge, then validators; within a source the latest wins).
 """
 
@@ -32,10 +32,10 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.api import MAX_TASK_ID, runtime_of
-from gateway.dispatch import task_uuid
 from gateway.errors import NotFound
+from gateway.http.openai import MAX_TASK_ID, runtime_of
 from gateway.pricing import format_usd
+from gateway.serve.dispatch import task_uuid
 from gateway.store.models import outcomes as outcomes_table
 from gateway.store.models import requests as requests_table
 from gateway.store.models import tasks as tasks_table

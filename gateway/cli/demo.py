@@ -1,6 +1,6 @@
 """``tollgate demo``: cost per successful task on real recorded answers, end to end.
 
-It starts the replay backend (``gateway.replay``: real RouterBench answers and costs) and a
+It starts the replay backend (``gateway.backends.replay``: real RouterBench answers and costs) and a
 gateway in front of it (SQLite store in a temporary directory), then sends a few hundred real
 benchmark queries through the gateway with the ``openai`` SDK, twice: once through the
 cost-aware policy (``tollgate/cost-aware``) and once through ``tollgate/premium`` (always the
@@ -81,8 +81,8 @@ def demo_policies(engine_schema: bool) -> dict[str, Any]:
 
 
 def demo_config(replay_url: str, workdir: Path) -> dict[str, Any]:
+    from gateway.backends.replay import REPLAY_PRICES
     from gateway.config import Config
-    from gateway.replay import REPLAY_PRICES
 
     backends = []
     for name, model in DEMO_MODELS.items():
@@ -192,8 +192,8 @@ def run_demo(
     import httpx
 
     from gateway.app import create_app
+    from gateway.backends.replay import ThreadedServer, create_replay_app, load_routerbench
     from gateway.config import Config
-    from gateway.replay import ThreadedServer, create_replay_app, load_routerbench
     from gateway.settings import Settings
     from predictors.datasets import default_data_dir
 
@@ -258,7 +258,7 @@ def run_demo(
 def print_result(result: DemoResult) -> None:
     from rich.console import Console
 
-    from gateway.cli_report import COMPACT, _cell
+    from gateway.cli.report import COMPACT, _cell
     from gateway.pricing import format_usd
 
     console = Console(soft_wrap=True)
