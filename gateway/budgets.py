@@ -7,6 +7,7 @@ recorded spend, so a Redis restart does not reset anyone's budget.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -15,15 +16,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.auth import Principal
 from gateway.errors import BudgetExceeded
-from gateway.state import SharedState, from_nano, to_nano
+from gateway.state import RESERVATION_TTL_MS, SharedState, from_nano, to_nano
 from gateway.store.models import requests
 
 
 @dataclass
 class Reservation:
+    """One request's hold on each of its budgets; lapses by itself after ``ttl_ms``."""
+
     scopes: list[str] = field(default_factory=list)
     amount_nano: int = 0
     settled: bool = False
+    hold: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 class BudgetLedger:
@@ -50,12 +54,17 @@ class BudgetLedger:
             out.append((f"tenant:{principal.tenant_id}", principal.tenant_budget_usd))
         return out
 
-    async def reserve(self, principal: Principal, worst_case_usd: Decimal) -> Reservation:
-        """Reserve ``worst_case_usd`` in every budget of the caller, or raise BudgetExceeded."""
+    async def reserve(
+        self, principal: Principal, worst_case_usd: Decimal, *, ttl_ms: int = RESERVATION_TTL_MS
+    ) -> Reservation:
+        """Reserve ``worst_case_usd`` in every budget of the caller, or raise BudgetExceeded.
+        The hold lapses after ``ttl_ms`` if it is never settled (its replica died)."""
         reservation = Reservation(amount_nano=to_nano(worst_case_usd, round_up=True))
         for scope, limit in self._limits(principal):
             await self._seed(scope)
-            ok = await self.state.budget_reserve(scope, to_nano(limit), reservation.amount_nano)
+            ok = await self.state.budget_reserve(
+                scope, to_nano(limit), reservation.amount_nano, reservation.hold, ttl_ms
+            )
             if not ok:
                 await self.settle(reservation, Decimal(0))
                 spent, reserved = await self.state.budget_spent(scope)
@@ -74,4 +83,4 @@ class BudgetLedger:
         reservation.settled = True
         actual = to_nano(actual_usd)
         for scope in reservation.scopes:
-            await self.state.budget_settle(scope, reservation.amount_nano, actual)
+            await self.state.budget_settle(scope, reservation.hold, actual)

@@ -6,6 +6,11 @@ a request *reserves* its worst-case cost before calling a backend (refused if sp
 reserved + this reservation would pass the limit) and *settles* to the real cost afterwards,
 so concurrent requests and replicas cannot overspend a budget between them.
 
+Each reservation is a *hold* with its own id and expiry: a replica that dies mid-request
+leaves holds that lapse at their own deadline, whatever traffic follows on the scope (a
+scope-wide TTL would be renewed by every new request and keep a dead replica's holds alive).
+Expired holds are purged by the next reservation or read of the scope, in the same atomic step.
+
 Circuit breaker: ``failure_threshold`` failures within ``window_s`` open a backend's circuit
 for ``cooldown_s``; after the cool-down the circuit is half-open and the next failure opens it
 again at once, while a success closes it.
@@ -20,7 +25,7 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any, Protocol
 
 NANO = Decimal("1e-9")
-RESERVATION_TTL_MS = 15 * 60 * 1000
+RESERVATION_TTL_MS = 15 * 60 * 1000  # default hold lifetime; callers pass their own
 
 
 def to_nano(usd: Decimal, *, round_up: bool = False) -> int:
@@ -44,8 +49,10 @@ class SharedState(Protocol):
 
     async def budget_seeded(self, scope: str) -> bool: ...
     async def budget_seed(self, scope: str, spent_nano: int) -> None: ...
-    async def budget_reserve(self, scope: str, limit_nano: int, amount_nano: int) -> bool: ...
-    async def budget_settle(self, scope: str, reserved_nano: int, actual_nano: int) -> None: ...
+    async def budget_reserve(
+        self, scope: str, limit_nano: int, amount_nano: int, hold: str, ttl_ms: int
+    ) -> bool: ...
+    async def budget_settle(self, scope: str, hold: str, actual_nano: int) -> None: ...
     async def budget_spent(self, scope: str) -> tuple[int, int]: ...
     async def breaker_allows(self, backend: str) -> bool: ...
     async def breaker_record(self, backend: str, ok: bool, cfg: BreakerSettings) -> bool: ...
@@ -60,7 +67,9 @@ class InProcessState:
 
     def __init__(self) -> None:
         self._spent: dict[str, int] = {}
-        self._reserved: dict[str, int] = {}
+        self._holds: dict[
+            str, dict[str, tuple[int, float]]
+        ] = {}  # scope -> hold -> (nano, deadline)
         self._fails: dict[str, list[float]] = {}
         self._open_until: dict[str, float] = {}
         self._half_open: set[str] = set()
@@ -72,22 +81,32 @@ class InProcessState:
     async def budget_seed(self, scope: str, spent_nano: int) -> None:
         self._spent.setdefault(scope, spent_nano)
 
-    async def budget_reserve(self, scope: str, limit_nano: int, amount_nano: int) -> bool:
+    def _reserved(self, scope: str) -> int:
+        """Live holds of a scope (expired ones dropped)."""
+        now = time.monotonic()
+        holds = self._holds.get(scope, {})
+        for hold in [h for h, (_, deadline) in holds.items() if deadline <= now]:
+            del holds[hold]
+        return sum(amount for amount, _ in holds.values())
+
+    async def budget_reserve(
+        self, scope: str, limit_nano: int, amount_nano: int, hold: str, ttl_ms: int
+    ) -> bool:
         async with self._lock:
-            spent = self._spent.get(scope, 0)
-            reserved = self._reserved.get(scope, 0)
-            if spent + reserved + amount_nano > limit_nano:
+            if self._spent.get(scope, 0) + self._reserved(scope) + amount_nano > limit_nano:
                 return False
-            self._reserved[scope] = reserved + amount_nano
+            deadline = time.monotonic() + ttl_ms / 1000
+            self._holds.setdefault(scope, {})[hold] = (amount_nano, deadline)
             return True
 
-    async def budget_settle(self, scope: str, reserved_nano: int, actual_nano: int) -> None:
+    async def budget_settle(self, scope: str, hold: str, actual_nano: int) -> None:
         async with self._lock:
-            self._reserved[scope] = max(0, self._reserved.get(scope, 0) - reserved_nano)
+            self._holds.get(scope, {}).pop(hold, None)
             self._spent[scope] = self._spent.get(scope, 0) + actual_nano
 
     async def budget_spent(self, scope: str) -> tuple[int, int]:
-        return self._spent.get(scope, 0), self._reserved.get(scope, 0)
+        async with self._lock:
+            return self._spent.get(scope, 0), self._reserved(scope)
 
     async def breaker_allows(self, backend: str) -> bool:
         until = self._open_until.get(backend)
@@ -124,20 +143,52 @@ class InProcessState:
         return None
 
 
-_RESERVE = """
+# Holds of a scope: a sorted set (hold id -> deadline, Redis server time in ms) and a hash
+# (hold id -> nano-USD). _PURGE drops expired holds and returns the live total; it opens the
+# reserve and read scripts, so a dead replica's holds lapse at their deadline.
+_PURGE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local dead = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+if #dead > 0 then
+  redis.call('HDEL', KEYS[3], unpack(dead))
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+end
+local reserved = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[3])) do reserved = reserved + tonumber(v) end
+"""
+
+# KEYS: spent, hold deadlines, hold amounts. ARGV: limit, amount, hold id, ttl_ms
+_RESERVE = (
+    _PURGE
+    + """
 local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
-local reserved = tonumber(redis.call('GET', KEYS[2]) or '0')
 if spent + reserved + tonumber(ARGV[2]) > tonumber(ARGV[1]) then return 0 end
-redis.call('INCRBY', KEYS[2], ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+local ttl = tonumber(ARGV[4])
+redis.call('ZADD', KEYS[2], now + ttl, ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[2])
+local keep = redis.call('PTTL', KEYS[2])
+if keep < ttl then
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[3], ttl)
+end
 return 1
 """
+)
+
+_SPENT = (
+    _PURGE
+    + """
+return {tonumber(redis.call('GET', KEYS[1]) or '0'), reserved}
+"""
+)
 
 # Settling never creates the spent key: if Redis lost it (restart, eviction), the next
 # reservation re-seeds it from the SQL store, which already holds this attempt's row.
+# KEYS: spent, hold deadlines, hold amounts. ARGV: hold id, actual
 _SETTLE = """
-local left = redis.call('DECRBY', KEYS[2], ARGV[1])
-if left < 0 then redis.call('SET', KEYS[2], 0) end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('INCRBY', KEYS[1], ARGV[2]) end
 return 1
 """
@@ -171,6 +222,7 @@ class RedisState:
         self.prefix = prefix
         self._reserve = self._redis.register_script(_RESERVE)
         self._settle = self._redis.register_script(_SETTLE)
+        self._spent = self._redis.register_script(_SPENT)
         self._fail = self._redis.register_script(_BREAKER_FAIL)
 
     def _k(self, *parts: str) -> str:
@@ -182,21 +234,21 @@ class RedisState:
     async def budget_seed(self, scope: str, spent_nano: int) -> None:
         await self._redis.set(self._k("budget", scope, "spent"), spent_nano, nx=True)
 
-    async def budget_reserve(self, scope: str, limit_nano: int, amount_nano: int) -> bool:
-        keys = [self._k("budget", scope, "spent"), self._k("budget", scope, "reserved")]
-        return bool(
-            await self._reserve(keys=keys, args=[limit_nano, amount_nano, RESERVATION_TTL_MS])
-        )
+    def _budget_keys(self, scope: str) -> list[str]:
+        return [self._k("budget", scope, part) for part in ("spent", "holds", "held")]
 
-    async def budget_settle(self, scope: str, reserved_nano: int, actual_nano: int) -> None:
-        keys = [self._k("budget", scope, "spent"), self._k("budget", scope, "reserved")]
-        await self._settle(keys=keys, args=[reserved_nano, actual_nano])
+    async def budget_reserve(
+        self, scope: str, limit_nano: int, amount_nano: int, hold: str, ttl_ms: int
+    ) -> bool:
+        args = [limit_nano, amount_nano, hold, ttl_ms]
+        return bool(await self._reserve(keys=self._budget_keys(scope), args=args))
+
+    async def budget_settle(self, scope: str, hold: str, actual_nano: int) -> None:
+        await self._settle(keys=self._budget_keys(scope), args=[hold, actual_nano])
 
     async def budget_spent(self, scope: str) -> tuple[int, int]:
-        spent, reserved = await self._redis.mget(
-            self._k("budget", scope, "spent"), self._k("budget", scope, "reserved")
-        )
-        return int(spent or 0), int(reserved or 0)
+        spent, reserved = await self._spent(keys=self._budget_keys(scope))
+        return int(spent), int(reserved)
 
     async def breaker_allows(self, backend: str) -> bool:
         return not await self._redis.exists(self._k("cb", backend, "open"))

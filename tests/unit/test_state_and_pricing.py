@@ -19,7 +19,9 @@ def test_nano_usd_round_trip_is_exact() -> None:
 def test_reservations_never_exceed_the_limit_under_concurrency() -> None:
     async def run() -> int:
         state = InProcessState()
-        results = await asyncio.gather(*(state.budget_reserve("k", 100, 7) for _ in range(50)))
+        results = await asyncio.gather(
+            *(state.budget_reserve("k", 100, 7, f"h{i}", 60_000) for i in range(50))
+        )
         _spent, reserved = await state.budget_spent("k")
         assert reserved == 7 * sum(results) <= 100
         return sum(results)
