@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from gateway import __version__
 from gateway.backends.upstream import BackendCaller
 from gateway.errors import install_error_handlers
-from gateway.http import admin, dashboard, feedback, health
+from gateway.http import admin, dashboard, docs, feedback, health
 from gateway.http import openai as api
 from gateway.http.middleware import GatewayMiddleware
 from gateway.logs import configure_logging
@@ -123,8 +123,11 @@ def create_app(
         version=__version__,
         description="Cost-aware, OpenAI-compatible LLM gateway",
         lifespan=lifespan,
+        docs_url=None,  # gateway.http.docs serves the pages with bundled assets (no CDN)
+        redoc_url=None,
     )
     install_error_handlers(app)
+    docs.install(app)
     app.include_router(api.router)
     app.include_router(admin.router)
     app.include_router(health.router)
