@@ -93,6 +93,16 @@ class NoBackendAvailable(TollgateError):
     status, type, code = 503, "service_unavailable", "no_backend_available"
 
 
+class DependencyUnavailable(TollgateError):
+    """A dependency this request needs (shared state, the store) is unreachable: retry soon."""
+
+    status, type, code = 503, "service_unavailable", "dependency_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int = 5, **kw: Any) -> None:
+        kw.setdefault("headers", {"retry-after": str(retry_after_s)})
+        super().__init__(message, **kw)
+
+
 def error_response(exc: TollgateError, request_id: str | None = None) -> JSONResponse:
     headers = dict(exc.headers)
     if request_id:

@@ -1,0 +1,57 @@
+"""The shared-state contract every backend of it honours (Redis, in-process, failover), and
+the exact money units it counts in.
+
+Budgets are integer nano-USD so every update is exact and atomic: a request *reserves* its
+worst-case cost before calling a backend (refused if spent + reserved + this reservation would
+pass the limit) and *settles* to the real cost afterwards, so concurrent requests and replicas
+cannot overspend a budget between them.
+
+Each reservation is a *hold* with its own id and expiry: a replica that dies mid-request
+leaves holds that lapse at their own deadline, whatever traffic follows on the scope (a
+scope-wide TTL would be renewed by every new request and keep a dead replica's holds alive).
+
+Circuit breaker: ``failure_threshold`` failures within ``window_s`` open a backend's circuit
+for ``cooldown_s``; after the cool-down the circuit is half-open and the next failure opens it
+again at once, while a success closes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, Decimal
+from typing import Protocol
+
+NANO = Decimal("1e-9")
+RESERVATION_TTL_MS = 15 * 60 * 1000  # default hold lifetime; callers pass their own
+
+
+def to_nano(usd: Decimal, *, round_up: bool = False) -> int:
+    q = (usd / NANO).quantize(Decimal(1), rounding=ROUND_CEILING if round_up else None)
+    return int(q)
+
+
+def from_nano(nano: int) -> Decimal:
+    return (Decimal(nano) * NANO).normalize()
+
+
+@dataclass(frozen=True)
+class BreakerSettings:
+    failure_threshold: int = 5
+    window_s: float = 30.0
+    cooldown_s: float = 30.0
+
+
+class SharedState(Protocol):
+    kind: str
+
+    async def budget_seeded(self, scope: str) -> bool: ...
+    async def budget_seed(self, scope: str, spent_nano: int) -> None: ...
+    async def budget_reserve(
+        self, scope: str, limit_nano: int, amount_nano: int, hold: str, ttl_ms: int
+    ) -> bool: ...
+    async def budget_settle(self, scope: str, hold: str, actual_nano: int) -> None: ...
+    async def budget_spent(self, scope: str) -> tuple[int, int]: ...
+    async def breaker_allows(self, backend: str) -> bool: ...
+    async def breaker_record(self, backend: str, ok: bool, cfg: BreakerSettings) -> bool: ...
+    async def ping(self) -> bool: ...
+    async def close(self) -> None: ...

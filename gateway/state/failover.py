@@ -1,0 +1,135 @@
+"""Fail-open shared state: Redis while it answers, local limits while it does not.
+
+Chosen with ``redis.on_failure: open``. While Redis is unreachable each replica keeps serving
+budgeted keys from an in-process ledger whose headroom is a share (``local_share``, e.g. 1/N
+for N replicas) of what Redis last reported as left for that scope; a scope this replica never
+saw is refused (it knows nothing of its spend). Settlements made meanwhile are queued and
+replayed into Redis when it answers again, so its counters converge on the real spend — unless
+Redis lost its data meanwhile (a new epoch): then its counters are re-seeded from the SQL store,
+which holds those attempts already, and replaying them would count them twice.
+Circuit breakers fall back to this replica's own. With ``on_failure: closed`` (the default)
+``RedisState`` alone is used and a Redis outage is a 503 for budgeted requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from gateway.errors import DependencyUnavailable
+from gateway.state.base import BreakerSettings
+from gateway.state.memory import InProcessState
+from gateway.state.redis import RedisState
+
+log = logging.getLogger("tollgate.state")
+
+
+class FailoverState:
+    kind = "redis+local"
+
+    def __init__(self, redis: RedisState, *, local_share: float = 1.0) -> None:
+        self.redis = redis
+        self.local = InProcessState()
+        self.local_share = local_share
+        self._limits: dict[str, tuple[int, int]] = {}  # scope -> (limit, spent+held at last sight)
+        self._local_holds: set[str] = set()
+        self._pending: list[tuple[str, str, int]] = []  # settles to replay: scope, hold, actual
+        self._down_since: float | None = None
+        self._epoch_at_down = ""
+
+    def _went_down(self, exc: DependencyUnavailable) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            self._epoch_at_down = self.redis.epoch
+            log.error("Redis unreachable (%s): serving on local limits", exc.message)
+
+    async def _came_back(self) -> None:
+        if self._down_since is None:
+            return
+        pending, self._pending = self._pending, []
+        if self.redis.epoch != self._epoch_at_down:
+            pending = []  # Redis restarted empty: re-seeded from the store, which has these
+        for i, (scope, hold, actual) in enumerate(pending):
+            try:
+                await self.redis.budget_settle(scope, hold, actual)
+            except DependencyUnavailable:
+                self._pending = pending[i:] + self._pending
+                return
+        log.warning(
+            "Redis is back after %.1f s: %d settlements replayed",
+            time.monotonic() - self._down_since,
+            len(pending),
+        )
+        self._down_since = None
+        self.local = InProcessState()
+        self._local_holds.clear()
+
+    async def budget_seeded(self, scope: str) -> bool:
+        try:
+            return await self.redis.budget_seeded(scope)
+        except DependencyUnavailable as exc:
+            self._went_down(exc)
+            return True  # nothing to seed locally: the local ledger starts from last sight
+
+    async def budget_seed(self, scope: str, spent_nano: int) -> None:
+        await self.redis.budget_seed(scope, spent_nano)
+
+    async def budget_reserve(
+        self, scope: str, limit_nano: int, amount_nano: int, hold: str, ttl_ms: int
+    ) -> bool:
+        try:
+            ok = await self.redis.budget_reserve(scope, limit_nano, amount_nano, hold, ttl_ms)
+            if self.redis.last_seen is not None:
+                self._limits[scope] = (limit_nano, sum(self.redis.last_seen))
+            await self._came_back()
+            return ok
+        except DependencyUnavailable as exc:
+            self._went_down(exc)
+            seen = self._limits.get(scope)
+            if seen is None:
+                raise
+            limit, used = seen
+            headroom = int(max(0, min(limit, limit_nano) - used) * self.local_share)
+            ok = await self.local.budget_reserve(scope, headroom, amount_nano, hold, ttl_ms)
+            if ok:
+                self._local_holds.add(hold)
+            return ok
+
+    async def budget_settle(self, scope: str, hold: str, actual_nano: int) -> None:
+        if hold in self._local_holds:
+            self._local_holds.discard(hold)
+            await self.local.budget_settle(scope, hold, actual_nano)
+            self._pending.append((scope, hold, actual_nano))
+            return
+        try:
+            await self.redis.budget_settle(scope, hold, actual_nano)
+        except DependencyUnavailable as exc:
+            self._went_down(exc)
+            self._pending.append((scope, hold, actual_nano))
+
+    async def budget_spent(self, scope: str) -> tuple[int, int]:
+        try:
+            return await self.redis.budget_spent(scope)
+        except DependencyUnavailable as exc:
+            self._went_down(exc)
+            spent, held = await self.local.budget_spent(scope)
+            _, used = self._limits.get(scope, (0, 0))
+            return used + spent, held
+
+    async def breaker_allows(self, backend: str) -> bool:
+        try:
+            return await self.redis.breaker_allows(backend)
+        except DependencyUnavailable:
+            return await self.local.breaker_allows(backend)
+
+    async def breaker_record(self, backend: str, ok: bool, cfg: BreakerSettings) -> bool:
+        try:
+            return await self.redis.breaker_record(backend, ok, cfg)
+        except DependencyUnavailable:
+            return await self.local.breaker_record(backend, ok, cfg)
+
+    async def ping(self) -> bool:
+        return await self.redis.ping()
+
+    async def close(self) -> None:
+        await self.redis.close()
