@@ -125,10 +125,10 @@ outcomes = Table(
 Index("ix_requests_created", requests.c.created_at)
 
 
-# Daily report roll-ups (gateway.analytics.reports; migration 0003). A cell is (day, tenant, key, policy,
-# backend), with "" for a missing key or policy. Attempts are summed in the cell of the attempt;
-# tasks are counted in the cell of their first-seen day and their final attempt. l0..l63 count
-# successful attempts per latency bucket (log scale), for percentiles.
+# Daily report roll-ups (gateway.analytics.reports; migration 0003). A cell is (day, tenant, key,
+# policy, backend), with "" for a missing key or policy. Attempts are summed in the cell of the
+# attempt; tasks are counted in the cell of their first-seen day and their final attempt.
+# l0..l63 count successful attempts per latency bucket (log scale), for percentiles.
 LATENCY_BUCKETS = 64
 
 

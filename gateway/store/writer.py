@@ -4,8 +4,11 @@ Request handlers call ``submit_*`` (non-blocking, no I/O). A background task dra
 every ``flush_interval`` or when ``batch_size`` rows are waiting and writes them in one
 transaction. If the store is unreachable the batch is appended to a local spool file
 (JSON lines, fsynced) and a replay loop writes spooled batches back when the store returns.
-Inserts are idempotent (``ON CONFLICT DO NOTHING`` on the row id), so a batch whose commit
-outcome was unknown can be replayed safely.
+Inserts are idempotent (``ON CONFLICT`` on the row id), so a batch whose commit outcome was
+unknown can be replayed safely; a final attempt row replaces an ``interrupted`` one of the same
+id (recovered from a dead replica's journal) and nothing else. Every accepted row, and every
+upstream call as it starts, is also in the write-ahead journal (``gateway.store.journal``)
+until it is durable, so a replica killed with ``kill -9`` loses no row and no paid call.
 """
 
 from __future__ import annotations
@@ -19,41 +22,19 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table, func
+from sqlalchemy import func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.store.journal import Journal, Segment, decode_row, encode_row, read_orphan
 from gateway.store.models import requests as requests_table
 from gateway.store.models import tasks as tasks_table
 
 log = logging.getLogger("tollgate.store")
-
-_DATETIME_COLS = {"created_at", "finished_at", "last_seen_at"}
-_DECIMAL_COLS = {"cost_usd"}
-
-
-def _encode(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
-
-
-def _decode_row(row: dict[str, Any]) -> dict[str, Any]:
-    out = dict(row)
-    for col in _DATETIME_COLS & out.keys():
-        if isinstance(out[col], str):
-            out[col] = datetime.fromisoformat(out[col])
-    for col in _DECIMAL_COLS & out.keys():
-        if out[col] is not None:
-            out[col] = Decimal(out[col])
-    return out
+INTERRUPTED = "interrupted"
 
 
 @dataclass
@@ -62,6 +43,7 @@ class WriterStats:
     spooled: int = 0
     replayed: int = 0
     failures: int = 0
+    recovered: int = 0  # attempt rows recovered from dead writers' journals
     store_up: bool = True
 
 
@@ -76,6 +58,7 @@ class RecordWriter:
         batch_size: int = 500,
         flush_interval_s: float = 0.2,
         replay_interval_s: float = 2.0,
+        journal: bool = True,
     ) -> None:
         self.engine = engine
         self.spool_dir = Path(spool_dir)
@@ -83,8 +66,11 @@ class RecordWriter:
         self.flush_interval_s = flush_interval_s
         self.replay_interval_s = replay_interval_s
         self.stats = WriterStats()
-        self._attempts: deque[dict[str, Any]] = deque()
+        self._attempts: deque[tuple[Segment | None, dict[str, Any]]] = deque()
         self._tasks: dict[str, dict[str, Any]] = {}
+        self._task_segments: dict[str, list[Segment]] = {}
+        self.use_journal = journal
+        self.journal: Journal | None = None
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._replayer: asyncio.Task[None] | None = None
@@ -92,13 +78,22 @@ class RecordWriter:
         self._write_lock = asyncio.Lock()
 
     # -- producer side (hot path: no awaits, no I/O) -------------------------------------
+    def begin_attempt(self, stub: dict[str, Any]) -> None:
+        """An upstream call starts: journal the row to record (``status: interrupted``) should
+        this replica die before ``submit_attempt`` brings the final row of the same id."""
+        if self.journal is not None:
+            self.journal.started(stub)
+
     def submit_attempt(self, row: dict[str, Any]) -> None:
-        self._attempts.append(row)
+        segment = self.journal.row("attempt", row) if self.journal is not None else None
+        self._attempts.append((segment, row))
         if len(self._attempts) >= self.batch_size:
             self._wake.set()
 
     def submit_task(self, row: dict[str, Any]) -> None:
         """Upsert a task row; repeated submissions of one task keep the latest last_seen_at."""
+        if self.journal is not None:
+            self._task_segments.setdefault(row["id"], []).append(self.journal.row("task", row))
         current = self._tasks.get(row["id"])
         if current is None or row["last_seen_at"] > current["last_seen_at"]:
             merged = dict(row)
@@ -113,6 +108,9 @@ class RecordWriter:
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
+        if self.use_journal:
+            self.journal = Journal(self.spool_dir / "journal")
+            await self.recover_journals()
         self._runner = asyncio.create_task(self._run(), name="tollgate-writer")
         self._replayer = asyncio.create_task(self._replay_loop(), name="tollgate-replayer")
 
@@ -128,6 +126,8 @@ class RecordWriter:
         await self.flush()
         with contextlib.suppress(Exception):  # a batch spooled by the cancel goes in now
             await self.replay_spool()
+        if self.journal is not None:
+            self.journal.close()
 
     async def flush(self) -> None:
         """Write every pending row now, and wait for a batch the background loop may be
@@ -152,23 +152,32 @@ class RecordWriter:
                 await self._flush_once()
                 while len(self._attempts) >= self.batch_size:
                     await self._flush_once()
+                if self.journal is not None:
+                    self.journal.rotate()
             except Exception:  # never let the writer die; rows are already spooled
                 log.exception("record writer loop error")
 
-    def _take_batch(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        attempts = [
-            self._attempts.popleft() for _ in range(min(self.batch_size, len(self._attempts)))
-        ]
+    def _take_batch(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Segment]]:
+        taken = [self._attempts.popleft() for _ in range(min(self.batch_size, len(self._attempts)))]
         task_ids = list(self._tasks)[: self.batch_size]
         tasks = [self._tasks.pop(t) for t in task_ids]
-        return attempts, tasks
+        segments = [seg for seg, _ in taken if seg is not None]
+        for t in task_ids:
+            segments.extend(self._task_segments.pop(t, ()))
+        return [row for _, row in taken], tasks, segments
+
+    def _durable(self, segments: list[Segment]) -> None:
+        if self.journal is not None:
+            for seg in segments:
+                self.journal.durable(seg)
 
     async def _flush_once(self) -> None:
-        attempts, tasks = self._take_batch()
+        attempts, tasks, segments = self._take_batch()
         if not attempts and not tasks:
             return
         try:
             await self._write(attempts, tasks)
+            self._durable(segments)
             self.stats.written += len(attempts)
             self.stats.store_up = True
         except BaseException as exc:
@@ -183,27 +192,29 @@ class RecordWriter:
                         self.spool_dir,
                     )
                 self.stats.store_up = False
-            self._spool_or_requeue(attempts, tasks)
+            self._spool_or_requeue(attempts, tasks, segments)
             if not isinstance(exc, Exception):
                 raise
 
     def _spool_or_requeue(
-        self, attempts: list[dict[str, Any]], tasks: list[dict[str, Any]]
+        self, attempts: list[dict[str, Any]], tasks: list[dict[str, Any]], segments: list[Segment]
     ) -> None:
         try:
             self._spool(attempts, tasks)
+            self._durable(segments)
         except OSError:
             log.exception("cannot spool to %s; keeping the rows in memory", self.spool_dir)
-            self._attempts.extendleft(reversed(attempts))
+            # still journaled in their segments (not durable yet): requeue without re-journaling
+            self._attempts.extendleft((None, row) for row in reversed(attempts))
             for row in tasks:
-                self.submit_task(row)
+                self._tasks.setdefault(row["id"], row)
 
     async def _write(self, attempts: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> None:
         async with self._write_lock, self.engine.begin() as conn:
             if tasks:
                 await conn.execute(self._upsert_tasks(), tasks)
             if attempts:
-                await conn.execute(self._insert_ignore(requests_table), attempts)
+                await conn.execute(self._upsert_attempts(), attempts)
 
     def _upsert_tasks(self) -> Any:
         """Insert tasks; on conflict keep the later last_seen_at (one statement per batch)."""
@@ -214,12 +225,52 @@ class RecordWriter:
         )
         return stmt.on_conflict_do_update(index_elements=["id"], set_={"last_seen_at": latest})
 
-    def _insert_ignore(self, table: Table) -> Any:
-        if self.engine.dialect.name == "postgresql":
-            return postgresql.insert(table).on_conflict_do_nothing(index_elements=["id"])
-        if self.engine.dialect.name == "sqlite":
-            return sqlite.insert(table).on_conflict_do_nothing(index_elements=["id"])
-        return table.insert()
+    def _upsert_attempts(self) -> Any:
+        """Insert attempts; a repeated row changes nothing, except that a final row replaces an
+        ``interrupted`` one recovered from a journal."""
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(requests_table)
+        cols = [c.name for c in requests_table.columns if c.name != "id"]
+        return stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={c: stmt.excluded[c] for c in cols},
+            where=(requests_table.c.status == INTERRUPTED) & (stmt.excluded.status != INTERRUPTED),
+        )
+
+    async def recover_journals(self) -> int:
+        """Write what dead writers journaled on this spool directory (their final rows, and an
+        ``interrupted`` row for each call they started and never finished); spooled if the
+        store is down. Returns the attempt rows recovered."""
+        if self.journal is None:
+            return 0
+        paths = self.journal.orphans()
+        if not paths:
+            return 0
+        attempts: dict[str, dict[str, Any]] = {}
+        tasks: dict[str, dict[str, Any]] = {}
+        for path in paths:
+            found, found_tasks = read_orphan(path)
+            for row in found:  # a final row wins over a stub carried in another segment
+                if row["id"] not in attempts or attempts[row["id"]]["status"] == INTERRUPTED:
+                    attempts[row["id"]] = row
+            tasks.update({t["id"]: t for t in found_tasks})
+        rows, task_rows = list(attempts.values()), list(tasks.values())
+        try:
+            await self._write(rows, task_rows)
+        except Exception:
+            self._spool(rows, task_rows)  # OSError here leaves the journals for the next try
+        for path in paths:
+            path.unlink(missing_ok=True)
+        lost = sum(1 for r in rows if r["status"] == INTERRUPTED)
+        self.stats.recovered += len(rows)
+        log.warning(
+            "recovered %d attempt rows from %d journal(s) of a dead writer (%d calls it never "
+            "finished recorded as interrupted)",
+            len(rows),
+            len(paths),
+            lost,
+        )
+        return len(rows)
 
     def _spool(self, attempts: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> None:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
@@ -228,7 +279,7 @@ class RecordWriter:
         with tmp.open("w", encoding="utf-8") as fh:
             for kind, rows in (("task", tasks), ("attempt", attempts)):
                 for row in rows:
-                    fh.write(json.dumps({"k": kind, "r": {c: _encode(v) for c, v in row.items()}}))
+                    fh.write(json.dumps({"k": kind, "r": encode_row(row)}))
                     fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
@@ -248,7 +299,7 @@ class RecordWriter:
                 if not line.strip():
                     continue
                 item = json.loads(line)
-                (tasks if item["k"] == "task" else attempts).append(_decode_row(item["r"]))
+                (tasks if item["k"] == "task" else attempts).append(decode_row(item["r"]))
             await self._write(attempts, tasks)  # raises while the store is still down
             path.unlink()
             replayed += len(attempts)
@@ -261,6 +312,10 @@ class RecordWriter:
     async def _replay_loop(self) -> None:
         while True:
             await asyncio.sleep(self.replay_interval_s)
+            try:
+                await self.recover_journals()  # a peer on this spool directory died
+            except Exception as exc:
+                log.debug("journal recovery deferred: %s", exc)
             if not self.spool_files():
                 continue
             try:
