@@ -59,6 +59,7 @@ class RecordWriter:
         flush_interval_s: float = 0.2,
         replay_interval_s: float = 2.0,
         journal: bool = True,
+        max_spool_bytes: int = 1 << 30,
     ) -> None:
         self.engine = engine
         self.spool_dir = Path(spool_dir)
@@ -70,6 +71,8 @@ class RecordWriter:
         self._tasks: dict[str, dict[str, Any]] = {}
         self._task_segments: dict[str, list[Segment]] = {}
         self.use_journal = journal
+        self.max_spool_bytes = max_spool_bytes
+        self.spool_bytes = 0
         self.journal: Journal | None = None
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -102,12 +105,19 @@ class RecordWriter:
             self._tasks[row["id"]] = merged
 
     @property
+    def spool_full(self) -> bool:
+        """The spool reached its bound: the gateway must stop taking new billable work (a 503)
+        rather than lose rows or fill the disk; it reopens as the spool drains."""
+        return self.spool_bytes >= self.max_spool_bytes
+
+    @property
     def pending(self) -> int:
         return len(self._attempts) + len(self._tasks)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self.spool_bytes = sum(p.stat().st_size for p in self.spool_files())
         if self.use_journal:
             self.journal = Journal(self.spool_dir / "journal")
             await self.recover_journals()
@@ -283,8 +293,17 @@ class RecordWriter:
                     fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
+        size = tmp.stat().st_size
         tmp.rename(self.spool_dir / name)  # atomic: a replayer never sees half a file
         self.stats.spooled += len(attempts)
+        self.spool_bytes += size
+        if self.spool_full:
+            log.error(
+                "spool %s is full (%d bytes >= %d): refusing new requests until the store is back",
+                self.spool_dir,
+                self.spool_bytes,
+                self.max_spool_bytes,
+            )
 
     def spool_files(self) -> list[Path]:
         return sorted(self.spool_dir.glob("*.jsonl")) if self.spool_dir.exists() else []
@@ -301,7 +320,9 @@ class RecordWriter:
                 item = json.loads(line)
                 (tasks if item["k"] == "task" else attempts).append(decode_row(item["r"]))
             await self._write(attempts, tasks)  # raises while the store is still down
+            size = path.stat().st_size
             path.unlink()
+            self.spool_bytes = max(0, self.spool_bytes - size)
             replayed += len(attempts)
             self.stats.replayed += len(attempts)
         if replayed:

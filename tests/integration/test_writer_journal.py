@@ -144,3 +144,29 @@ def test_a_final_row_replaces_an_interrupted_one_never_the_reverse(
     rows = asyncio.run(run())
     assert (rows["x"].status, rows["x"].cost_usd) == ("ok", Decimal("0.25"))
     assert (rows["y"].status, rows["y"].cost_usd) == ("ok", Decimal("0.5"))
+
+
+def test_the_spool_is_bounded_and_drains(sqlite_url: str, tmp_path: Path) -> None:
+    upgrade_database(sqlite_url)
+
+    async def run() -> tuple[bool, bool, int]:
+        writer = RecordWriter(create_engine(sqlite_url), tmp_path / "spool", max_spool_bytes=4000)
+        await writer.start()
+        real_write = writer._write
+
+        async def store_down(attempts: Any, tasks: Any) -> None:
+            raise ConnectionError("store down")
+
+        writer._write = store_down  # type: ignore[method-assign]
+        for i in range(10):
+            writer.submit_attempt(_row(f"s{i}", "ok", "0.001"))
+            await writer._flush_once()
+        full = writer.spool_full
+        writer._write = real_write  # type: ignore[method-assign]
+        await writer.replay_spool()
+        drained = not writer.spool_full and writer.spool_bytes == 0
+        await writer.close()
+        await writer.engine.dispose()
+        return full, drained, len(await _rows(sqlite_url))
+
+    assert asyncio.run(run()) == (True, True, 10)
