@@ -2,17 +2,43 @@
 
 Key lookups hit the store once per key per ``ttl`` seconds (a short TTL so that a revoked key
 stops working within seconds on every replica; this replica forgets a key it revoked at once).
+While the store is unreachable, a key this replica has seen in the last ``stale_s`` keeps
+working from its cached record (known keys ride out a database outage), and a key never seen
+gets a 503, not a 500; a key revoked before the outage stays revoked, since its cached record
+says so. The admin key must be strong enough to guard a public bind (``check_admin_key``).
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from dataclasses import dataclass
 from decimal import Decimal
 
-from gateway.errors import AuthenticationFailed, PermissionDenied
+from gateway.errors import AuthenticationFailed, DependencyUnavailable, PermissionDenied
 from gateway.store.keys import KeyRecord, KeyStore, hash_key
+
+log = logging.getLogger("tollgate.auth")
+ADMIN_KEY_MIN_LENGTH = 16
+ADMIN_KEY_MIN_DISTINCT = 8
+
+
+class WeakAdminKey(ValueError):
+    """The configured admin key is too weak to guard the admin API."""
+
+
+def check_admin_key(key: str | None) -> None:
+    """Refuse an admin key that is short, has whitespace, or repeats a few characters."""
+    if key is None:
+        return
+    if len(key) < ADMIN_KEY_MIN_LENGTH or len(set(key)) < ADMIN_KEY_MIN_DISTINCT:
+        raise WeakAdminKey(
+            f"TOLLGATE_ADMIN_KEY is too weak: use at least {ADMIN_KEY_MIN_LENGTH} characters "
+            f"with at least {ADMIN_KEY_MIN_DISTINCT} distinct ones (e.g. `openssl rand -hex 24`)"
+        )
+    if any(c.isspace() for c in key) or not key.isprintable():
+        raise WeakAdminKey("TOLLGATE_ADMIN_KEY must not contain whitespace or control characters")
 
 
 @dataclass(frozen=True)
@@ -41,11 +67,13 @@ class Authenticator:
         keys: KeyStore,
         *,
         ttl_s: float = 5.0,
+        stale_s: float = 3600.0,
         admin_key: str | None = None,
         anonymous: Principal | None = None,
     ) -> None:
         self.keys = keys
         self.ttl_s = ttl_s
+        self.stale_s = stale_s
         self.admin_key = admin_key
         self.anonymous = anonymous
         self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
@@ -61,7 +89,15 @@ class Authenticator:
         now = time.monotonic()
         if hit is not None and now - hit[0] < self.ttl_s:
             return hit[1]
-        record = await self.keys.lookup(token)
+        try:
+            record = await self.keys.lookup(token)
+        except Exception as exc:  # the store is down: known keys ride it out
+            if hit is not None and now - hit[0] < self.stale_s:
+                log.warning("key store unreachable (%s): using cached keys", type(exc).__name__)
+                return hit[1]
+            raise DependencyUnavailable(
+                "the key store is unreachable and this key is not cached here; retry shortly"
+            ) from exc
         if len(self._cache) > 100_000:
             self._cache.clear()
         self._cache[digest] = (now, record)
