@@ -1,10 +1,12 @@
-"""The backend adapter: the one module that imports litellm.
+"""The backend adapter: calling backends through litellm.
 
-Implements ``gateway.backends.upstream.BackendCaller`` on top of litellm, so any litellm provider and
-any OpenAI-compatible self-hosted server (vLLM, SGLang, llama.cpp) can be a backend. Retries
+Implements ``gateway.backends.upstream.BackendCaller`` on top of litellm, so any litellm provider
+and any OpenAI-compatible self-hosted server (vLLM, SGLang, llama.cpp) can be a backend. Retries
 and fallbacks are *not* delegated to litellm (``max_retries=0``): the gateway runs them itself
 so that every attempt is priced and recorded. litellm's remote cost-map fetch is disabled:
-prices come from the cost map bundled with the pinned litellm version.
+prices come from the cost map bundled with the pinned litellm version. What a failed call
+means (a classified ``UpstreamFailure``, or an ``InternalError`` for a bug) is decided in
+``gateway.backends.litellm_errors``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import litellm
 
-from gateway.backends.upstream import RETRYABLE_STATUSES, UpstreamFailure
+from gateway.backends.litellm_errors import classify
 from gateway.config import BackendConfig
 
 litellm.telemetry = False
@@ -58,54 +60,6 @@ def _openai_shape(resp: dict[str, Any]) -> dict[str, Any]:
             if isinstance(inner, dict):
                 inner.pop("provider_specific_fields", None)
     return resp
-
-
-def _retry_after(exc: Exception) -> float | None:
-    for source in (
-        getattr(exc, "litellm_response_headers", None),
-        getattr(getattr(exc, "response", None), "headers", None),
-    ):
-        if source is None:
-            continue
-        try:
-            value = source.get("retry-after")
-        except Exception:
-            value = None
-        if value is not None:
-            try:
-                return float(value)
-            except ValueError:
-                return None
-    return None
-
-
-def classify(exc: Exception) -> UpstreamFailure:
-    """Translate a litellm/openai exception into an UpstreamFailure."""
-    if isinstance(exc, UpstreamFailure):
-        return exc
-    status = getattr(exc, "status_code", None)
-    status = int(status) if isinstance(status, int) else None
-    name = type(exc).__name__
-    message = str(getattr(exc, "message", None) or exc)
-    if isinstance(exc, litellm.Timeout) or "Timeout" in name:
-        return UpstreamFailure(message, status=status or 408, error_type="timeout", retryable=True)
-    if isinstance(exc, litellm.APIConnectionError) and status in (None, 500):
-        return UpstreamFailure(message, status=None, error_type="connection_error", retryable=True)
-    if isinstance(exc, litellm.ContextWindowExceededError):
-        return UpstreamFailure(
-            message, status=400, error_type="context_window_exceeded", retryable=False
-        )
-    if status is None:
-        return UpstreamFailure(message, status=None, error_type=name, retryable=True)
-    if status in RETRYABLE_STATUSES:
-        kind = "rate_limited" if status == 429 else "server_error"
-        return UpstreamFailure(
-            message, status=status, error_type=kind, retryable=True, retry_after_s=_retry_after(exc)
-        )
-    client_fault = status in (400, 413, 422)
-    return UpstreamFailure(
-        message, status=status, error_type=name, retryable=False, client_fault=client_fault
-    )
 
 
 async def _stream(

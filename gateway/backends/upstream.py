@@ -3,7 +3,10 @@
 ``BackendCaller`` is what the request path uses; the production implementation is the litellm
 adapter (``gateway.backends.litellm_adapter``), and tests inject their own through ``create_app``.
 Callers speak OpenAI JSON (plain dicts) and raise ``UpstreamFailure`` for every upstream
-problem, already classified (status, error type, retryable, retry-after).
+problem, already classified (status, error type, retryable, retry-after). Anything else a caller
+raises — ``InternalError`` for a bug it recognised, or the bug itself — is not the backend's
+fault: dispatch catches only ``UpstreamFailure``, so such an error is never retried, never
+counted against the backend's circuit breaker, and reaches the client as a 500.
 """
 
 from __future__ import annotations
@@ -37,6 +40,14 @@ class UpstreamFailure(Exception):
         self.retryable = retryable
         self.retry_after_s = retry_after_s
         self.client_fault = client_fault  # the request itself is bad: no fallback will help
+
+
+class InternalError(Exception):
+    """A bug (ours, or the client library's) surfaced while calling a backend.
+
+    Deliberately not an ``UpstreamFailure``: the backend did nothing wrong, so no retry, no
+    fallback and no circuit-breaker failure; the error handler answers 500 and logs it with
+    its cause chain."""
 
 
 class BackendCaller(Protocol):
