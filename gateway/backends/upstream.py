@@ -1,7 +1,9 @@
 """The contract between the gateway and whatever calls model backends.
 
-``BackendCaller`` is what the request path uses; the production implementation is the litellm
-adapter (``gateway.backends.litellm_adapter``), and tests inject their own through ``create_app``.
+``BackendCaller`` is what the request path uses; in production ``gateway.backends.selector``
+sends each backend either to the OpenAI-compatible fast path (``gateway.backends.openai_http``)
+or to the litellm adapter (``gateway.backends.litellm_adapter``); tests inject their own
+through ``create_app``.
 Callers speak OpenAI JSON (plain dicts) and raise ``UpstreamFailure`` for every upstream
 problem, already classified (status, error type, retryable, retry-after). Anything else a caller
 raises — ``InternalError`` for a bug it recognised, or the bug itself — is not the backend's
@@ -11,9 +13,12 @@ counted against the backend's circuit breaker, and reaches the client as a 500.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any, Protocol
+
+import orjson
 
 from gateway.config import BackendConfig
 
@@ -48,6 +53,30 @@ class InternalError(Exception):
     Deliberately not an ``UpstreamFailure``: the backend did nothing wrong, so no retry, no
     fallback and no circuit-breaker failure; the error handler answers 500 and logs it with
     its cause chain."""
+
+
+class UpstreamJSON(dict[str, Any]):
+    """An upstream answer or stream chunk, parsed once, with the bytes it arrived as.
+
+    The edge sends ``raw`` as it is (``json_bytes``) instead of serialising the dict again; a
+    gateway step that changes an answer builds a new plain dict, which is serialised."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, data: dict[str, Any], raw: bytes) -> None:
+        super().__init__(data)
+        self.raw = raw
+
+
+def json_bytes(obj: Any) -> bytes:
+    """The JSON bytes of an answer or chunk: the upstream's own bytes when it is unchanged."""
+    raw = getattr(obj, "raw", None)
+    if isinstance(raw, bytes):
+        return raw
+    try:
+        return orjson.dumps(obj)
+    except TypeError:  # a key or number orjson does not take (non-str keys, huge ints)
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class BackendCaller(Protocol):

@@ -96,6 +96,14 @@ class BackendConfig(Strict):
     capabilities: frozenset[Capability] = frozenset({"streaming"})
     tags: frozenset[str] = frozenset()
     timeout_s: float = Field(default=60.0, gt=0)
+    transport: Literal["auto", "litellm", "openai_http"] = Field(
+        default="auto",
+        description="auto: plain HTTP for openai/ and hosted_vllm/ models with an api_base "
+        "(gateway.backends.selector), litellm for the rest",
+    )
+    max_connections: int | None = Field(
+        default=None, ge=1, le=10_000, description="keep-alive pool size (openai_http path)"
+    )
     max_retries: int = Field(default=2, ge=0, le=10)
     retry_backoff_s: float = Field(default=0.25, ge=0)
     profile: str | None = Field(default=None, description="predictor profile this backend maps to")
@@ -112,6 +120,8 @@ class BackendConfig(Strict):
             raise ValueError("set both input_cost_per_token and output_cost_per_token, or neither")
         if self.self_hosted is not None and self.input_cost_per_token is not None:
             raise ValueError("give either self_hosted GPU pricing or per-token prices, not both")
+        if self.transport == "openai_http" and not self.api_base:
+            raise ValueError("transport openai_http needs an api_base")
         return self
 
     def missing_credentials(self) -> str | None:
