@@ -17,12 +17,14 @@ from gateway.errors import install_error_handlers
 from gateway.http import admin, dashboard, docs, feedback, health
 from gateway.http import openai as api
 from gateway.http.middleware import GatewayMiddleware
+from gateway.http.observe import ObserveMiddleware
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics
 from gateway.reload import Reloader, policy_version
 from gateway.runtime import build_runtime
 from gateway.settings import Settings
 from gateway.store.migrate import upgrade_database
+from gateway.telemetry import build_tracing
 
 log = logging.getLogger("tollgate.app")
 
@@ -133,6 +135,8 @@ def create_app(
     app.include_router(health.router)
     app.include_router(feedback.router)
     app.include_router(dashboard.router)
+    # inside GatewayMiddleware (added last = outermost): it sees the request id and whole body
+    app.add_middleware(ObserveMiddleware, tracing=build_tracing(settings.telemetry))
     app.add_middleware(
         GatewayMiddleware, max_body_bytes=settings.config.server.max_body_bytes, metrics=metrics
     )

@@ -170,6 +170,9 @@ class ServerConfig(Strict):
     reserve_output_tokens: int = Field(
         default=1024, ge=1, description="budget reservation when a request sets no max_tokens"
     )
+    access_log: bool = Field(
+        default=True, description="one JSON line per request on stderr (logger tollgate.access)"
+    )
 
 
 class BreakerConfig(Strict):

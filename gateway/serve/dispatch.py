@@ -26,6 +26,7 @@ from gateway.auth import Principal
 from gateway.backends.upstream import UpstreamFailure
 from gateway.config import BackendConfig
 from gateway.errors import InvalidRequest, NoBackendAvailable, UpstreamError
+from gateway.request_record import note_attempt
 from gateway.runtime import Runtime
 from gateway.store.keys import now
 
@@ -138,34 +139,34 @@ class Dispatcher:
         if cost is not None:
             ctx.total_cost += cost
         latency_ms = clock.elapsed_ms()
-        self.rt.writer.submit_attempt(
-            {
-                "id": clock.id,
-                "request_id": ctx.request_id,
-                "task_id": ctx.task_id,
-                "attempt": clock.number,
-                "tenant_id": ctx.principal.tenant_id,
-                "key_id": ctx.principal.key_id,
-                "endpoint": ctx.endpoint,
-                "policy": ctx.policy,
-                "backend": backend.name,
-                "model": backend.model,
-                "status": status,
-                "error_type": failure.error_type if failure else None,
-                "http_status": http_status if failure is None else failure.status,
-                "prompt_tokens": usage.prompt_tokens if usage else None,
-                "completion_tokens": usage.completion_tokens if usage else None,
-                "usage_source": usage.source if usage else None,
-                "cost_usd": cost,
-                "latency_ms": latency_ms,
-                "ttft_ms": clock.ttft_ms,
-                "streamed": ctx.streamed,
-                "fallback_of": clock.fallback_of,
-                "decision": ctx.decision if clock.number == 1 else None,
-                "created_at": clock.created_at,
-                "finished_at": now(),
-            }
-        )
+        row = {
+            "id": clock.id,
+            "request_id": ctx.request_id,
+            "task_id": ctx.task_id,
+            "attempt": clock.number,
+            "tenant_id": ctx.principal.tenant_id,
+            "key_id": ctx.principal.key_id,
+            "endpoint": ctx.endpoint,
+            "policy": ctx.policy,
+            "backend": backend.name,
+            "model": backend.model,
+            "status": status,
+            "error_type": failure.error_type if failure else None,
+            "http_status": http_status if failure is None else failure.status,
+            "prompt_tokens": usage.prompt_tokens if usage else None,
+            "completion_tokens": usage.completion_tokens if usage else None,
+            "usage_source": usage.source if usage else None,
+            "cost_usd": cost,
+            "latency_ms": latency_ms,
+            "ttft_ms": clock.ttft_ms,
+            "streamed": ctx.streamed,
+            "fallback_of": clock.fallback_of,
+            "decision": ctx.decision if clock.number == 1 else None,
+            "created_at": clock.created_at,
+            "finished_at": now(),
+        }
+        self.rt.writer.submit_attempt(row)
+        note_attempt(row)  # the request's access line and trace are written from its rows
         ctx.attempts += 1
         ctx.last_attempt_id = clock.id
         if status in ("ok", "rejected"):
