@@ -5,7 +5,8 @@ questions and RouterBench few-shot prompts) for several embedder settings (runti
 token budget; two threads). Each setting runs in a process of its own, as the gateway does
 (two runtimes' thread pools in one process fight over the cores and would distort both), in
 alternating rounds so background load on a shared CPU hits them alike. Then the served
-path (``PredictorService``: cache hit, and 32 concurrent calls micro-batched). Only the
+path (``gateway.serve.predictor_client``: cache hit, and 32 concurrent calls to its worker
+process). Only the
 shipped setting (ONNX int8, 48 tokens) matches the shipped artifact's vector space; the
 others are timed with the same head so the cost of the *embedding* choice is visible.
 Run: ``python bench/predictor_latency.py [--n 300] [--rounds 3]``.
@@ -26,9 +27,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gateway.serve.predictor_client import PredictorClient
 from predictors.datasets import read_mmlu_pro, read_routerbench
 from predictors.embedding import Embedder, EmbedderConfig
-from predictors.service import PredictorService, load_artifact
+from predictors.service import load_artifact
 
 
 def _prompts(n: int) -> list[str]:
@@ -122,32 +124,30 @@ def main() -> None:
         )
 
     async def served() -> None:
-        svc = PredictorService(base, max_batch=32, max_wait_ms=2.0)
-        svc.warmup()
+        svc = PredictorClient()
         await svc.start()
         ts = []
         for p in prompts[:50]:
-            await svc.predict(p, 1.0)
+            await svc.predict(p, 5.0)
         for p in prompts[:50]:  # now cached
             t0 = time.perf_counter()
-            await svc.predict(p, 1.0)
+            await svc.predict(p, 5.0)
             ts.append((time.perf_counter() - t0) * 1e3)
         print(
-            f"{'service, cache hit':44s} {2:>7d} {np.percentile(ts, 50):>8.3f} "
+            f"{'service, cache hit':44s} {1:>7d} {np.percentile(ts, 50):>8.3f} "
             f"{np.percentile(ts, 99):>8.3f}"
         )
         lat = []
         for start in range(50, len(prompts) - 32, 32):
             chunk = prompts[start : start + 32]
             t0 = time.perf_counter()
-            res = await asyncio.gather(*(svc.predict(p, 1.0) for p in chunk))
+            res = await asyncio.gather(*(svc.predict(p, 5.0) for p in chunk))
             lat.append((time.perf_counter() - t0) * 1e3)
             assert all(r is not None for r in res)
-        mean_batch = svc.stats.batched_prompts / max(svc.stats.batches, 1)
         print(
-            f"{'service, 32 concurrent distinct queries':44s} {2:>7d} "
+            f"{'service, 32 concurrent distinct queries':44s} {1:>7d} "
             f"{np.percentile(lat, 50):>8.2f} {np.percentile(lat, 99):>8.2f}  "
-            f"(all 32 answered; mean micro-batch {mean_batch:.1f}; "
+            f"(all 32 answered by one worker process; "
             f"{32 / np.percentile(lat, 50) * 1e3:.0f} decisions/s)"
         )
         await svc.close()

@@ -68,17 +68,17 @@ def load_predictor(settings: Settings) -> Any:
     cfg = settings.config
     if not cfg.predictor.enabled or not cfg.policies:
         return None
-    from predictors.service import PredictorService, load_artifact
+    from gateway.serve.predictor_client import PredictorClient
 
-    predictor = load_artifact(cfg.predictor.artifact)
-    service = PredictorService(
-        predictor,
+    # worker processes, started (model loaded) by the lifespan's ``start()``
+    return PredictorClient(
+        cfg.predictor.artifact,
+        workers=cfg.predictor.workers,
+        threads=cfg.predictor.threads,
+        device=cfg.predictor.device,
         max_batch=cfg.predictor.max_batch,
-        max_wait_ms=cfg.predictor.max_wait_ms,
         cache_size=cfg.predictor.cache_size,
     )
-    service.warmup()
-    return service
 
 
 def create_app(

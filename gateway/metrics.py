@@ -61,6 +61,21 @@ class Metrics:
             ["backend"],
             registry=r,
         )
+        self.predictor_fallbacks = Counter(
+            "tollgate_predictor_fallbacks",
+            "Routing decisions made without the predictor (the policy's predictor_fallback "
+            "chose), by reason: timeout, error, unavailable (worker restarting), overloaded, "
+            "disabled (no predictor), no_estimate (no profile for any eligible candidate)",
+            ["reason"],
+            registry=r,
+        )
+        self.routing_decisions = Counter(
+            "tollgate_routing_decisions",
+            "Routing decisions by how the predictor took part: ok (its estimate was used) or "
+            "fallback",
+            ["predictor"],
+            registry=r,
+        )
         self.store_pending = Gauge(
             "tollgate_store_pending_rows", "Rows waiting for the SQL store", registry=r
         )

@@ -52,7 +52,7 @@ class Runtime:
     auth: Authenticator
     budgets: BudgetLedger
     metrics: Metrics
-    predictor: Any = None  # predictors.service.PredictorService (or a test double)
+    predictor: Any = None  # gateway.serve.predictor_client.PredictorClient (or a test double)
     latency: LatencyWindow = field(default_factory=LatencyWindow)
     prices: dict[str, Price | None] = field(default_factory=dict)
 

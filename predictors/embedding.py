@@ -104,6 +104,16 @@ def unpack_vector(text: str) -> np.ndarray:
     return v / norm if norm > 0 else v
 
 
+def clip_text(text: str, config: EmbedderConfig) -> str:
+    """The part of ``text`` the embedder reads (its head and tail characters): a text and its
+    clip have the same vector, so a caller may send, hash or cache the clip instead."""
+    budget = config.max_tokens - 2
+    head = min(config.head_tokens, budget)
+    ch = _CHARS_PER_TOKEN_HEAD * head
+    ct = _CHARS_PER_TOKEN_TAIL * (budget - head)
+    return text if len(text) <= ch + ct else text[:ch] + " " + text[len(text) - ct :]
+
+
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -158,12 +168,16 @@ class Embedder:
     def fingerprint(self) -> str:
         return self.config.fingerprint()
 
+    @property
+    def batch_independent(self) -> bool:
+        """True when a text's vector does not depend on the texts batched with it (so one
+        forward pass may carry many); false for CPU int8, whose activation scale is per batch."""
+        return not (self.config.quantize_int8 and self.device == "cpu")
+
     def _ids(self, texts: Sequence[str]) -> list[list[int]]:
         budget = self.config.max_tokens - 2
         head = min(self.config.head_tokens, budget)
-        ch = _CHARS_PER_TOKEN_HEAD * head
-        ct = _CHARS_PER_TOKEN_TAIL * (budget - head)
-        clipped = [t if len(t) <= ch + ct else t[:ch] + " " + t[len(t) - ct :] for t in texts]
+        clipped = [clip_text(t, self.config) for t in texts]
         enc = self.tokenizer(clipped, add_special_tokens=False, truncation=False, verbose=False)
         out = []
         for ids in enc["input_ids"]:

@@ -187,8 +187,15 @@ class PredictorConfig(Strict):
     enabled: bool = True
     artifact: str | None = Field(default=None, description="artifact dir; null = shipped default")
     timeout_ms: float = Field(default=50.0, gt=0, description="hard limit; then predictor_fallback")
-    max_batch: int = Field(default=32, ge=1, le=1024)
-    max_wait_ms: float = Field(default=2.0, ge=0)
+    workers: int = Field(default=1, ge=1, le=64, description="predictor worker processes")
+    threads: int = Field(default=1, ge=1, le=64, description="encoder threads per worker")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="auto: the GPU when the artifact's encoder can run there"
+    )
+    max_batch: int = Field(default=32, ge=1, le=1024, description="texts per forward pass, at most")
+    max_wait_ms: float = Field(
+        default=2.0, ge=0, description="ignored: a worker batches what is queued, without waiting"
+    )
     cache_size: int = Field(default=10_000, ge=0)
     record_embeddings: bool = Field(
         default=True,

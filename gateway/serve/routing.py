@@ -21,6 +21,7 @@ from gateway.auth import Principal
 from gateway.config import AUTO_POLICY, BackendConfig, Config
 from gateway.errors import InvalidRequest, NoBackendAvailable
 from gateway.pricing import Price
+from gateway.serve.predictor_client import FALLBACK_LOG, header_value, outcome_of
 from gateway.state import from_nano
 from policies import (
     BackendFacts,
@@ -137,9 +138,13 @@ class Routed:
     decision: Decision | None = None
     escalation: list[BackendConfig] = field(default_factory=list)
     record: dict[str, Any] | None = None  # what is stored with the request (decision, shadow)
+    predictor: str | None = None  # x-tollgate-predictor: ok | fallback:<reason>
 
     def headers(self) -> dict[str, str]:
-        return self.decision.header_summary() if self.decision is not None else {}
+        out = self.decision.header_summary() if self.decision is not None else {}
+        if self.predictor is not None:
+            out["x-tollgate-predictor"] = self.predictor
+        return out
 
 
 class Router:
@@ -194,18 +199,27 @@ class Router:
             budget_remaining_usd=remaining,
         )
 
-    async def prediction(self, prompt: str) -> tuple[PredictionFacts | None, dict[str, Any]]:
-        """The predictor's facts (None: none in time) and what to log of the prediction."""
+    async def prediction(
+        self, prompt: str
+    ) -> tuple[PredictionFacts | None, dict[str, Any], dict[str, Any]]:
+        """The predictor's facts (None: none in time), what to log of the prediction, and how
+        the call went (``predictor_client.Scored.record``)."""
         predictor: PredictorLike | None = self.rt.predictor
         if predictor is None:
-            return None, {}
+            return None, {}, {"status": "disabled"}
+        timeout_s = self.config.predictor.timeout_ms / 1000
         try:
-            result = await predictor.predict(prompt, self.config.predictor.timeout_ms / 1000)
+            if hasattr(predictor, "score"):  # the predictor client says why it has none
+                scored = await predictor.score(prompt, timeout_s)
+                result, called = scored.prediction, scored.record()
+            else:
+                result = await predictor.predict(prompt, timeout_s)
+                called = {"status": "ok" if result is not None else "timeout"}
         except Exception:
             log.exception("predictor failed; the policy's predictor_fallback applies")
-            return None, {}
+            return None, {}, {"status": "error"}
         if result is None:
-            return None, {}
+            return None, {}, called
         facts = PredictionFacts(
             p_success=dict(result.p_success),
             predictor_version=predictor.version,
@@ -221,7 +235,7 @@ class Router:
             # from this request's outcome
             logged["embedding"] = pack_vector(vector)
             logged["embedder"] = getattr(predictor, "fingerprint", None)
-        return facts, logged
+        return facts, logged, called
 
     async def route(
         self,
@@ -242,7 +256,7 @@ class Router:
         else:
             rule = "model"
         policy = policy_set.policies[policy_name]
-        backends, (prediction, logged) = await asyncio.gather(
+        backends, (prediction, logged, called) = await asyncio.gather(
             self.backend_facts(), self.prediction(request.prompt_text)
         )
         decision = decide(policy, policy_name, request, backends, prediction, rule=rule)
@@ -250,6 +264,12 @@ class Router:
             policy_set, decision, request, backends, prediction, sample_key=request_id
         )
         record = decision.to_dict()
+        fell_back = decision.fallback == "predictor_unavailable"
+        record["predictor"] = predictor_outcome = outcome_of(fell_back, called)
+        self.rt.metrics.routing_decisions.labels("fallback" if fell_back else "ok").inc()
+        if fell_back:
+            self.rt.metrics.predictor_fallbacks.labels(predictor_outcome["reason"]).inc()
+            FALLBACK_LOG.note(predictor_outcome["reason"], policy_name)
         if shadows:
             record["shadow"] = [s.to_dict() for s in shadows]
         if logged:
@@ -266,4 +286,6 @@ class Router:
         by_name = {b.name: b for b in self.config.backends}
         chain = [by_name[n] for n in (decision.backend, *decision.fallbacks) if n in by_name]
         escalation = [by_name[n] for n in decision.escalation if n in by_name]
-        return Routed(policy_name, chain, decision, escalation, record)
+        return Routed(
+            policy_name, chain, decision, escalation, record, header_value(predictor_outcome)
+        )

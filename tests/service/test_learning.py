@@ -25,10 +25,11 @@ from gateway.analytics.learning import (
     write_candidate,
 )
 from gateway.config import load_config
+from gateway.serve.predictor_client import PredictorClient
 from gateway.serve.routing import learned_profile
 from gateway.store.database import create_engine
 from predictors.embedding import EMBED_DIM, pack_vector, unpack_vector
-from predictors.service import PredictorService, load_artifact
+from predictors.service import load_artifact
 from tests.support.harness import app_client, backend, chat_body, create_key, settings_for
 
 TOPICS = ["algebra", "poetry", "geometry", "cooking", "calculus", "gardening"]
@@ -80,8 +81,7 @@ def test_routed_requests_store_embeddings_and_learning_reads_them(
     cfg = _config(tmp_path)
     settings = settings_for(cfg, sqlite_url)
     n = 60
-    service = PredictorService(shipped)
-    service.warmup()  # as the gateway does at start-up: the first request must not time out
+    service = PredictorClient()  # the shipped artifact in a worker process, as the gateway runs it
     with app_client(settings, predictor=service) as (client, _):
         key = create_key(client)
         auth = {"authorization": f"Bearer {key}"}

@@ -1,111 +1,184 @@
-"""PredictorService: micro-batching in one worker thread, LRU cache, timeout -> None."""
+"""The predictor worker (``predictors.serving``): wire format, batching, deadlines, errors.
+
+The worker loop runs here in a thread over two OS pipes with a stub model; the process
+boundary and the gateway's client are covered in ``tests/integration/test_predictor_client``.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import json
+import os
 import threading
 import time
-from collections.abc import Sequence
-from types import MappingProxyType
+from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
-from predictors.service import Prediction, PredictorService
+from predictors.serving import (
+    HEADER,
+    Reply,
+    Worker,
+    decode_reply,
+    encode_reply,
+    encode_request,
+    frame,
+    split_frames,
+)
+from tests.support.predictor_worker import StubModel, p_cheap
 
 
-class StubPredictor:
-    """Records each batch it is given and how long it takes; no model involved."""
-
-    version = "stub-1"
-    profiles = ["cheap", "premium"]
-
-    def __init__(self, delay_s: float = 0.0, fail: bool = False) -> None:
-        self.delay_s = delay_s
-        self.fail = fail
-        self.batches: list[list[str]] = []
-        self.threads: set[str] = set()
-
-    def predict_batch(self, prompts: Sequence[str]) -> list[Prediction]:
-        self.threads.add(threading.current_thread().name)
-        self.batches.append(list(prompts))
-        time.sleep(self.delay_s)
-        if self.fail:
-            raise RuntimeError("model exploded")
-        return [
-            Prediction(len(p) / 100, MappingProxyType({"cheap": 0.5, "premium": 0.9}))
-            for p in prompts
-        ]
+def test_frames_split_only_when_complete() -> None:
+    data = frame(b"one") + frame(b"two!") + frame(b"three")
+    buf = bytearray(data[:-2])
+    assert split_frames(buf) == [b"one", b"two!"]
+    buf += data[-2:]
+    assert split_frames(buf) == [b"three"] and buf == bytearray()
 
 
-async def test_concurrent_calls_are_micro_batched_in_one_worker_thread() -> None:
-    stub = StubPredictor(delay_s=0.05)
-    svc = PredictorService(stub, max_batch=64, max_wait_ms=20)  # type: ignore[arg-type]
-    await svc.start()
+def test_frame_over_the_limit_is_refused() -> None:
+    with pytest.raises(ValueError, match="exceeds"):
+        split_frames(bytearray(HEADER.pack(2**31)))
+
+
+def test_reply_round_trip() -> None:
+    rng = np.random.default_rng(0)
+    reply = Reply(
+        [3, 9],
+        rng.random((2, 5), dtype=np.float32),
+        np.array([0.1, 0.7], np.float32),
+        rng.random((2, 384), dtype=np.float32),
+        {4: "expired", 5: "error: boom"},
+    )
+    (body,) = split_frames(bytearray(encode_reply(reply)))
+    back = decode_reply(body)
+    assert back.ids == [3, 9] and back.failed == reply.failed
+    np.testing.assert_array_equal(back.probs, reply.probs)
+    np.testing.assert_array_equal(back.complexity, reply.complexity)
+    np.testing.assert_array_equal(back.embeddings, reply.embeddings)
+
+
+class Harness:
+    """A Worker in a thread: ``send`` requests, ``replies`` reads until ``n`` ids are answered."""
+
+    def __init__(self, model: StubModel) -> None:
+        self.req_r, self.req_w = os.pipe()
+        self.rep_r, self.rep_w = os.pipe()
+        self.worker = Worker(model, self.req_r, self.rep_w, max_batch=8)
+        self.thread = threading.Thread(target=self.worker.serve_forever, daemon=True)
+        self.buf = bytearray()
+
+    def start(self) -> None:
+        self.worker.hello("cpu")
+        (body,) = self._frames(1)
+        hello = json.loads(body)
+        assert hello["type"] == "hello" and hello["profiles"] == ["cheap", "premium"]
+        self.thread.start()
+
+    def send(self, item_id: int, text: str, deadline: float | None = None) -> None:
+        os.write(self.req_w, encode_request(item_id, text, deadline or time.monotonic() + 30))
+
+    def _frames(self, n: int) -> list[bytes]:
+        out: list[bytes] = []
+        while len(out) < n:
+            out += split_frames(self.buf)
+            if len(out) < n:
+                self.buf += os.read(self.rep_r, 1 << 16)
+        return out
+
+    def replies(self, n_ids: int) -> list[Reply]:
+        got: list[Reply] = []
+        while sum(len(r.ids) + len(r.failed) for r in got) < n_ids:
+            got += [decode_reply(b) for b in self._frames(1)]
+        return got
+
+    def close(self) -> None:
+        os.close(self.req_w)  # EOF: the worker returns
+        self.thread.join(5)
+        assert not self.thread.is_alive()
+        for fd in (self.req_r, self.rep_r, self.rep_w):
+            os.close(fd)
+
+
+@pytest.fixture
+def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    h = Harness(
+        StubModel(**getattr(request, "param", {"delay_s": 0, "log": None, "batching": False}))
+    )
+    h.start()
+    yield h
+    h.close()
+
+
+def test_scores_every_request_with_the_models_probabilities(harness: Harness) -> None:
+    texts = [f"prompt {'x' * i}" for i in range(12)]
+    for i, t in enumerate(texts):
+        harness.send(i, t)
+    replies = harness.replies(len(texts))
+    by_id = {}
+    for r in replies:
+        assert not r.failed
+        for j, item in enumerate(r.ids):
+            by_id[item] = r.probs[j]
+    assert sorted(by_id) == list(range(12))
+    for i, t in enumerate(texts):
+        assert by_id[i][0] == pytest.approx(p_cheap(t)) and by_id[i][1] == pytest.approx(0.9)
+
+
+def test_int8_cpu_scores_one_text_per_pass(tmp_path: os.PathLike[str]) -> None:
+    log = os.path.join(tmp_path, "log")
+    h = Harness(StubModel(0.01, log, batching=False))
+    h.start()
     try:
-        prompts = [f"prompt number {i}" for i in range(40)]
-        results = await asyncio.gather(*(svc.predict(p, timeout_s=5.0) for p in prompts))
+        for i in range(6):
+            h.send(i, f"t{i}")
+        h.replies(6)
     finally:
-        await svc.close()
-    assert all(r is not None for r in results)
-    assert results[7] is not None and results[7].complexity == pytest.approx(len(prompts[7]) / 100)
-    assert len(stub.batches) < 10  # 40 calls, far fewer model calls
-    assert max(len(b) for b in stub.batches) > 1
-    assert stub.threads == {"tollgate-predictor"}
+        h.close()
+    with open(log) as f:
+        passes = [line.rstrip("\n").split("\t")[1] for line in f]
+    assert passes == [f"t{i}" for i in range(6)]  # in order, one per model call
 
 
-async def test_cache_hit_skips_the_model() -> None:
-    stub = StubPredictor()
-    svc = PredictorService(stub, cache_size=10)  # type: ignore[arg-type]
-    await svc.start()
+def test_batch_independent_encoder_takes_what_is_queued(tmp_path: os.PathLike[str]) -> None:
+    log = os.path.join(tmp_path, "log")
+    h = Harness(StubModel(0.05, log, batching=True))
+    h.start()
     try:
-        a = await svc.predict("same prompt", timeout_s=5.0)
-        b = await svc.predict("same prompt", timeout_s=5.0)
+        h.send(0, "first")  # the worker is busy with it for 50 ms ...
+        time.sleep(0.01)
+        for i in range(1, 6):
+            h.send(i, "dup" if i % 2 else f"t{i}")  # ... while these queue up
+        replies = h.replies(6)
     finally:
-        await svc.close()
-    assert a == b and len(stub.batches) == 1 and svc.stats.cache_hits == 1
+        h.close()
+    with open(log) as f:
+        passes = [line.rstrip("\n").split("\t")[1].split("|") for line in f]
+    assert passes[0] == ["first"]
+    assert sorted(passes[1]) == ["dup", "t2", "t4"]  # one pass, the duplicate scored once
+    assert sum(len(r.ids) for r in replies) == 6
 
 
-async def test_cache_is_lru_bounded() -> None:
-    stub = StubPredictor()
-    svc = PredictorService(stub, cache_size=2)  # type: ignore[arg-type]
-    await svc.start()
+def test_expired_requests_are_answered_without_scoring(tmp_path: os.PathLike[str]) -> None:
+    log = os.path.join(tmp_path, "log")
+    h = Harness(StubModel(0.0, log, batching=False))
+    h.start()
     try:
-        for p in ("a", "b", "c", "a"):
-            await svc.predict(p, timeout_s=5.0)
+        h.send(1, "late", deadline=time.monotonic() - 1)
+        h.send(2, "on time")
+        replies = h.replies(2)
     finally:
-        await svc.close()
-    assert len(stub.batches) == 4  # "a" was evicted by "c"
+        h.close()
+    failed = {k: v for r in replies for k, v in r.failed.items()}
+    assert failed == {1: "expired"}
+    with open(log) as f:
+        assert "late" not in f.read()
 
 
-async def test_timeout_returns_none_without_blocking_the_loop() -> None:
-    stub = StubPredictor(delay_s=0.5)
-    svc = PredictorService(stub)  # type: ignore[arg-type]
-    await svc.start()
-    try:
-        t0 = time.perf_counter()
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while time.perf_counter() - t0 < 0.05:
-                ticks += 1
-                await asyncio.sleep(0.001)
-
-        result, _ = await asyncio.gather(svc.predict("slow", timeout_s=0.05), ticker())
-        elapsed = time.perf_counter() - t0
-    finally:
-        await svc.close()
-    assert result is None
-    assert elapsed < 0.3  # did not wait for the 0.5 s model call
-    assert ticks > 5  # the event loop kept running meanwhile
-    assert svc.stats.timeouts == 1
-
-
-async def test_model_error_returns_none() -> None:
-    svc = PredictorService(StubPredictor(fail=True))  # type: ignore[arg-type]
-    await svc.start()
-    try:
-        assert await svc.predict("x", timeout_s=5.0) is None
-    finally:
-        await svc.close()
-    assert svc.stats.errors == 1
+def test_model_error_is_reported_and_the_worker_keeps_serving(harness: Harness) -> None:
+    harness.send(1, "boom")
+    (r1,) = harness.replies(1)
+    assert r1.failed[1].startswith("error: RuntimeError: model exploded")
+    harness.send(2, "fine")
+    (r2,) = harness.replies(1)
+    assert r2.ids == [2] and not r2.failed
