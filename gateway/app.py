@@ -58,9 +58,11 @@ def check_bind(settings: Settings) -> None:
 
 
 def _default_caller() -> BackendCaller:
-    from gateway.backends.litellm_adapter import LiteLLMCaller  # heavy import: only when serving
+    # heavy import (litellm): only when serving. OpenAI-compatible backends take the plain
+    # HTTP fast path, the others litellm (gateway.backends.selector)
+    from gateway.backends.selector import SelectingCaller
 
-    return LiteLLMCaller()
+    return SelectingCaller()
 
 
 def load_predictor(settings: Settings) -> Any:
@@ -79,6 +81,13 @@ def load_predictor(settings: Settings) -> Any:
         max_batch=cfg.predictor.max_batch,
         cache_size=cfg.predictor.cache_size,
     )
+
+
+def create_app_from_env() -> FastAPI:
+    """The app of one worker process of ``tollgate serve --workers N``: uvicorn imports this
+    factory in every worker, which reads its settings from the environment the CLI prepared
+    (``TOLLGATE_CONFIG``, ``TOLLGATE_HOST``, ``TOLLGATE_PORT``, …)."""
+    return create_app(Settings.from_env())
 
 
 def create_app(

@@ -139,6 +139,9 @@ class Runtime:
         await self.writer.close()
         await self.state.close()
         await self.engine.dispose()
+        close_caller = getattr(self.caller, "aclose", None)  # its connection pools
+        if close_caller is not None:
+            await close_caller()
 
 
 async def build_runtime(

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 
 from gateway.auth import Principal
+from gateway.backends.upstream import json_bytes
 from gateway.budgets import Reservation
 from gateway.config import AUTO_POLICY, BackendConfig
 from gateway.errors import InvalidRequest, NoBackendAvailable, NotFound, UpstreamError
@@ -208,7 +209,8 @@ async def _serve(
         if accept is not None:
             headers["x-tollgate-validation"] = "passed" if rejection is None else "failed"
             headers["x-tollgate-escalations"] = str(ctx.rejections)
-        return JSONResponse(resp, headers=headers)
+        # the upstream's own bytes when the answer is unchanged (fast path): no re-serialising
+        return Response(json_bytes(resp), media_type="application/json", headers=headers)
 
     stream_op = caller.chat_stream if endpoint == "chat" else caller.completion_stream
     try:

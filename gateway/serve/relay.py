@@ -21,7 +21,7 @@ import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from gateway.backends.upstream import UpstreamFailure
+from gateway.backends.upstream import UpstreamFailure, json_bytes
 from gateway.outcomes import judge
 from gateway.serve.dispatch import (
     AttemptClock,
@@ -37,7 +37,8 @@ DONE = b"data: [DONE]\n\n"
 
 
 def sse(obj: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+    # an upstream chunk the gateway did not change goes out as the bytes it came in as
+    return b"data: " + json_bytes(obj) + b"\n\n"
 
 
 def _carries_output(choice: dict[str, Any]) -> bool:
