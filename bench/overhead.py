@@ -2,7 +2,7 @@
 
 This module owns ``python -m bench.overhead``. It starts, all on 127.0.0.1:
 
-* the fake upstream (``tests/fake_upstream.py``, fixed ``--upstream-latency-ms``), the baseline
+* the fake upstream (``tollgate fake-upstream``, fixed ``--upstream-latency-ms``), the baseline
   every row is compared with ("direct");
 * ``tollgate serve --workers N`` (Redis state under a throw-away key prefix and a throw-away
   PostgreSQL database when N > 1, else in-process state and SQLite), whose one backend ``fake``
@@ -55,7 +55,7 @@ if str(REPO) not in sys.path:  # `python bench/overhead.py` works too
     sys.path.insert(0, str(REPO))
 
 from bench.wrk import chat_body, run_wrk, wrk_available  # noqa: E402
-from tests.fake_upstream import FakeUpstream, free_port  # noqa: E402
+from gateway.devtools.fake_upstream import FakeUpstream, free_port  # noqa: E402
 
 HOST = "127.0.0.1"
 VENV_BIN = Path(sys.executable).parent

@@ -40,7 +40,7 @@ if str(REPO) not in sys.path:
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from bench.wrk import WrkResult, run_wrk, wrk_available  # noqa: E402
-from tests.fake_upstream import FakeUpstream  # noqa: E402
+from gateway.devtools.fake_upstream import FakeUpstream  # noqa: E402
 
 HOST = "127.0.0.1"
 PRICE_IN, PRICE_OUT = "0.0000002", "0.0000006"

@@ -54,7 +54,7 @@ if str(REPO) not in sys.path:  # `python bench/routed_load.py` works too
 HOST = "127.0.0.1"
 VENV_BIN = Path(sys.executable).parent
 # How the fake upstream is started: a subprocess, so a move of the module is a one-line change.
-FAKE_UPSTREAM = [sys.executable, "-m", "tests.fake_upstream"]
+FAKE_UPSTREAM = [sys.executable, "-m", "gateway.devtools.fake_upstream"]
 PINNED_BACKEND = "local-moe"
 FALLBACK_COUNTER = "tollgate_predictor_fallbacks_total"
 

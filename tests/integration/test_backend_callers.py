@@ -20,7 +20,7 @@ from gateway.backends.litellm_errors import STATUS_RULES
 from gateway.backends.openai_http import OpenAIHTTPCaller
 from gateway.backends.upstream import BackendCaller, UpstreamFailure, json_bytes
 from gateway.config import BackendConfig
-from tests.fake_upstream import FakeUpstream, free_port
+from gateway.devtools.fake_upstream import FakeUpstream, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,6 @@
-"""Integration tests of tests/fake_upstream.py: a real uvicorn subprocess driven by the official
-openai SDK (sync, async, streaming) and raw httpx (wire format, disconnects, control API)."""
+"""Integration tests of the fake upstream (``gateway.devtools.fake_upstream``): a real uvicorn
+subprocess driven by the official openai SDK (sync, async, streaming) and raw httpx (wire
+format, disconnects, control API)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests.fake_upstream import FakeUpstream, free_port, prompt_tokens_of
+from gateway.devtools.fake_upstream import FakeUpstream, free_port, prompt_tokens_of
 
 pytestmark = pytest.mark.integration
 

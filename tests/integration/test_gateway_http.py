@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from tests.fake_upstream import FakeUpstream
+from gateway.devtools.fake_upstream import FakeUpstream
 from tests.support.harness import VENV_BIN, GatewayProcess
 
 pytestmark = pytest.mark.integration

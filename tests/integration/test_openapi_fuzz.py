@@ -15,7 +15,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
-from tests.fake_upstream import FakeUpstream
+from gateway.devtools.fake_upstream import FakeUpstream
 from tests.support.harness import GatewayProcess
 
 pytestmark = pytest.mark.integration

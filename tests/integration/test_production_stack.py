@@ -15,8 +15,8 @@ import openai
 import pytest
 from sqlalchemy import func, inspect, select
 
+from gateway.devtools.fake_upstream import FakeUpstream
 from gateway.store.models import requests as requests_table
-from tests.fake_upstream import FakeUpstream
 from tests.support.fakes import FakeCaller, Script
 from tests.support.harness import (
     GatewayProcess,

@@ -13,7 +13,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.fake_upstream import FakeUpstream
+from gateway.devtools.fake_upstream import FakeUpstream
 from tests.support.harness import GatewayProcess
 from tests.support.otlp_receiver import OtlpReceiver
 

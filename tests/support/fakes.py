@@ -1,8 +1,9 @@
 """In-process test backends: a ``BackendCaller`` injected through ``create_app`` for service tests.
 
-Tokens are whitespace-separated words (the same rule as ``tests.fake_upstream``). Behaviour per
-backend name is scripted: a queue of failures to raise before answering, an answer length (or
-its exact text), whether usage is reported, and a delay.
+Tokens are whitespace-separated words (the same rule as the fake upstream,
+``gateway.devtools.fake_upstream``). Behaviour per backend name is scripted: a queue of
+failures to raise before answering, an answer length (or its exact text), whether usage is
+reported, and a delay.
 """
 
 from __future__ import annotations
