@@ -1,9 +1,10 @@
 """Hot reload of the config (backends, prices, policies): file watcher, SIGHUP, admin endpoint.
 
-A reload re-reads and re-validates every config file; a valid result is swapped in atomically
-(requests in flight keep the config they started with), an invalid one is rejected with every
-problem logged and the running config stays in force. Store and Redis URLs are read at start-up
-only: a change to them is reported and needs a restart.
+A reload re-reads and re-validates every config file; a valid result becomes a new config
+snapshot (``gateway.snapshot``: prices resolved, derived settings built) that is swapped in with
+one assignment. Requests in flight keep the snapshot they started with; an invalid config is
+rejected with every problem logged and the running config stays in force. Store and Redis URLs
+are read at start-up only: a change to them is reported and needs a restart.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.config import ConfigError, ConfigIssue, config_files, load_config
+from gateway.config import Config, ConfigError, ConfigIssue, config_files, load_config
+from gateway.runtime import Runtime
+from gateway.snapshot import build_snapshot
 
 log = logging.getLogger("tollgate.reload")
 
@@ -37,13 +40,13 @@ class ReloadResult:
         }
 
 
-def policy_version(config: Any) -> str | None:
+def policy_version(config: Config) -> str | None:
     ps = config.policy_set
     return ps.version if ps is not None else None
 
 
 class Reloader:
-    def __init__(self, runtime: Any, interval_s: float = 1.0) -> None:
+    def __init__(self, runtime: Runtime, interval_s: float = 1.0) -> None:
         self.rt = runtime
         self.interval_s = interval_s
         self._lock = asyncio.Lock()
@@ -54,7 +57,7 @@ class Reloader:
     def path(self) -> str | None:
         return self.rt.settings.config_path
 
-    def _snapshot(self) -> dict[Path, float]:
+    def _file_stamps(self) -> dict[Path, float]:
         if self.path is None:
             return {}
         stamps = {}
@@ -82,7 +85,7 @@ class Reloader:
             try:
                 new = await asyncio.to_thread(load_config, self.path)
             except ConfigError as exc:
-                self._stamps = self._snapshot()  # report a broken file once, not every second
+                self._stamps = self._file_stamps()  # report a broken file once, not every second
                 for issue in exc.issues:
                     log.error("config reload (%s) rejected: %s", reason, issue)
                 log.error(
@@ -91,14 +94,14 @@ class Reloader:
                 )
                 return ReloadResult(False, False, policy_version(self.rt.config), tuple(exc.issues))
             old = self.rt.config
-            self._stamps = self._snapshot()
+            self._stamps = self._file_stamps()
             if new == old:
                 log.info("config reload (%s): unchanged", reason)
                 return ReloadResult(True, False, policy_version(old))
             for section in ("store", "redis", "server"):
                 if getattr(new, section) != getattr(old, section):
                     log.warning("config reload: changes to %r take effect after a restart", section)
-            self.rt.apply_config(new)
+            self.rt.install(build_snapshot(new, self.rt.caller, self.rt.predictor))
             log.info(
                 "config reloaded (%s): policy version %s -> %s",
                 reason,
@@ -108,15 +111,15 @@ class Reloader:
             return ReloadResult(True, True, policy_version(new))
 
     async def _watch(self) -> None:
-        self._stamps = self._snapshot()
+        self._stamps = self._file_stamps()
         while True:
             await asyncio.sleep(self.interval_s)
-            if self._snapshot() != self._stamps:
+            if self._file_stamps() != self._stamps:
                 try:
                     await self.reload("file changed")
                 except Exception:  # the watcher must outlive any one bad edit
                     log.exception("config reload failed; the running config stays in force")
-                    self._stamps = self._snapshot()
+                    self._stamps = self._file_stamps()
 
     def start(self) -> None:
         if self.path is not None:

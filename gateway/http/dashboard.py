@@ -23,6 +23,7 @@ from gateway.errors import InvalidRequest, NotFound
 from gateway.http.feedback import settle_writes
 from gateway.http.openai import runtime_of
 from gateway.runtime import Runtime
+from gateway.snapshot import Snapshot
 from gateway.store.models import tenants
 
 router = APIRouter()
@@ -63,7 +64,7 @@ async def resolve_scope(rt: Runtime, authorization: str | None, tenant: str | No
 
 
 def build_query(
-    rt: Runtime, scope: Scope, group_by: str, start: str | None, end: str | None
+    snap: Snapshot, scope: Scope, group_by: str, start: str | None, end: str | None
 ) -> ReportQuery:
     if group_by not in GROUP_BYS:
         raise InvalidRequest(
@@ -74,7 +75,7 @@ def build_query(
     except ValueError as exc:
         raise InvalidRequest(str(exc), param="start") from None
     tags: dict[str, list[str]] = {}
-    for backend in rt.config.backends:
+    for backend in snap.config.backends:
         for tag in backend.tags:
             tags.setdefault(tag, []).append(backend.name)
     return ReportQuery(
@@ -86,12 +87,8 @@ def build_query(
     )
 
 
-def prices_of(rt: Runtime) -> dict[str, Any]:
-    return {b.name: rt.price(b) for b in rt.config.backends}
-
-
-def _check_baseline(rt: Runtime, baseline: str | None) -> None:
-    if baseline is not None and rt.config.backend(baseline) is None:
+def _check_baseline(snap: Snapshot, baseline: str | None) -> None:
+    if baseline is not None and snap.config.backend(baseline) is None:
         raise InvalidRequest(f"unknown baseline backend {baseline!r}", param="baseline")
 
 
@@ -108,13 +105,14 @@ async def get_spend(
 ) -> dict[str, Any]:
     """Spend or task report for the caller's tenant (the admin key: every tenant)."""
     rt = runtime_of(request)
+    snap = rt.snapshot
     scope = await resolve_scope(rt, authorization, tenant)
     if kind not in ("spend", "tasks"):
         raise InvalidRequest("kind must be spend or tasks", param="kind")
-    _check_baseline(rt, baseline)
-    q = build_query(rt, scope, group_by, start, end)
+    _check_baseline(snap, baseline)
+    q = build_query(snap, scope, group_by, start, end)
     await settle_writes(rt.writer)
-    rep = await report(rt.engine, kind, q, prices=prices_of(rt), baseline=baseline)  # type: ignore[arg-type]
+    rep = await report(rt.engine, kind, q, prices=dict(snap.prices), baseline=baseline)  # type: ignore[arg-type]
     return {**rep.as_dict(), "tenant": scope.tenant_name}
 
 
@@ -129,13 +127,14 @@ async def dashboard_data(
 ) -> dict[str, Any]:
     """Every figure the dashboard draws, from the same report functions as ``/v1/spend``."""
     rt = runtime_of(request)
+    snap = rt.snapshot
     scope = await resolve_scope(rt, authorization, tenant)
-    _check_baseline(rt, baseline)
+    _check_baseline(snap, baseline)
     await settle_writes(rt.writer)
-    prices = prices_of(rt)
+    prices = dict(snap.prices)
 
     async def run(kind: str, group_by: str) -> dict[str, Any]:
-        q = build_query(rt, scope, group_by, start, end)
+        q = build_query(snap, scope, group_by, start, end)
         rep = await report(rt.engine, kind, q, prices=prices, baseline=baseline)  # type: ignore[arg-type]
         return rep.as_dict()
 
@@ -155,5 +154,5 @@ async def dashboard_data(
 
 @router.get("/dashboard", include_in_schema=False)
 async def dashboard_page() -> HTMLResponse:
-    page = resources.files("gateway.http").joinpath("dashboard_static/index.html").read_text("utf-8")
-    return HTMLResponse(page, headers={"cache-control": "no-store"})
+    page = resources.files("gateway.http").joinpath("dashboard_static/index.html")
+    return HTMLResponse(page.read_text("utf-8"), headers={"cache-control": "no-store"})

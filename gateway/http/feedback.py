@@ -10,8 +10,8 @@ the row. Posting the same feedback twice (a client retry) leaves one row and ans
 correction and replaces the earlier one (``"status": "updated"``). Feedback can never be
 counted twice.
 
-How a task's outcome is decided from its rows lives in ``gateway.analytics.reports`` (client feedback
-first, then the judge, then validators; within a source the latest wins).
+How a task's outcome is decided from its rows lives in ``gateway.analytics.reports`` (client
+feedback first, then the judge, then validators; within a source the latest wins).
 """
 
 from __future__ import annotations

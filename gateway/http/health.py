@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway.http.openai import runtime_of
+from gateway.snapshot import unavailable_reason
 
 router = APIRouter(tags=["health"])
 
@@ -29,7 +30,7 @@ async def readyz(request: Request) -> JSONResponse:
     redis_ok = await rt.state.ping()
     backends: dict[str, Any] = {}
     for backend in rt.config.backends:
-        reason = rt.unavailable_reason(backend)
+        reason = unavailable_reason(backend)
         circuit_closed = await rt.state.breaker_allows(backend.name) if redis_ok else None
         backends[backend.name] = {
             "available": reason is None,

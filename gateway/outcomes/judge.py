@@ -40,7 +40,9 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.backends.upstream import UpstreamFailure
 from gateway.config import BackendConfig, JudgeConfig
+from gateway.pricing import Price
 from gateway.serve.dispatch import Dispatcher, completion_text
+from gateway.snapshot import unavailable_reason
 from policies.shadow import in_sample
 
 if TYPE_CHECKING:
@@ -200,6 +202,7 @@ class _Job:
 
     cfg: JudgeConfig
     backend: BackendConfig
+    price: Price | None  # the judge backend's, in the request's config snapshot
     tenant_id: str
     tenant_name: str
     task_id: str
@@ -219,14 +222,15 @@ def consider(
     """The judge hook of a served answer (``answer``: the response JSON or the streamed text):
     start grading it off the request path when the judge samples it. Never raises."""
     try:
-        cfg = rt.config.judge
+        snap = ctx.snap  # the judge section and backend of the config the request started with
+        cfg = snap.config.judge
         if cfg is None or not ok or ctx.endpoint != "chat":
             return None
         if cfg.policies is not None and ctx.policy not in cfg.policies:
             return None
         if not sampled(ctx.request_id, cfg.sample):
             return None
-        backend = rt.config.backend(cfg.backend)
+        backend = snap.config.backend(cfg.backend)
         if backend is None:  # the config check makes this impossible; never fail a request
             return None
         if len(_in_flight) >= cfg.max_concurrent:
@@ -243,6 +247,7 @@ def consider(
         job = _Job(
             cfg=cfg,
             backend=backend,
+            price=snap.price(backend),
             tenant_id=ctx.principal.tenant_id,
             tenant_name=ctx.principal.tenant_name,
             task_id=ctx.task_id,
@@ -263,7 +268,7 @@ def consider(
 
 def _skip_reason(rt: Runtime, job: _Job) -> str | None:
     backend = job.backend
-    missing = rt.unavailable_reason(backend)
+    missing = unavailable_reason(backend)
     if missing is not None:
         return missing
     if backend.allowed_tenants is not None and job.tenant_name not in backend.allowed_tenants:
@@ -300,7 +305,7 @@ async def grade(rt: Runtime, job: _Job) -> Verdict | None:
         return None
     text = completion_text(resp)
     usage = Dispatcher(rt).usage_from(backend, body, resp.get("usage"), text)
-    price = rt.price(backend)
+    price = job.price
     cost: Decimal | None = None
     if price is not None:
         cost = price.cost(usage.prompt_tokens, usage.completion_tokens)

@@ -28,6 +28,7 @@ from gateway.config import BackendConfig
 from gateway.errors import InvalidRequest, NoBackendAvailable, UpstreamError
 from gateway.request_record import note_attempt
 from gateway.runtime import Runtime
+from gateway.snapshot import Snapshot
 from gateway.store.keys import now
 
 log = logging.getLogger("tollgate.dispatch")
@@ -54,12 +55,14 @@ class Usage:
 
 @dataclass
 class RequestContext:
-    """One client request: identity, task, and the running total of its attempts."""
+    """One client request: identity, task, the config snapshot it started with (and keeps to
+    its end), and the running total of its attempts."""
 
     principal: Principal
     endpoint: str
     policy: str | None
     streamed: bool
+    snap: Snapshot
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     task_ref: str = ""
     task_id: str = ""
@@ -127,7 +130,7 @@ class Dispatcher:
         http_status: int | None = None,
     ) -> Decimal | None:
         backend = clock.backend
-        price = self.rt.price(backend)
+        price = ctx.snap.price(backend)
         cost: Decimal | None
         if usage is None:
             cost = Decimal(0)  # no tokens were reported for a failed attempt
@@ -215,9 +218,9 @@ class Dispatcher:
         return Usage(prompt, caller.count_text_tokens(backend, completion_text), "counted")
 
     # -- the attempt loop --------------------------------------------------------------------
-    async def _breaker(self, backend: BackendConfig, ok: bool) -> None:
+    async def _breaker(self, ctx: RequestContext, backend: BackendConfig, ok: bool) -> None:
         try:
-            if await self.rt.state.breaker_record(backend.name, ok, self.rt.breaker) and not ok:
+            if await self.rt.state.breaker_record(backend.name, ok, ctx.snap.breaker) and not ok:
                 self.rt.metrics.breaker_open.labels(backend.name).inc()
                 log.warning("circuit opened for backend %s", backend.name)
         except Exception:
@@ -255,7 +258,7 @@ class Dispatcher:
                             code=failure.error_type,
                         ) from None
                     if failure.status not in REQUEST_SPECIFIC:
-                        await self._breaker(backend, False)  # the backend's fault
+                        await self._breaker(ctx, backend, False)  # the backend's fault
                     last = failure
                     if not failure.retryable or retry == backend.max_retries:
                         break
@@ -270,13 +273,13 @@ class Dispatcher:
                         backoff_s(retry, backend.retry_backoff_s, failure.retry_after_s)
                     )
                     continue
-                await self._breaker(backend, True)
+                await self._breaker(ctx, backend, True)
                 return clock, result
         if last is None:
             raise NoBackendAvailable(
                 "every backend for this request is cooling down after repeated failures "
                 f"(circuit open: {', '.join(skipped)}); retry shortly",
-                headers={"retry-after": str(int(self.rt.breaker.cooldown_s))},
+                headers={"retry-after": str(int(ctx.snap.breaker.cooldown_s))},
             )
         status = 504 if last.error_type == "timeout" else 502
         if last.status in (400, 429):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -21,7 +20,9 @@ from gateway.auth import Principal
 from gateway.config import AUTO_POLICY, BackendConfig, Config
 from gateway.errors import InvalidRequest, NoBackendAvailable
 from gateway.pricing import Price
+from gateway.runtime import Runtime
 from gateway.serve.predictor_client import FALLBACK_LOG, header_value, outcome_of
+from gateway.snapshot import Snapshot, unavailable_reason
 from gateway.state import from_nano
 from policies import (
     BackendFacts,
@@ -41,31 +42,12 @@ log = logging.getLogger("tollgate.routing")
 CLIENT_CONSTRAINTS = frozenset(
     {"capabilities", "context_window", "tenant", "tags", "max_cost", "budget", "unknown_backend"}
 )
-LATENCY_WINDOW = 200
 
 
 class PredictorLike(Protocol):
     version: str
 
     async def predict(self, prompt: str, timeout_s: float) -> Any: ...
-
-
-class LatencyWindow:
-    """Recent successful-attempt latencies per backend, for the policies' latency SLO."""
-
-    def __init__(self, size: int = LATENCY_WINDOW) -> None:
-        self.size = size
-        self._data: dict[str, deque[float]] = {}
-
-    def observe(self, backend: str, latency_ms: float) -> None:
-        self._data.setdefault(backend, deque(maxlen=self.size)).append(latency_ms)
-
-    def p95(self, backend: str) -> float | None:
-        window = self._data.get(backend)
-        if not window or len(window) < 20:  # too few observations to judge a backend by
-            return None
-        ordered = sorted(window)
-        return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
 
 
 def message_text(content: Any) -> str:
@@ -148,25 +130,27 @@ class Routed:
 
 
 class Router:
-    def __init__(self, runtime: Any) -> None:
+    """Routes requests under one config snapshot (the request's own)."""
+
+    def __init__(self, runtime: Runtime, snapshot: Snapshot) -> None:
         self.rt = runtime
+        self.snap = snapshot
 
     @property
     def config(self) -> Config:
-        return self.rt.config
+        return self.snap.config
 
     async def backend_facts(self) -> dict[str, BackendFacts]:
-        cfg = self.config
+        cfg, snap = self.config, self.snap
         allowed = await asyncio.gather(*(self.rt.allowed(b.name) for b in cfg.backends))
-        learned = getattr(self.rt.predictor, "profiles", None) or frozenset()
         return {
             backend.name: facts_for(
                 backend,
-                self.rt.price(backend),
-                healthy=self.rt.unavailable_reason(backend) is None,
+                snap.price(backend),
+                healthy=unavailable_reason(backend) is None,
                 circuit_open=not ok,
                 p95_latency_ms=self.rt.latency.p95(backend.name),
-                profile=learned_profile(backend, learned),
+                profile=learned_profile(backend, snap.learned_profiles),
             )
             for backend, ok in zip(cfg.backends, allowed, strict=True)
         }
