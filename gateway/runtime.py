@@ -1,6 +1,7 @@
 """The running gateway's parts, built once per app in its lifespan and shared by the routes.
 
-Owns model-name resolution (backend, alias or ``tollgate/<policy>``) and backend availability.
+The config a request reads is not here but in the current ``Snapshot`` (``gateway.snapshot``):
+a request takes ``runtime.snapshot`` once at its start; a reload ``install``s a new one.
 """
 
 from __future__ import annotations
@@ -16,34 +17,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.auth import Authenticator, Principal
 from gateway.backends.upstream import BackendCaller
 from gateway.budgets import BudgetLedger
-from gateway.config import AUTO_POLICY, BackendConfig, Config
-from gateway.errors import ModelNotFound, NoBackendAvailable
+from gateway.config import Config
+from gateway.latency import LatencyWindow
 from gateway.metrics import Metrics
-from gateway.pricing import Price, resolve_price
-from gateway.serve.routing import LatencyWindow
 from gateway.settings import Settings
-from gateway.state import BreakerSettings, SharedState, make_state
+from gateway.snapshot import Snapshot, build_snapshot, unavailable_reason
+from gateway.state import SharedState, make_state
 from gateway.store.database import create_engine
 from gateway.store.keys import KeyStore
 from gateway.store.writer import RecordWriter
 
 log = logging.getLogger("tollgate.runtime")
 
-POLICY_PREFIX = "tollgate/"
-
-
-@dataclass(frozen=True)
-class Route:
-    """What the request's ``model`` field resolved to: a policy (``auto``: the routing rules
-    choose) or one pinned backend."""
-
-    policy: str | None
-    chain: tuple[BackendConfig, ...] = ()
-
 
 @dataclass
 class Runtime:
-    settings: Settings
+    settings: Settings  # its ``config`` is the start-up one; the live one is ``snapshot.config``
     caller: BackendCaller
     engine: AsyncEngine
     writer: RecordWriter
@@ -52,64 +41,19 @@ class Runtime:
     auth: Authenticator
     budgets: BudgetLedger
     metrics: Metrics
+    snapshot: Snapshot
     predictor: Any = None  # gateway.serve.predictor_client.PredictorClient (or a test double)
     latency: LatencyWindow = field(default_factory=LatencyWindow)
-    prices: dict[str, Price | None] = field(default_factory=dict)
 
     @property
     def config(self) -> Config:
-        return self.settings.config
+        """The live config, for reads outside a request (a request keeps its own snapshot)."""
+        return self.snapshot.config
 
-    @property
-    def breaker(self) -> BreakerSettings:
-        cb = self.config.circuit_breaker
-        return BreakerSettings(cb.failure_threshold, cb.window_s, cb.cooldown_s)
-
-    @staticmethod
-    def unavailable_reason(backend: BackendConfig) -> str | None:
-        """Why a backend cannot be called right now (missing credentials), or None."""
-        return backend.missing_credentials()
-
-    def resolve(self, model: str) -> Route:
-        cfg = self.config
-        target = cfg.aliases.get(model, model)
-        if target == AUTO_POLICY and cfg.policies and cfg.backend(target) is None:
-            target = POLICY_PREFIX + AUTO_POLICY  # "auto" works without declaring the alias
-        if target.startswith(POLICY_PREFIX):
-            name = target.removeprefix(POLICY_PREFIX)
-            if name not in cfg.policies and not (name == AUTO_POLICY and cfg.policies):
-                raise ModelNotFound(
-                    f"unknown policy {name!r}; "
-                    f"policies: {', '.join(sorted(cfg.policies)) or 'none'}",
-                    param="model",
-                )
-            return Route(name)
-        backend = cfg.backend(target)
-        if backend is None:
-            names = sorted(
-                [b.name for b in cfg.backends]
-                + list(cfg.aliases)
-                + [POLICY_PREFIX + p for p in cfg.policies]
-                + ([POLICY_PREFIX + AUTO_POLICY] if cfg.policies else [])
-            )
-            raise ModelNotFound(
-                f"the model {model!r} does not exist on this gateway; use a backend, alias or "
-                f"policy: {', '.join(names)} (GET /v1/models lists them)",
-                param="model",
-            )
-        return Route(None, (backend,))
-
-    def callable_chain(self, route: Route) -> list[BackendConfig]:
-        chain = [b for b in route.chain if self.unavailable_reason(b) is None]
-        if not chain:
-            reasons = "; ".join(f"{b.name}: {self.unavailable_reason(b)}" for b in route.chain)
-            raise NoBackendAvailable(f"no backend can serve this request ({reasons})")
-        return chain
-
-    def apply_config(self, config: Config) -> None:
-        """Swap in a new, already validated config (hot reload); prices are re-resolved."""
-        self.settings = self.settings.with_config(config)
-        self.prices = {}
+    def install(self, snapshot: Snapshot) -> None:
+        """Swap in a new snapshot (hot reload): one assignment, so requests that start from
+        now on see all of it and requests in flight none of it."""
+        self.snapshot = snapshot
 
     async def allowed(self, backend: str) -> bool:
         """False while the backend's circuit is open (shared state errors fail open)."""
@@ -118,11 +62,6 @@ class Runtime:
         except Exception:
             log.exception("circuit breaker read failed for %s; treating it as closed", backend)
             return True
-
-    def price(self, backend: BackendConfig) -> Price | None:
-        if backend.name not in self.prices:
-            self.prices[backend.name] = resolve_price(backend, self.caller)
-        return self.prices[backend.name]
 
     async def store_ok(self) -> bool:
         try:
@@ -175,11 +114,12 @@ async def build_runtime(
         auth=auth,
         budgets=BudgetLedger(state, engine),
         metrics=metrics,
+        snapshot=build_snapshot(cfg, caller, predictor),
         predictor=predictor,
     )
     for backend in cfg.backends:
-        price = runtime.price(backend)
-        reason = runtime.unavailable_reason(backend)
+        price = runtime.snapshot.price(backend)
+        reason = unavailable_reason(backend)
         log.info(
             "backend %s (%s): %s, %s",
             backend.name,
@@ -187,4 +127,10 @@ async def build_runtime(
             "available" if reason is None else f"unavailable: {reason}",
             f"priced from {price.source}" if price else "UNPRICED (costs recorded as unknown)",
         )
+    if cfg.policy_set is not None:
+        from policies.availability import fallback_warnings
+
+        available = {b.name: b.missing_credentials() for b in cfg.backends}
+        for line in fallback_warnings(cfg.policy_set, available):
+            log.warning("%s", line)
     return runtime

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from sqlalchemy import select
 
 from gateway.auth import Principal
@@ -19,10 +19,11 @@ from gateway.errors import InvalidRequest, NoBackendAvailable, NotFound, Upstrea
 from gateway.http.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from gateway.outcomes import judge
 from gateway.pricing import format_usd
-from gateway.runtime import POLICY_PREFIX, Runtime
+from gateway.runtime import Runtime
 from gateway.serve.dispatch import Dispatcher, RequestContext
 from gateway.serve.relay import SSEResponse, relay
 from gateway.serve.routing import Routed, Router
+from gateway.snapshot import POLICY_PREFIX, Snapshot, unavailable_reason
 from gateway.store.models import requests as requests_table
 from policies import Policy, run_validators
 
@@ -70,11 +71,11 @@ def _headers(ctx: RequestContext, backend: BackendConfig | None, *, cost: bool) 
 
 
 def _worst_case(
-    rt: Runtime, chain: list[BackendConfig], prompt_tokens: int, max_out: int
+    snap: Snapshot, chain: list[BackendConfig], prompt_tokens: int, max_out: int
 ) -> Decimal:
     worst = Decimal(0)
     for backend in chain:
-        price = rt.price(backend)
+        price = snap.price(backend)
         if price is not None:
             worst = max(worst, price.cost(prompt_tokens, max_out))
     return worst
@@ -123,13 +124,15 @@ async def _serve(
     *,
     streamable: bool,
 ) -> Response:
-    route = rt.resolve(body["model"])
+    snap = rt.snapshot  # this request's config, to its end (a reload does not change it)
+    route = snap.resolve(body["model"])
     stream = bool(body.get("stream")) and streamable
     ctx = RequestContext(
         principal=principal,
         endpoint=endpoint,
         policy=route.policy,
         streamed=stream,
+        snap=snap,
         request_id=request.state.request_id,
         task_ref=_task_ref(request, body),
     )
@@ -138,12 +141,12 @@ async def _serve(
     # one backend with no budget needs neither, so it skips the tokenizer on its hot path
     prompt_tokens = 0
     if route.policy is not None or budgeted:
-        first_backend = route.chain[0] if route.chain else rt.config.backends[0]
+        first_backend = route.chain[0] if route.chain else snap.config.backends[0]
         prompt_tokens = _prompt_tokens(rt, first_backend, body)
     if route.policy is None:
-        routed = Routed(None, rt.callable_chain(route))
+        routed = Routed(None, snap.callable_chain(route))
     else:
-        routed = await Router(rt).route(
+        routed = await Router(rt, snap).route(
             route.policy,
             principal,
             dict(request.headers),
@@ -153,7 +156,7 @@ async def _serve(
         )
         ctx.policy, ctx.decision = routed.policy, routed.record
     chain = routed.chain
-    policy = rt.config.policies.get(routed.policy) if routed.policy else None
+    policy = snap.config.policies.get(routed.policy) if routed.policy else None
     extra_headers = routed.headers()
     dispatcher = Dispatcher(rt)
     reservation = Reservation()
@@ -167,10 +170,10 @@ async def _serve(
         if out_cap is None:
             out_cap = (
                 max((b.max_output_tokens or 0 for b in chain), default=0)
-                or rt.config.server.reserve_output_tokens
+                or snap.config.server.reserve_output_tokens
             )
         tiers = 1 + (policy.escalation.max_escalations if policy and policy.escalation else 0)
-        worst = _worst_case(rt, chain + routed.escalation, prompt_tokens, int(out_cap) * answers)
+        worst = _worst_case(snap, chain + routed.escalation, prompt_tokens, int(out_cap) * answers)
         reservation = await rt.budgets.reserve(principal, worst * tiers)
     dispatcher.start_task(ctx)
     caller = rt.caller
@@ -272,11 +275,12 @@ async def list_models(
 ) -> dict[str, Any]:
     rt = runtime_of(request)
     await _authenticate(rt, authorization)
-    cfg = rt.config
+    snap = rt.snapshot
+    cfg = snap.config
     data: list[dict[str, Any]] = []
     for backend in cfg.backends:
-        price = rt.price(backend)
-        reason = rt.unavailable_reason(backend)
+        price = snap.price(backend)
+        reason = unavailable_reason(backend)
         data.append(
             {
                 "id": backend.name,

@@ -12,7 +12,6 @@ stream that completed is offered to the judge (``gateway.outcomes.judge``) with 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -102,7 +101,7 @@ async def relay(
                 ctx, clock, status=status, usage=counted, failure=failure, http_status=200
             )
             judge.consider(dispatcher.rt, ctx, body, "".join(text), ok=status == "ok")
-            await dispatcher._breaker(clock.backend, failure is None)
+            await dispatcher._breaker(ctx, clock.backend, failure is None)
             await on_finish()
 
 
