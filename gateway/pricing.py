@@ -1,9 +1,10 @@
 """Prices and costs: USD per token for each backend, and the Decimal cost of an attempt.
 
 Order of precedence: the config's ``input_cost_per_token``/``output_cost_per_token``; a
-self-hosted backend's GPU cost ÷ declared throughput; the provider's published price from
-litellm's bundled cost map. A backend with none of these is *unpriced*: its attempts record
-a NULL cost and it is reported as such — it is never silently treated as free.
+self-hosted backend's GPU cost ÷ its throughput (its latest stored calibration, else the
+declared throughput); the provider's published price from litellm's bundled cost map. A
+backend with none of these is *unpriced*: its attempts record a NULL cost and it is reported
+as such — it is never silently treated as free.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from decimal import Decimal
 
 from gateway.backends.upstream import BackendCaller
 from gateway.config import BackendConfig
+from gateway.store.calibrations import StoredCalibration
 
 SECONDS_PER_HOUR = Decimal(3600)
 
@@ -21,21 +23,30 @@ SECONDS_PER_HOUR = Decimal(3600)
 class Price:
     input_per_token: Decimal
     output_per_token: Decimal
-    source: str  # "config" | "self_hosted" | "catalog"
+    source: str  # "config" | "self_hosted" | "calibration vN <date>" | "catalog"
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
         return self.input_per_token * prompt_tokens + self.output_per_token * completion_tokens
 
 
-def resolve_price(backend: BackendConfig, caller: BackendCaller) -> Price | None:
+def resolve_price(
+    backend: BackendConfig, caller: BackendCaller, calibration: StoredCalibration | None = None
+) -> Price | None:
     if backend.input_cost_per_token is not None and backend.output_cost_per_token is not None:
         return Price(backend.input_cost_per_token, backend.output_cost_per_token, "config")
-    if backend.self_hosted is not None:
-        per_second = backend.self_hosted.gpu_hour_usd / SECONDS_PER_HOUR
+    sh = backend.self_hosted
+    if sh is not None:
+        # the GPU price is today's config; the throughputs are measured (or declared)
+        per_second = sh.gpu_hour_usd * sh.gpus / SECONDS_PER_HOUR
+        if calibration is not None:
+            rates = (calibration.priced_input_tps, calibration.priced_output_tps)
+            source = f"calibration {calibration.label}"
+        elif sh.input_tokens_per_second and sh.output_tokens_per_second:
+            rates, source = (sh.input_tokens_per_second, sh.output_tokens_per_second), "self_hosted"
+        else:
+            return None  # not calibrated yet and no throughput declared: unpriced, not free
         return Price(
-            per_second / Decimal(str(backend.self_hosted.input_tokens_per_second)),
-            per_second / Decimal(str(backend.self_hosted.output_tokens_per_second)),
-            "self_hosted",
+            per_second / Decimal(str(rates[0])), per_second / Decimal(str(rates[1])), source
         )
     catalog = caller.catalog_price(backend)
     if catalog is not None:

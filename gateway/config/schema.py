@@ -66,17 +66,43 @@ def _parse_secret(value: Any) -> Any:
     raise ValueError("expected a string of the form os.environ/NAME")
 
 
-class SelfHostedCost(Strict):
-    """Price a self-hosted backend from what its GPU costs and how fast it serves.
+SelfHostedEngine = Literal["vllm", "sglang", "llamacpp", "tgi", "trtllm", "openai"]
 
-    USD per output token = gpu_hour_usd / 3600 / output_tokens_per_second, and likewise for
-    input (prefill) tokens. Self-hosted models are never free: the GPU is paid whether or not
-    a request runs, so idle time is spread over the throughput you declare here.
+
+class SelfHostedCost(Strict):
+    """A backend on our own GPUs: what they cost, how fast it serves, and when it is full.
+
+    Priced from GPU cost / throughput: the latest ``tollgate calibrate`` measurement when one is
+    stored, else the throughputs declared here (USD per output token = gpu_hour_usd * gpus /
+    3600 / output_tokens_per_second, likewise input); with neither it is unpriced, never free.
+    Its live load is read from the engine (``gateway.backends.engines``); over a limit below it
+    is taken out of routing until the load drains (``gateway.capacity``, docs/self-hosted.md).
     """
 
-    gpu_hour_usd: Decimal = Field(gt=0)
-    output_tokens_per_second: float = Field(gt=0)
-    input_tokens_per_second: float = Field(gt=0)
+    engine: SelfHostedEngine = Field(
+        default="openai", description="where the live load is read; openai: in-flight count only"
+    )
+    gpu_hour_usd: Decimal = Field(gt=0, description="USD per GPU-hour")
+    gpus: int = Field(default=1, ge=1, le=4096)
+    output_tokens_per_second: float | None = Field(default=None, gt=0)
+    input_tokens_per_second: float | None = Field(default=None, gt=0)
+    metrics_url: str | None = Field(default=None, description="default: the api_base host")
+    poll_interval_s: float = Field(default=1.0, ge=0.1, le=60)
+    max_waiting: int | None = Field(default=4, ge=0, description="queued requests; null: off")
+    max_kv_cache_usage: float | None = Field(default=0.95, gt=0, le=1)
+    max_in_flight: int | None = Field(
+        default=None, ge=1, description="null: the calibrated operating concurrency"
+    )
+    resume_fraction: float = Field(default=0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _throughputs(self) -> SelfHostedCost:
+        if (self.output_tokens_per_second is None) != (self.input_tokens_per_second is None):
+            raise ValueError(
+                "declare both output_tokens_per_second and input_tokens_per_second, or neither "
+                "(then `tollgate calibrate` measures them)"
+            )
+        return self
 
 
 class BackendConfig(Strict):
@@ -120,6 +146,12 @@ class BackendConfig(Strict):
             raise ValueError("set both input_cost_per_token and output_cost_per_token, or neither")
         if self.self_hosted is not None and self.input_cost_per_token is not None:
             raise ValueError("give either self_hosted GPU pricing or per-token prices, not both")
+        sh = self.self_hosted
+        if sh is not None and sh.engine != "openai" and not (self.api_base or sh.metrics_url):
+            raise ValueError(
+                f"self_hosted.engine {sh.engine} reads its load from the api_base host: "
+                "set api_base or self_hosted.metrics_url"
+            )
         if self.transport == "openai_http" and not self.api_base:
             raise ValueError("transport openai_http needs an api_base")
         return self

@@ -128,6 +128,18 @@ class FailoverState:
         except DependencyUnavailable:
             return await self.local.breaker_record(backend, ok, cfg)
 
+    async def load_publish(self, backend: str, field: str, value: str, ttl_ms: int) -> None:
+        try:
+            await self.redis.load_publish(backend, field, value, ttl_ms)
+        except DependencyUnavailable:
+            await self.local.load_publish(backend, field, value, ttl_ms)
+
+    async def load_read(self, backend: str) -> dict[str, str]:
+        try:
+            return await self.redis.load_read(backend)
+        except DependencyUnavailable:
+            return await self.local.load_read(backend)
+
     async def ping(self) -> bool:
         return await self.redis.ping()
 

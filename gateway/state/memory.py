@@ -15,6 +15,7 @@ class InProcessState:
     kind = "in-process"
 
     def __init__(self) -> None:
+        self._load: dict[str, dict[str, str]] = {}
         self._spent: dict[str, int] = {}
         self._holds: dict[
             str, dict[str, tuple[int, float]]
@@ -84,6 +85,12 @@ class InProcessState:
             self._fails.pop(backend, None)
             return True
         return False
+
+    async def load_publish(self, backend: str, field: str, value: str, ttl_ms: int) -> None:
+        self._load.setdefault(backend, {})[field] = value
+
+    async def load_read(self, backend: str) -> dict[str, str]:
+        return dict(self._load.get(backend, {}))
 
     async def ping(self) -> bool:
         return True

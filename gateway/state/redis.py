@@ -269,6 +269,21 @@ class RedisState:
         args = [cfg.failure_threshold, int(cfg.window_s * 1000), int(cfg.cooldown_s * 1000)]
         return bool(await self._call(lambda: self._fail(keys=[fails, opened, half], args=args)))
 
+    async def load_publish(self, backend: str, field: str, value: str, ttl_ms: int) -> None:
+        key = self._k("load", backend)
+
+        async def write() -> None:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hset(key, field, value)
+                pipe.pexpire(key, ttl_ms)
+                await pipe.execute()
+
+        await self._call(write)
+
+    async def load_read(self, backend: str) -> dict[str, str]:
+        key = self._k("load", backend)
+        return dict(await self._call(lambda: self._redis.hgetall(key)))
+
     async def ping(self) -> bool:
         try:
             return bool(await self._redis.ping())

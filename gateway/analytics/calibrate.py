@@ -1,0 +1,515 @@
+"""Calibrating a self-hosted backend: measured throughput at rising concurrency → its price.
+
+The driver sends a realistic prompt mix (RouterBench tasks and AlpacaEval instructions when
+``../shared/data`` is there, else a built-in mix; each prompt asks for as many tokens as a
+recorded answer to it had) as streamed
+chat completions, closed-loop, at concurrency 1, 2, 4, … and records for every point output and
+input tokens/s, requests/s, TTFT and latency percentiles. Every prompt starts with a random
+nonce so prefix caches cannot flatter the numbers.
+
+The operating point is the highest-throughput point whose p95 latency meets the SLO. Its price
+follows from one identity: at the operating point the tokens served in one second cost one
+second of the GPUs. A prefill probe (the same mix with ``max_tokens=1``) measures prefill
+throughput P; the time share of prefill at the operating point is f = input_tps / P, so
+USD per input token = gpu_usd_per_s / P and USD per output token = gpu_usd_per_s * (1 - f) /
+output_tps. (Pricing input and output each at the full GPU rate, as a declared
+``input_tokens_per_second`` does, would bill every second of a mixed load twice.)
+
+Imports only the standard library and httpx, so it also runs alone on a GPU machine
+(``bench/gpu_calibrate.py``); storing results is ``gateway.store.calibrations``' job.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import csv
+import json
+import random
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+LEVELS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# litellm provider prefixes of OpenAI-compatible servers: the served name is what follows
+OPENAI_COMPATIBLE_PREFIXES = frozenset(
+    {"hosted_vllm", "openai", "custom_openai", "text-completion-openai", "llamafile", "lm_studio"}
+)
+MAX_PREFILL_SHARE = 0.9  # a probe this close to the mixed load's input rate is noise
+
+BUILTIN_MIX: tuple[tuple[str, int], ...] = (
+    ("What is the capital of Australia? Answer in one word.", 8),
+    ("Translate to French: 'The meeting moved to Thursday afternoon.'", 24),
+    ("Write a haiku about a lighthouse in winter.", 32),
+    ("Give three tips for writing a good commit message.", 96),
+    ("Explain the difference between a process and a thread to a new programmer.", 192),
+    ("Summarise the causes of the French Revolution in five bullet points.", 160),
+    (
+        "Write a Python function that returns the n-th Fibonacci number iteratively, with a "
+        "docstring and two doctests.",
+        192,
+    ),
+    ("A train leaves at 14:05 and arrives at 17:50. How long is the journey? Show your work.", 64),
+    ("Which is larger, 9.11 or 9.9? Explain briefly.", 48),
+    ("Draft a polite email declining a meeting invitation because of a schedule conflict.", 128),
+    ("List the planets of the solar system in order from the Sun.", 48),
+    ("What does HTTP status 429 mean, and how should a client react to it?", 128),
+    (
+        "Write a SQL query that returns the ten customers with the highest total order value "
+        "from tables customers(id, name) and orders(id, customer_id, amount).",
+        96,
+    ),
+    ("Explain what a Mixture-of-Experts language model is and why it is cheap to serve.", 256),
+    (
+        "Rewrite this sentence in plain English: 'Pursuant to the aforementioned stipulations, "
+        "remuneration shall be disbursed upon completion.'",
+        40,
+    ),
+    ("Give a short recipe for a vegetarian chili.", 224),
+)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One request's outcome."""
+
+    ok: bool
+    latency_s: float
+    ttft_s: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    counted: bool = False  # the server sent no usage; tokens were counted from the stream
+    error: str | None = None
+
+
+@dataclass
+class Point:
+    """Measured at one concurrency."""
+
+    concurrency: int
+    requests: int
+    errors: int
+    wall_s: float
+    output_tokens_per_second: float
+    input_tokens_per_second: float
+    requests_per_second: float
+    ttft_p50_ms: float | None
+    ttft_p95_ms: float | None
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    mean_output_tokens: float
+    usage_counted: bool = False
+    first_error: str | None = None
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 1.0
+
+
+@dataclass
+class Calibration:
+    """The outcome of one calibration run (money as float here; stored as Decimal)."""
+
+    backend: str
+    engine: str
+    model: str
+    gpu_hour_usd: float
+    gpus: int
+    slo_p95_ms: float
+    slo_met: bool
+    concurrency: int
+    output_tokens_per_second: float
+    input_tokens_per_second: float
+    requests_per_second: float
+    ttft_p95_ms: float | None
+    latency_p95_ms: float | None
+    prefill_tokens_per_second: float | None
+    prefill_share: float
+    priced_input_tokens_per_second: float
+    priced_output_tokens_per_second: float
+    usd_per_mtok_input: float
+    usd_per_mtok_output: float
+    mix: str
+    points: list[dict[str, Any]] = field(default_factory=list)
+    created_at: str = ""
+    version: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- prompt mix
+
+
+def builtin_mix() -> list[Prompt]:
+    return [Prompt(text, tokens) for text, tokens in BUILTIN_MIX]
+
+
+def routerbench_mix(data_dir: Path, limit: int = 400, seed: int = 7) -> list[Prompt]:
+    """Prompts of RouterBench's three sets; each asks for as many tokens as gpt-3.5's recorded
+    answer had (chars / 4, between 16 and 512)."""
+    prompts: list[Prompt] = []
+    for path in sorted((data_dir / "routerbench").glob("*.csv")):
+        with path.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                raw = row.get("prompt") or ""
+                try:
+                    parts = ast.literal_eval(raw)
+                    text = "\n".join(map(str, parts)) if isinstance(parts, list) else str(parts)
+                except (ValueError, SyntaxError):
+                    text = raw
+                answer = row.get("gpt-3.5-turbo-1106|model_response") or ""
+                tokens = max(16, min(512, len(answer) // 4))
+                if text.strip():
+                    prompts.append(Prompt(text.strip(), tokens))
+    random.Random(seed).shuffle(prompts)
+    return prompts[:limit]
+
+
+def alpacaeval_mix(data_dir: Path, limit: int = 400, seed: int = 7) -> list[Prompt]:
+    """AlpacaEval's open-ended instructions; each asks for as many tokens as Mixtral-8x7B's
+    recorded answer had (chars / 4, between 16 and 1024)."""
+    path = data_dir / "alpacaeval" / "model_outputs" / "Mixtral-8x7B-Instruct-v0.1.json"
+    if not path.exists():
+        return []
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    prompts = [
+        Prompt(str(r["instruction"]).strip(), max(16, min(1024, len(str(r["output"])) // 4)))
+        for r in rows
+        if str(r.get("instruction", "")).strip()
+    ]
+    random.Random(seed).shuffle(prompts)
+    return prompts[:limit]
+
+
+def read_mix(path: Path) -> list[Prompt]:
+    """A JSON-lines prompt file: ``{"prompt": "...", "max_tokens": 128}`` per line."""
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            item = json.loads(line)
+            out.append(Prompt(str(item["prompt"]), int(item.get("max_tokens", 128))))
+    return out
+
+
+def default_mix(data_dir: Path | None, limit: int = 400) -> tuple[list[Prompt], str]:
+    """From the shared data when present: RouterBench's tasks (short answers) interleaved with
+    AlpacaEval's open-ended instructions (long answers), half each; else the built-in mix."""
+    if data_dir is not None and (data_dir / "routerbench").is_dir():
+        bench = routerbench_mix(data_dir, limit // 2)
+        chat = alpacaeval_mix(data_dir, limit // 2)
+        mix = [p for pair in zip(bench, chat, strict=False) for p in pair]
+        mix += bench[len(chat) :] if len(bench) > len(chat) else chat[len(bench) :]
+        if mix:
+            names = "routerbench+alpacaeval" if chat else "routerbench"
+            return mix, f"{names} ({len(mix)} prompts)"
+    return builtin_mix(), f"built-in ({len(BUILTIN_MIX)} prompts)"
+
+
+def served_model_name(model: str) -> str:
+    """The name the server knows a model by: a litellm string minus its provider prefix."""
+    prefix, _, rest = model.partition("/")
+    return rest if rest and prefix in OPENAI_COMPATIBLE_PREFIXES else model
+
+
+# --------------------------------------------------------------------------- one request
+
+
+async def stream_one(
+    client: httpx.AsyncClient,
+    url: str,
+    model: str,
+    prompt: Prompt,
+    *,
+    headers: dict[str, str] | None = None,
+    max_tokens: int | None = None,
+    timeout_s: float = 300.0,
+) -> Sample:
+    """One streamed chat completion: time to first token, latency and usage."""
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": f"[{uuid.uuid4().hex[:12]}] {prompt.text}"}],
+        "max_tokens": max_tokens or prompt.max_tokens,
+        "temperature": 0.7,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    t0 = time.perf_counter()
+    ttft: float | None = None
+    usage: dict[str, Any] | None = None
+    chunks = 0
+    try:
+        async with client.stream(
+            "POST", url, json=body, headers=headers or {}, timeout=timeout_s
+        ) as resp:
+            if resp.status_code != 200:
+                detail = (await resp.aread()).decode("utf-8", "replace")[:200]
+                return Sample(False, time.perf_counter() - t0, error=f"{resp.status_code} {detail}")
+            async for line in resp.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                chunk = json.loads(data)
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices") or []:
+                    delta = choice.get("delta") or {}
+                    if delta.get("content") or delta.get("reasoning_content"):
+                        chunks += 1
+                        if ttft is None:
+                            ttft = time.perf_counter() - t0
+    except (httpx.HTTPError, OSError, ValueError) as exc:
+        return Sample(False, time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}")
+    latency = time.perf_counter() - t0
+    if usage and usage.get("completion_tokens") is not None:
+        return Sample(
+            True,
+            latency,
+            ttft,
+            int(usage.get("prompt_tokens") or 0),
+            int(usage["completion_tokens"]),
+        )
+    return Sample(True, latency, ttft, max(1, len(prompt.text) // 4), chunks, counted=True)
+
+
+# --------------------------------------------------------------------------- one point
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def summarise(concurrency: int, samples: list[Sample], wall_s: float) -> Point:
+    ok = [s for s in samples if s.ok]
+    wall = max(wall_s, 1e-9)
+    out_tokens = sum(s.completion_tokens for s in ok)
+
+    def ms(values: list[float], q: float) -> float | None:
+        p = percentile(values, q)
+        return None if p is None else round(p * 1000, 1)
+
+    ttfts = [s.ttft_s for s in ok if s.ttft_s is not None]
+    lats = [s.latency_s for s in ok]
+    errors = [s for s in samples if not s.ok]
+    return Point(
+        concurrency=concurrency,
+        requests=len(samples),
+        errors=len(errors),
+        wall_s=round(wall, 3),
+        output_tokens_per_second=round(out_tokens / wall, 2),
+        input_tokens_per_second=round(sum(s.prompt_tokens for s in ok) / wall, 2),
+        requests_per_second=round(len(ok) / wall, 3),
+        ttft_p50_ms=ms(ttfts, 0.5),
+        ttft_p95_ms=ms(ttfts, 0.95),
+        latency_p50_ms=ms(lats, 0.5),
+        latency_p95_ms=ms(lats, 0.95),
+        mean_output_tokens=round(out_tokens / len(ok), 1) if ok else 0.0,
+        usage_counted=any(s.counted for s in ok),
+        first_error=errors[0].error if errors else None,
+    )
+
+
+async def run_point(
+    client: httpx.AsyncClient,
+    url: str,
+    model: str,
+    mix: list[Prompt],
+    concurrency: int,
+    requests: int,
+    *,
+    offset: int = 0,
+    max_seconds: float = 120.0,
+    max_tokens: int | None = None,
+    headers: dict[str, str] | None = None,
+) -> Point:
+    """``concurrency`` closed-loop workers send ``requests`` prompts (fewer if ``max_seconds``
+    passes first: no new request starts after it)."""
+    samples: list[Sample] = []
+    issued = 0
+    t0 = time.perf_counter()
+
+    async def worker() -> None:
+        nonlocal issued
+        while issued < requests and time.perf_counter() - t0 < max_seconds:
+            prompt = mix[(offset + issued) % len(mix)]
+            issued += 1
+            samples.append(
+                await stream_one(client, url, model, prompt, headers=headers, max_tokens=max_tokens)
+            )
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return summarise(concurrency, samples, time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def choose(points: list[Point], slo_p95_ms: float) -> tuple[Point, bool]:
+    """The operating point: the most output tokens/s among points that meet the SLO (p95
+    latency, at most 1% errors); when none does, the lowest concurrency that answered."""
+    meets = [
+        p
+        for p in points
+        if p.latency_p95_ms is not None and p.latency_p95_ms <= slo_p95_ms and p.error_rate <= 0.01
+    ]
+    if meets:
+        return max(meets, key=lambda p: (p.output_tokens_per_second, -p.concurrency)), True
+    answered = [p for p in points if p.requests > p.errors] or points
+    return min(answered, key=lambda p: p.concurrency), False
+
+
+def prices(
+    point: Point, prefill_tps: float | None, gpu_hour_usd: float, gpus: int
+) -> dict[str, float]:
+    """USD per million tokens such that the operating point's tokens cost the GPUs' time."""
+    per_second = gpu_hour_usd * gpus / 3600.0
+    out_tps, in_tps = point.output_tokens_per_second, point.input_tokens_per_second
+    if not prefill_tps or prefill_tps <= 0 or in_tps <= 0 or out_tps <= 0:
+        raise ValueError(
+            "cannot price: the operating point or the prefill probe served no tokens "
+            f"(output {out_tps} tok/s, input {in_tps} tok/s, prefill {prefill_tps} tok/s)"
+        )
+    share = min(in_tps / prefill_tps, MAX_PREFILL_SHARE)
+    priced_in, priced_out = in_tps / share, out_tps / (1.0 - share)
+    return {
+        "prefill_share": round(share, 4),
+        "priced_input_tokens_per_second": round(priced_in, 2),
+        "priced_output_tokens_per_second": round(priced_out, 2),
+        "usd_per_mtok_input": round(per_second / priced_in * 1e6, 6),
+        "usd_per_mtok_output": round(per_second / priced_out * 1e6, 6),
+    }
+
+
+def saturated(points: list[Point], slo_p95_ms: float) -> bool:
+    """Stop rising: errors, latency far past the SLO, or throughput flat for two steps."""
+    last = points[-1]
+    if last.error_rate > 0.05:
+        return True
+    if last.latency_p95_ms is not None and last.latency_p95_ms > 2 * slo_p95_ms:
+        return True
+    if len(points) >= 3:
+        a, b, c = (p.output_tokens_per_second for p in points[-3:])
+        return b <= a * 1.03 and c <= b * 1.03
+    return False
+
+
+async def calibrate(
+    *,
+    api_base: str,
+    model: str,
+    backend: str,
+    engine: str,
+    gpu_hour_usd: float,
+    gpus: int = 1,
+    mix: list[Prompt],
+    mix_name: str,
+    slo_p95_ms: float = 20_000.0,
+    max_concurrency: int = 64,
+    requests_per_worker: int = 3,
+    min_requests: int = 8,
+    max_seconds_per_point: float = 120.0,
+    api_key: str | None = None,
+    progress: Any = None,
+) -> Calibration:
+    """Run the points, the prefill probe, and derive the price (see the module docstring)."""
+    url = api_base.rstrip("/") + "/chat/completions"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    levels = [c for c in LEVELS if c <= max_concurrency] or [1]
+    limits = httpx.Limits(max_connections=max(levels) + 4, max_keepalive_connections=max(levels))
+    points: list[Point] = []
+    offset = 0
+    async with httpx.AsyncClient(limits=limits) as client:
+        warm = await stream_one(client, url, model, mix[0], headers=headers, max_tokens=8)
+        if not warm.ok:
+            raise RuntimeError(f"{url} does not answer a chat completion: {warm.error}")
+        for level in levels:
+            n = max(min_requests, requests_per_worker * level)
+            point = await run_point(
+                client, url, model, mix, level, n,
+                offset=offset, max_seconds=max_seconds_per_point, headers=headers,
+            )  # fmt: skip
+            offset += point.requests
+            points.append(point)
+            if progress is not None:
+                progress(point)
+            if saturated(points, slo_p95_ms):
+                break
+        chosen, slo_met = choose(points, slo_p95_ms)
+        probe = await run_point(
+            client, url, model, mix, chosen.concurrency,
+            max(min_requests, requests_per_worker * chosen.concurrency),
+            offset=offset, max_seconds=max_seconds_per_point, max_tokens=1, headers=headers,
+        )  # fmt: skip
+    if probe.errors == probe.requests:
+        raise RuntimeError(f"the prefill probe failed: {probe.first_error}")
+    prefill = probe.input_tokens_per_second
+    money = prices(chosen, prefill, gpu_hour_usd, gpus)
+    return Calibration(
+        backend=backend,
+        engine=engine,
+        model=model,
+        gpu_hour_usd=gpu_hour_usd,
+        gpus=gpus,
+        slo_p95_ms=slo_p95_ms,
+        slo_met=slo_met,
+        concurrency=chosen.concurrency,
+        output_tokens_per_second=chosen.output_tokens_per_second,
+        input_tokens_per_second=chosen.input_tokens_per_second,
+        requests_per_second=chosen.requests_per_second,
+        ttft_p95_ms=chosen.ttft_p95_ms,
+        latency_p95_ms=chosen.latency_p95_ms,
+        prefill_tokens_per_second=prefill,
+        mix=mix_name,
+        points=[asdict(p) for p in points],
+        created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **money,  # type: ignore[arg-type]
+    )
+
+
+def table(cal: Calibration) -> str:
+    """The calibration as a plain-text table (the CLI and the GPU bench print it)."""
+    head = (
+        f"{'conc':>5} {'req':>5} {'err':>4} {'out tok/s':>10} {'in tok/s':>10} {'req/s':>7} "
+        f"{'ttft p50':>9} {'ttft p95':>9} {'lat p50':>9} {'lat p95':>9}"
+    )
+
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.0f}"
+
+    lines = [head]
+    for p in cal.points:
+        mark = " <- operating point" if p["concurrency"] == cal.concurrency else ""
+        lines.append(
+            f"{p['concurrency']:>5} {p['requests']:>5} {p['errors']:>4} "
+            f"{p['output_tokens_per_second']:>10.1f} {p['input_tokens_per_second']:>10.1f} "
+            f"{p['requests_per_second']:>7.2f} {f(p['ttft_p50_ms']):>9} {f(p['ttft_p95_ms']):>9} "
+            f"{f(p['latency_p50_ms']):>9} {f(p['latency_p95_ms']):>9}{mark}"
+        )
+    slo = "met" if cal.slo_met else "NOT met at any point (lowest concurrency kept)"
+    lines.append(
+        f"SLO p95 latency <= {cal.slo_p95_ms:.0f} ms: {slo}; prefill probe "
+        f"{f(cal.prefill_tokens_per_second)} tok/s (prefill share {cal.prefill_share:.1%})"
+    )
+    lines.append(
+        f"at ${cal.gpu_hour_usd:.2f}/GPU-hour x {cal.gpus}: "
+        f"${cal.usd_per_mtok_input:.4f} per M input tokens, "
+        f"${cal.usd_per_mtok_output:.4f} per M output tokens ({cal.mix})"
+    )
+    return "\n".join(lines)
