@@ -16,23 +16,23 @@ Requests whose embedding is from another embedder space than the base artifact's
 profile of its own name when the predictor has one (``gateway.serve.routing.learned_profile``), so
 a deployed candidate replaces the backend's mapping to a dataset model.
 
-Two recipes:
+Two recipes, both fitted by ``predictors.fitting`` (this module only reads the store and
+reports):
 
 * fine-tune (default): keep the base artifact's query features ``h(x)`` and fit each backend's
-  ability ``(a, u)`` from its labels (``fit_new_profile``; backends with fewer than
-  ``min_labels`` labels keep their current mapping), and add the logged queries to the
-  nearest-neighbour memory;
+  ability ``(a, u)`` from its labels (backends with fewer than ``min_labels`` labels keep their
+  current mapping), and add the logged queries to the nearest-neighbour memory;
 * ``with_shared_data``: refit the whole outcome model on ``../shared/data`` (the shipped
   recipe) plus the logged rows, the backends as extra profiles.
 
 The report (:class:`LearningReport`) fits the recipe on a seeded 70 % of the logged *tasks* and
 compares the current and the candidate predictor on the other 30 %: calibration (Brier, log
-loss, ECE, AUC on the observed labels) and the policy's cost per successful task, replayed with
-each predictor's P(success) through ``gateway.analytics.backtest.replay_store``. A replayed choice of the
-backend that actually answered reuses the recorded cost and outcome; any other choice is priced
-from the recorded tokens and its success estimated by the *candidate* model for both sides, so
-the difference comes from the choices, not from who grades them. The artifact written is then
-fitted on all logged rows.
+loss, ECE, AUC on the observed labels) and the policy's cost per successful task, replayed
+with each predictor's P(success) through ``gateway.analytics.backtest.replay_store``. A
+replayed choice of the backend that actually answered reuses the recorded cost and outcome;
+any other choice is priced from the recorded tokens and its success estimated by the
+*candidate* model for both sides, so the difference comes from the choices, not from who grades
+them. The artifact written is then fitted on all logged rows.
 """
 
 from __future__ import annotations
@@ -49,20 +49,19 @@ from gateway.analytics.backtest import (
     LoggedRequest,
     Summary,
     backend_facts,
-    embed_prompts,
     predict_vectors,
     replay_store,
     resolve_prices,
 )
 from gateway.serve.routing import learned_profile
+from predictors import fitting
+from predictors.fitting import MIN_LABELS
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from gateway.config import Config
     from predictors.service import Predictor
-
-MIN_LABELS = 100
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,7 @@ class StoreData:
 
 def label_counts(rows: Sequence[LabelledRequest]) -> Counter[str]:
     """Labels per backend."""
-    return Counter(b for row in rows for b in row.labels)
+    return fitting.label_counts([r.labels for r in rows])
 
 
 def labelled_requests(logged: Sequence[LoggedRequest], fingerprint: str) -> StoreData:
@@ -135,78 +134,15 @@ def split_by_task(rows: Sequence[LabelledRequest], seed: int) -> tuple[list[int]
     return tr, te
 
 
-def _matrix(rows: Sequence[LabelledRequest], backends: Sequence[str]) -> np.ndarray:
-    y = np.full((len(rows), len(backends)), np.nan, dtype=np.float32)
-    col = {b: j for j, b in enumerate(backends)}
-    for i, r in enumerate(rows):
-        for b, v in r.labels.items():
-            if b in col:
-                y[i, col[b]] = v
-    return y
+def _vectors(rows: Sequence[LabelledRequest]) -> np.ndarray:
+    return np.stack([r.vector for r in rows]) if rows else np.zeros((0, 384), np.float32)
 
 
 def fine_tune(
     base: Predictor, rows: Sequence[LabelledRequest], min_labels: int = MIN_LABELS
 ) -> tuple[Predictor, list[str]]:
-    """Base features kept; a profile per backend with ``min_labels`` labels; the logged queries
-    added to the memory. Returns the candidate and the backends it learned."""
-    from predictors.outcome_model import OutcomeModel, fit_new_profile
-    from predictors.service import Predictor as PredictorCls
-
-    counts = label_counts(rows)
-    learned = sorted(b for b, n in counts.items() if n >= min_labels)
-    model: OutcomeModel = base.model
-    x = np.stack([r.vector for r in rows]) if rows else np.zeros((0, 384), np.float32)
-    for b in learned:
-        idx = [i for i, r in enumerate(rows) if b in r.labels]
-        labels = np.array([rows[i].labels[b] for i in idx], dtype=float)
-        if labels.min() == labels.max():  # one class only: nothing to discriminate
-            continue
-        a, u = fit_new_profile(model, x[idx], labels)
-        model = model.with_profile(b, a, u)
-    learned = [b for b in learned if b in model.profiles]
-    if learned and "knn_x" in model.arrays:
-        y = _matrix(rows, model.profiles)
-        keep = ~np.isnan(y).all(axis=1)
-        arrays = dict(model.arrays)
-        new_x = np.clip(np.round(x[keep] * 127.0), -127, 127).astype(np.int8)
-        arrays["knn_x"] = np.concatenate([arrays["knn_x"], new_x])
-        arrays["knn_y"] = np.concatenate([arrays["knn_y"], y[keep].astype(np.float16)])
-        model = OutcomeModel(list(model.profiles), arrays)
-    return PredictorCls(model, base.meta, base._embedder), learned
-
-
-def refit_with_shared_data(
-    base: Predictor,
-    rows: Sequence[LabelledRequest],
-    data_dir: str | Path | None,
-    min_labels: int = MIN_LABELS,
-    seed: int = 0,
-) -> tuple[Predictor, list[str]]:
-    """The shipped recipe refitted on ``../shared/data`` plus the logged rows (backends with
-    ``min_labels`` labels become profiles of their own)."""
-    from predictors.datasets import read_dataset
-    from predictors.outcome_model import OutcomeModel, TrainConfig, fit_outcome_model
-    from predictors.service import Predictor as PredictorCls
-    from predictors.training import join_tables
-
-    counts = label_counts(rows)
-    learned = sorted(b for b, n in counts.items() if n >= min_labels and b not in base.profiles)
-    names = [str(d["name"]) for d in base.meta["training_data"]["datasets"]]
-    tables = [read_dataset(n, data_dir) for n in names]
-    _, prompts, y_shared = join_tables(tables)
-    dataset_profiles = [m for t in tables for m in t.models]
-    x_shared = embed_prompts(base, prompts)
-    profiles = dataset_profiles + learned
-    y_store = _matrix(rows, profiles)
-    keep = ~np.isnan(y_store).all(axis=1)
-    x_store = np.stack([r.vector for r in rows])[keep] if rows else np.zeros((0, 384))
-    pad = np.full((len(y_shared), len(learned)), np.nan, dtype=np.float32)
-    x = np.concatenate([x_shared, x_store]).astype(np.float32)
-    y = np.concatenate([np.concatenate([y_shared, pad], axis=1), y_store[keep]])
-    cfg = TrainConfig(**{**base.meta["model"]["train_config"], "seed": seed})
-    model: OutcomeModel = fit_outcome_model(x, y, profiles, cfg)
-    return PredictorCls(model, base.meta, base._embedder), learned
+    """``predictors.fitting.fine_tune`` on logged requests (profiles named after backends)."""
+    return fitting.fine_tune(base, _vectors(rows), [r.labels for r in rows], min_labels)
 
 
 @dataclass(frozen=True)
@@ -374,7 +310,8 @@ def learn(
 
     def fit(rows: Sequence[LabelledRequest]) -> tuple[Predictor, list[str]]:
         if with_shared_data:
-            return refit_with_shared_data(base, rows, data_dir, min_labels, seed)
+            x, labels = _vectors(rows), [r.labels for r in rows]
+            return fitting.refit_with_shared_data(base, x, labels, data_dir, min_labels, seed)
         return fine_tune(base, rows, min_labels)
 
     tr, te = split_by_task(data.rows, seed)

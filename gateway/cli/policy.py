@@ -92,15 +92,14 @@ def _dataset_backtest(
     from gateway.analytics.backtest import (
         backend_facts,
         dataset_queries,
-        holdout_predictor,
         load_dataset,
         map_backends,
         predict_prompts,
         replay_dataset,
         resolve_prices,
         sample_ids,
-        trained_on,
     )
+    from predictors.fitting import holdout_predictor, trained_on
 
     unknown = sorted(set(overrides) - {b.name for b in cfg.backends})
     if unknown:

@@ -331,14 +331,3 @@ def test_load_candidate_validates_with_file_and_line(tmp_path: Path) -> None:
     loaded = load_candidate(good, config())  # no routing: the config's applies
     assert loaded.policy_set.routing.default == "default"
     assert loaded.notes and "routing" in loaded.notes[0]
-
-
-def test_recorded_split_seed() -> None:
-    from gateway.analytics.backtest import recorded_split_seed, trained_on
-
-    meta = {
-        "metrics_holdout": {"split": "seeded 70/30 by query, seed 3; 70 train / 30 test"},
-        "training_data": {"datasets": [{"name": "routerbench"}, {"name": "mmlu-pro"}]},
-    }
-    assert recorded_split_seed(meta) == 3 and trained_on(meta) == {"routerbench", "mmlu-pro"}
-    assert recorded_split_seed({}) is None and trained_on({}) == set()

@@ -8,8 +8,8 @@ thing per module:
 * ``results``: replayed rows, a side's aggregates (:class:`Summary`) and the difference of the
   two sides (:class:`BacktestResult`);
 * ``dataset``: **dataset replays** scored with recorded outcomes and costs (pure);
-  ``dataset_source``: loading and sampling the datasets, held-out refits;
-  ``predictions``: the predictor's P(success) for many prompts;
+  ``dataset_source``: loading and sampling the datasets; ``predictions``: the predictor's
+  P(success) for many prompts (held-out refits are ``predictors.fitting``);
 * ``store``: **store replays** of logged requests, estimated rows flagged (pure);
   ``store_load``: reading logged requests from the store.
 
@@ -27,25 +27,14 @@ from gateway.analytics.backtest.dataset import (
     replay_one,
     score_choice,
 )
-from gateway.analytics.backtest.dataset_source import (
-    Holdout,
-    holdout_predictor,
-    load_dataset,
-    recorded_split_seed,
-    sample_ids,
-    trained_on,
-)
+from gateway.analytics.backtest.dataset_source import load_dataset, sample_ids
 from gateway.analytics.backtest.facts import (
     backend_facts,
     credentials_ok,
     estimate_tokens,
     resolve_prices,
 )
-from gateway.analytics.backtest.predictions import (
-    embed_prompts,
-    predict_prompts,
-    predict_vectors,
-)
+from gateway.analytics.backtest.predictions import predict_prompts, predict_vectors
 from gateway.analytics.backtest.results import (
     ESTIMATED,
     NO_BACKEND,
@@ -70,7 +59,6 @@ __all__ = [
     "BacktestResult",
     "CandidatePolicies",
     "DatasetQuery",
-    "Holdout",
     "LoggedRequest",
     "Recorded",
     "Replayed",
@@ -81,16 +69,13 @@ __all__ = [
     "backend_facts",
     "credentials_ok",
     "dataset_queries",
-    "embed_prompts",
     "estimate_tokens",
-    "holdout_predictor",
     "load_candidate",
     "load_dataset",
     "load_logged_requests",
     "map_backends",
     "predict_prompts",
     "predict_vectors",
-    "recorded_split_seed",
     "replay_dataset",
     "replay_one",
     "replay_select",
@@ -99,5 +84,4 @@ __all__ = [
     "sample_ids",
     "score_choice",
     "stored_prediction",
-    "trained_on",
 ]

@@ -1,6 +1,5 @@
-"""The predictor's view of many prompts for a replay: vectors through the on-disk embedding
-cache (the encoder is only built if some prompt is not cached), and predictions as the policy
-engine's :class:`PredictionFacts`."""
+"""The predictor's view of many prompts for a replay, as the policy engine's
+:class:`PredictionFacts` (vectors come through the on-disk embedding cache)."""
 
 from __future__ import annotations
 
@@ -15,30 +14,10 @@ if TYPE_CHECKING:
     from predictors.service import Predictor
 
 
-class LazyEmbedder:
-    """Stands in for ``predictors.embedding.Embedder`` in ``embed_cached``: the model (torch,
-    seconds to load on 2 cores) is only built if some prompt is not in the embedding cache."""
-
-    def __init__(self, predictor: Predictor) -> None:
-        self._predictor = predictor
-        self.fingerprint = predictor.embedder_config.fingerprint()
-
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        return self._predictor.embedder.encode(list(texts), batch_size=batch_size)
-
-
-def embed_prompts(predictor: Predictor, prompts: Sequence[str]) -> np.ndarray:
-    """The predictor's vectors for many prompts, through the on-disk embedding cache."""
-    from typing import cast
-
-    from predictors.embedding import Embedder
-    from predictors.embedding_cache import embed_cached
-
-    return embed_cached(cast(Embedder, LazyEmbedder(predictor)), list(prompts))
-
-
 def predict_prompts(predictor: Predictor, prompts: Sequence[str]) -> list[PredictionFacts]:
     """Predictions for many prompts, through the on-disk embedding cache."""
+    from predictors.prompt_vectors import embed_prompts
+
     return predict_vectors(predictor, embed_prompts(predictor, prompts))
 
 
