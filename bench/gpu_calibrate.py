@@ -19,7 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.analytics.calibrate import Point, calibrate, read_mix, table
+from gateway.analytics.calibrate import Point, calibrate, table
+from gateway.analytics.prompt_mix import read_mix
 
 
 def main() -> None:

@@ -48,14 +48,13 @@ def calibrate(
     """Drive a self-hosted backend at rising concurrency; store its price and capacity."""
     from gateway.analytics.calibrate import (
         Point,
-        default_mix,
-        read_mix,
         served_model_name,
         table,
     )
     from gateway.analytics.calibrate import (
         calibrate as run_calibration,
     )
+    from gateway.analytics.prompt_mix import default_mix, read_mix
     from gateway.config import ConfigError
     from gateway.settings import Settings
 

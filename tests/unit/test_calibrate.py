@@ -10,16 +10,14 @@ import pytest
 from gateway.analytics.calibrate import (
     Point,
     Sample,
-    builtin_mix,
     choose,
-    default_mix,
     percentile,
     prices,
-    read_mix,
     saturated,
     served_model_name,
     summarise,
 )
+from gateway.analytics.prompt_mix import builtin_mix, default_mix, read_mix
 
 
 def point(c: int, out_tps: float, p95: float, errors: int = 0, in_tps: float = 100.0) -> Point:
