@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gateway.cli import demo, fake_upstream, importer
+from gateway.cli import calibrate, demo, fake_upstream, importer
 from gateway.cli import report as cli_report
 from gateway.cli.policy import app as policy_app
 from gateway.cli.policy import route_app
@@ -35,6 +35,7 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(route_app, name="route")
 app.add_typer(importer.app, name="import")
 app.command("fake-upstream")(fake_upstream.fake_upstream)
+app.command("calibrate")(calibrate.calibrate)
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
