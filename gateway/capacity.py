@@ -200,6 +200,14 @@ class CapacityMonitor:
         self._client: httpx.AsyncClient | None = None
         self._calibrated_at = 0.0
 
+    def follow(
+        self, config: Callable[[], Config], *, on_calibration: Callable[[], None] | None = None
+    ) -> None:
+        """Read the live config from ``config`` (hot reloads) and call ``on_calibration`` when
+        a new calibration is stored (to reprice)."""
+        self._config = config
+        self.on_calibration = on_calibration
+
     def wrap(self, caller: BackendCaller) -> CountingCaller:
         return CountingCaller(caller, self.in_flight)
 

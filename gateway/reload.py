@@ -19,7 +19,6 @@ from typing import Any
 
 from gateway.config import Config, ConfigError, ConfigIssue, config_files, load_config
 from gateway.runtime import Runtime
-from gateway.snapshot import build_snapshot
 
 log = logging.getLogger("tollgate.reload")
 
@@ -101,7 +100,7 @@ class Reloader:
             for section in ("store", "redis", "server"):
                 if getattr(new, section) != getattr(old, section):
                     log.warning("config reload: changes to %r take effect after a restart", section)
-            self.rt.install(build_snapshot(new, self.rt.caller, self.rt.predictor))
+            self.rt.install(self.rt.snapshot_for(new))
             log.info(
                 "config reloaded (%s): policy version %s -> %s",
                 reason,

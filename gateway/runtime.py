@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.auth import Authenticator, Principal
 from gateway.backends.upstream import BackendCaller
 from gateway.budgets import BudgetLedger
+from gateway.capacity import CapacityMonitor
 from gateway.config import Config
 from gateway.latency import LatencyWindow
 from gateway.metrics import Metrics
@@ -44,6 +45,7 @@ class Runtime:
     snapshot: Snapshot
     predictor: Any = None  # gateway.serve.predictor_client.PredictorClient (or a test double)
     latency: LatencyWindow = field(default_factory=LatencyWindow)
+    capacity: CapacityMonitor | None = None  # the self-hosted backends' load and calibrations
 
     @property
     def config(self) -> Config:
@@ -54,6 +56,11 @@ class Runtime:
         """Swap in a new snapshot (hot reload): one assignment, so requests that start from
         now on see all of it and requests in flight none of it."""
         self.snapshot = snapshot
+
+    def snapshot_for(self, config: Config) -> Snapshot:
+        """A snapshot of ``config``, self-hosted backends priced by their latest calibration."""
+        calibrations = self.capacity.calibrations if self.capacity is not None else None
+        return build_snapshot(config, self.caller, self.predictor, calibrations)
 
     async def allowed(self, backend: str) -> bool:
         """False while the backend's circuit is open (shared state errors fail open)."""
@@ -73,6 +80,8 @@ class Runtime:
             return False
 
     async def close(self) -> None:
+        if self.capacity is not None:
+            await self.capacity.close()
         if self.predictor is not None and hasattr(self.predictor, "close"):
             await self.predictor.close()
         await self.writer.close()
@@ -104,6 +113,10 @@ async def build_runtime(
     auth = Authenticator(
         keys, ttl_s=cfg.server.key_cache_ttl_s, admin_key=settings.admin_key, anonymous=anonymous
     )
+    # counts calls in flight per backend; polls self-hosted engines once the runtime exists
+    capacity = CapacityMonitor(lambda: cfg, state, engine)
+    await capacity.refresh_calibrations()
+    caller = capacity.wrap(caller)
     runtime = Runtime(
         settings=settings,
         caller=caller,
@@ -114,9 +127,15 @@ async def build_runtime(
         auth=auth,
         budgets=BudgetLedger(state, engine),
         metrics=metrics,
-        snapshot=build_snapshot(cfg, caller, predictor),
+        snapshot=build_snapshot(cfg, caller, predictor, capacity.calibrations),
         predictor=predictor,
+        capacity=capacity,
     )
+    capacity.follow(
+        lambda: runtime.config,
+        on_calibration=lambda: runtime.install(runtime.snapshot_for(runtime.config)),
+    )
+    await capacity.start()
     for backend in cfg.backends:
         price = runtime.snapshot.price(backend)
         reason = unavailable_reason(backend)

@@ -20,6 +20,7 @@ from gateway.config import AUTO_POLICY, BackendConfig, Config
 from gateway.errors import ModelNotFound, NoBackendAvailable
 from gateway.pricing import Price, resolve_price
 from gateway.state import BreakerSettings
+from gateway.store.calibrations import StoredCalibration
 
 POLICY_PREFIX = "tollgate/"
 
@@ -88,13 +89,22 @@ class Snapshot:
         return chain
 
 
-def build_snapshot(config: Config, caller: BackendCaller, predictor: Any = None) -> Snapshot:
+def build_snapshot(
+    config: Config,
+    caller: BackendCaller,
+    predictor: Any = None,
+    calibrations: Mapping[str, StoredCalibration] | None = None,
+) -> Snapshot:
     """Resolve everything a request reads from ``config`` (``predictor``: the running
-    predictor service, whose learned profiles do not change while it runs)."""
+    predictor service, whose learned profiles do not change while it runs; ``calibrations``:
+    the latest stored calibration of each calibrated self-hosted backend)."""
     cb = config.circuit_breaker
+    cal = calibrations or {}
     return Snapshot(
         config=config,
-        prices=MappingProxyType({b.name: resolve_price(b, caller) for b in config.backends}),
+        prices=MappingProxyType(
+            {b.name: resolve_price(b, caller, cal.get(b.name)) for b in config.backends}
+        ),
         breaker=BreakerSettings(cb.failure_threshold, cb.window_s, cb.cooldown_s),
         learned_profiles=frozenset(getattr(predictor, "profiles", None) or ()),
     )
