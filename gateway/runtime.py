@@ -146,4 +146,10 @@ async def build_runtime(
             "available" if reason is None else f"unavailable: {reason}",
             f"priced from {price.source}" if price else "UNPRICED (costs recorded as unknown)",
         )
+    if cfg.policy_set is not None:
+        from policies.availability import fallback_warnings
+
+        available = {b.name: b.missing_credentials() for b in cfg.backends}
+        for line in fallback_warnings(cfg.policy_set, available):
+            log.warning("%s", line)
     return runtime

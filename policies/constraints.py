@@ -73,7 +73,7 @@ def removal(
                 f"needs {needed} tokens (prompt + max_tokens) > window {backend.context_window}",
             )
     if not backend.healthy:
-        return "health", "backend is unhealthy"
+        return "health", backend.unhealthy_reason or "backend is unhealthy"
     if backend.circuit_open:
         return "circuit", "circuit breaker is open"
     slo = c.latency_slo_ms

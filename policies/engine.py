@@ -87,6 +87,41 @@ def _by_choice(choice: str, cs: Sequence[_Cand]) -> list[_Cand]:
     return [c for c in cs if c.name == choice]
 
 
+def _predictor_fallback_order(
+    choices: Sequence[str], cands: Sequence[_Cand], eligible: Sequence[_Cand]
+) -> tuple[list[_Cand], list[str]]:
+    """Order the eligible candidates as ``predictor_fallback`` says, and say why each listed
+    backend that was passed over could not serve.
+
+    Listed backends that are eligible come first, in list order; a keyword (``cheapest``,
+    ``first_candidate``) then orders every eligible candidate not placed yet, and ``error``
+    stops. After a list of names only, the other eligible candidates follow in candidate order
+    (what the dispatcher tries if the chosen backend fails to answer).
+    """
+    order: list[_Cand] = []
+    misses: list[str] = []
+    by_name = {c.name: c for c in cands}
+    ended = False
+    for choice in choices:
+        if choice == "error":
+            ended = True
+            break
+        if choice in ("cheapest", "first_candidate"):
+            order += [c for c in _by_choice(choice, eligible) if c not in order]
+            if not eligible:
+                misses.append(f"{choice} (no eligible candidate)")
+            ended = True
+            break
+        c = by_name.get(choice)
+        if c is None or c.removed is not None:
+            misses.append(f"{choice} ({': '.join(c.removed) if c else 'not a candidate'})")
+        elif c not in order:
+            order.append(c)
+    if order and not ended:
+        order += [c for c in _in_order(eligible) if c not in order]
+    return order, misses
+
+
 # --------------------------------------------------------------------------- escalation
 
 
@@ -323,27 +358,29 @@ def decide(
         )
 
     if all(c.p is None for c in eligible):
-        choice = policy.predictor_fallback
+        choices = policy.predictor_fallbacks
+        label = choices[0] if len(choices) == 1 else f"[{', '.join(choices)}]"
         why = (
             "the predictor gave no estimate"
             if prediction is None
             else "the predictor has no estimate for any eligible candidate"
         )
-        order = _by_choice(choice, eligible)
-        if choice not in ("cheapest", "first_candidate", "error") and order:
-            order += [c for c in _in_order(eligible) if c.name != choice]
+        order, misses = _predictor_fallback_order(choices, cands, eligible)
         if not order:
-            if choice == "error":
+            if choices == ("error",):
                 return fail("predictor_unavailable", f"{why}; predictor_fallback is error", None)
+            tail = "; then error" if choices[-1] == "error" else ""
             return fail(
                 "predictor_fallback_unavailable",
-                f"{why}; predictor_fallback {choice!r} is not eligible",
+                f"{why}; predictor_fallback {label} has no eligible backend: "
+                f"{', '.join(misses)}{tail}",
                 "predictor_unavailable",
             )
+        skipped = f" (not eligible: {', '.join(misses)})" if misses else ""
         return ok(
             order,
-            f"{why}; predictor_fallback={choice} chose {order[0].name} "
-            f"(expected {_usd(order[0].cost)})",
+            f"{why}; predictor_fallback={label} chose {order[0].name} "
+            f"(expected {_usd(order[0].cost)}){skipped}",
             "predictor_unavailable",
             by_capability=False,
         )

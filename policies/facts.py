@@ -29,6 +29,8 @@ class BackendFacts:
     capabilities: frozenset[str] = frozenset()
     tags: frozenset[str] = frozenset()
     healthy: bool = True
+    #: Why it is not healthy (e.g. its credentials are missing), for the decision's reason.
+    unhealthy_reason: str = ""
     circuit_open: bool = False
     #: Observed p95 latency; ``None``: no observations yet (the latency SLO is not applied).
     p95_latency_ms: float | None = None

@@ -287,8 +287,10 @@ class Policy(_Strict):
     objective: Objective
     constraints: Constraints = Field(default_factory=Constraints)
     #: When the predictor gives no estimate: ``cheapest`` | ``first_candidate`` | ``error`` |
-    #: a candidate's name. Required: never a silent guess.
-    predictor_fallback: Name
+    #: a candidate's name, or an ordered list of these: the first listed backend that is
+    #: eligible serves (a keyword orders all eligible ones and ends the list). Required: never
+    #: a silent guess.
+    predictor_fallback: Name | tuple[Name, ...]
     escalation: Escalation | None = None
 
     _version: str = PrivateAttr(default="")
@@ -301,6 +303,12 @@ class Policy(_Strict):
     def version(self) -> str:
         """Hash of the normalized policy content; changes whenever a decision could."""
         return self._version
+
+    @property
+    def predictor_fallbacks(self) -> tuple[str, ...]:
+        """``predictor_fallback`` as a list (one name or keyword is a list of one)."""
+        fb = self.predictor_fallback
+        return (fb,) if isinstance(fb, str) else fb
 
     @model_validator(mode="after")
     def _check_references(self) -> Policy:
@@ -326,16 +334,29 @@ class Policy(_Strict):
                     choice,
                 )
             )
-        fb = self.predictor_fallback
-        if fb not in PREDICTOR_FALLBACK_KEYWORDS and fb not in seen:
-            issues.append(
-                (
-                    ("predictor_fallback",),
-                    f"{fb!r} is neither one of {sorted(PREDICTOR_FALLBACK_KEYWORDS)} nor a "
-                    "candidate of this policy",
-                    fb,
+        fbs = self.predictor_fallbacks
+        if not fbs:
+            issues.append((("predictor_fallback",), "must not be empty", fbs))
+        listed: dict[str, int] = {}
+        single = isinstance(self.predictor_fallback, str)
+        for i, fb in enumerate(fbs):
+            loc: Loc = ("predictor_fallback",) if single else ("predictor_fallback", i)
+            if fb not in PREDICTOR_FALLBACK_KEYWORDS and fb not in seen:
+                issues.append(
+                    (
+                        loc,
+                        f"{fb!r} is neither one of {sorted(PREDICTOR_FALLBACK_KEYWORDS)} nor a "
+                        "candidate of this policy",
+                        fb,
+                    )
                 )
-            )
+            elif fb in listed:
+                issues.append((loc, f"{fb!r} is listed twice (also at [{listed[fb]}])", fb))
+            elif fb in PREDICTOR_FALLBACK_KEYWORDS and i < len(fbs) - 1:
+                issues.append(
+                    (loc, f"{fb!r} decides for every candidate: it can only come last", fb)
+                )
+            listed.setdefault(fb, i)
         for tenant, access in self.constraints.tenants.items():
             for field in ("allow", "deny"):
                 names = getattr(access, field) or ()

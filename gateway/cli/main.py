@@ -160,6 +160,14 @@ def config_check(
         f"policies: {', '.join(cfg.policies) or 'none'}; "
         f"aliases: {', '.join(cfg.aliases) or 'none'}"
     )
+    if cfg.policy_set is not None:
+        from rich.markup import escape
+
+        from policies.availability import fallback_warnings
+
+        available = {b.name: b.missing_credentials() for b in cfg.backends}
+        for line in fallback_warnings(cfg.policy_set, available):
+            err.print(f"[yellow]warning[/yellow] {escape(line)}", highlight=False)
 
 
 @db_app.command("upgrade")

@@ -242,6 +242,7 @@ class Dispatcher:
         """
         last: UpstreamFailure | None = None
         skipped: list[str] = []
+        failed: dict[str, str] = {}  # backend -> its last failure, for the client's error
         for backend in chain:
             if not await self._allowed(backend):
                 skipped.append(backend.name)
@@ -260,6 +261,7 @@ class Dispatcher:
                     if failure.status not in REQUEST_SPECIFIC:
                         await self._breaker(ctx, backend, False)  # the backend's fault
                     last = failure
+                    failed[backend.name] = f"{failure.error_type}, status {failure.status}"
                     if not failure.retryable or retry == backend.max_retries:
                         break
                     if (
@@ -285,8 +287,11 @@ class Dispatcher:
         if last.status in (400, 429):
             status = last.status  # e.g. the prompt is too long for every backend in the chain
         tried = ctx.attempts
+        which = "; ".join(f"{name}: {why}" for name, why in failed.items())
+        if skipped:
+            which += f"; circuit open: {', '.join(skipped)}"
         raise UpstreamError(
-            f"all {tried} attempts failed; last error from upstream "
+            f"all {tried} attempts failed ({which}); last error from upstream "
             f"({last.error_type}, status {last.status}): {last.message[:500]}",
             status=status,
             code=last.error_type,
