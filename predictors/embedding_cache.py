@@ -8,19 +8,13 @@ embed ~10k prompts, which takes minutes on 2 cores. Files are plain ``.npz`` (re
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from predictors.embedding import EMBED_DIM, Embedder, text_hash
-
-
-def cache_root() -> Path:
-    """Tollgate's machine-local cache: ``$TOLLGATE_CACHE_DIR`` or ``~/.cache/tollgate``."""
-    env = os.environ.get("TOLLGATE_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "tollgate"
+from predictors.local_cache import cache_root
 
 
 def cache_dir() -> Path:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from predictors.embedding_cache import cache_root
+from predictors.local_cache import cache_root
 
 log = logging.getLogger("tollgate.predictor")
 
