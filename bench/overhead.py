@@ -515,14 +515,33 @@ async def run_isolated(
             procs.resume(proc)
     try:
         if warm:
+            await first_answer(target, args.start_timeout)
             await asyncio.to_thread(
-                run_wrk, target.url, target.model, key=target.key, connections=8, duration_s=2
+                run_wrk, target.url, target.model, key=target.key, connections=8, duration_s=3
             )
             return Sample(target.name, "warm", rnd, 0, 0, 0, 0, 0, None, None, 1)
         return await measure(target, load, rnd, args, procs)
     finally:
         for proc in servers:
             procs.resume(proc)
+
+
+async def first_answer(target: Target, timeout_s: float) -> None:
+    """Wait until the target answers one request (a proxy's first call can take long)."""
+    headers = {"content-type": "application/json"}
+    if target.key:
+        headers["authorization"] = f"Bearer {target.key}"
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=60, trust_env=False) as client:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                resp = await client.post(
+                    target.url, content=chat_body(target.model), headers=headers
+                )
+                if resp.status_code == 200:
+                    return
+            await asyncio.sleep(1)
+    raise RuntimeError(f"{target.name} never answered a request")
 
 
 async def check_store(

@@ -9,9 +9,11 @@ cumulative time, plus the server's CPU per request. ``--mode routed`` sends ``mo
 through the shipped policies instead of pinning one backend (predictor off unless
 ``--predictor``, so the table shows the gateway, not the encoder).
 
-cProfile slows every Python call down by a similar factor, so read the table for shares, not
-for absolute milliseconds (``bench/overhead.py`` measures those without a profiler). The stats
-file goes to ``bench/out/profile_<mode>.prof`` (``python -m pstats`` reads it).
+The profiler counts CPU time (``time.process_time``), so other processes on a shared machine
+do not show up as slow functions. cProfile slows every Python call down by a similar factor,
+so read the table for shares, not for absolute milliseconds (``bench/overhead.py`` measures
+those without a profiler). The stats file goes to ``bench/out/profile_<mode>.prof``
+(``python -m pstats`` reads it).
 
 Needs ``wrk`` (``apt-get install wrk``). Everything listens on 127.0.0.1 only; every subprocess
 is stopped on exit.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import io
 import os
 import pstats
@@ -44,6 +47,24 @@ from gateway.devtools.fake_upstream import FakeUpstream  # noqa: E402
 
 HOST = "127.0.0.1"
 PRICE_IN, PRICE_OUT = "0.0000002", "0.0000006"
+
+
+class GcWatch:
+    """Counts the garbage collector's runs per generation and the CPU they take (their cost
+    lands in whatever function allocated last, so the profile alone hides it)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.cpu_s = 0.0
+        self._t0 = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.process_time()
+        else:
+            self.cpu_s += time.process_time() - self._t0
+            gen = info["generation"]
+            self.counts[gen] = self.counts.get(gen, 0) + 1
 
 
 def free_port() -> int:
@@ -122,13 +143,18 @@ async def serve_and_profile(args: argparse.Namespace, tmp: Path, upstream: str) 
     model = "fake" if args.mode == "pinned" else "auto"
     # warm-up: connections, caches, lazy imports
     await asyncio.to_thread(run_wrk, url, model, connections=args.connections, duration_s=2)
-    profiler = cProfile.Profile()
+    # CPU time, not wall time: on a shared machine a descheduled syscall would otherwise look
+    # like the most expensive function
+    profiler = cProfile.Profile(time.process_time)
+    gc_watch = GcWatch()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    gc.callbacks.append(gc_watch)
     profiler.enable()
     result: WrkResult = await asyncio.to_thread(
         run_wrk, url, model, connections=args.connections, duration_s=args.duration
     )
     profiler.disable()
+    gc.callbacks.remove(gc_watch)
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     server.should_exit = True
     await serving
@@ -142,6 +168,11 @@ async def serve_and_profile(args: argparse.Namespace, tmp: Path, upstream: str) 
         f"cProfile: {result.requests} requests ({result.rps:.0f} req/s), non-2xx "
         f"{result.non_2xx}, server CPU {1000 * cpu_s / max(1, result.requests):.2f} ms/request "
         f"(profiler included); load average {os.getloadavg()[0]:.2f}\n"
+    )
+    print(
+        f"garbage collections: {gc_watch.counts} (generation: count), "
+        f"{1000 * gc_watch.cpu_s:.0f} ms CPU in total, "
+        f"{gc.get_freeze_count()} objects frozen (gc.freeze at start-up)\n"
     )
     for key, title in (("tottime", "own time"), ("cumulative", "cumulative time")):
         buf = io.StringIO()

@@ -92,26 +92,93 @@ def serve(
     ] = None,
     port: Annotated[int | None, typer.Option(help="port (default from config: 4000)")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="worker processes sharing the port; more than 1 needs the shared state in "
+            "Redis (TOLLGATE_REDIS_URL)",
+        ),
+    ] = 1,
 ) -> None:
-    """Run the gateway (uvicorn)."""
+    """Run the gateway (uvicorn, uvloop + httptools); --workers N runs N processes."""
     import uvicorn
 
-    from gateway.app import UnsafeBind, create_app
+    from gateway.app import UnsafeBind, check_bind, create_app
 
     settings = _settings(config, host, port)
+    run: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": log_level,
+        "access_log": False,
+        "timeout_graceful_shutdown": 30,
+        "loop": "uvloop",
+        "http": "httptools",
+    }
     try:
-        application = create_app(settings)
+        if workers == 1:
+            application = create_app(settings)
+        else:
+            check_bind(settings)
     except UnsafeBind as exc:
         err.print(f"[red]error[/red] {exc}")
         raise typer.Exit(2) from None
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level,
-        access_log=False,
-        timeout_graceful_shutdown=30,
+    if workers == 1:
+        uvicorn.run(application, **run)
+        return
+    if settings.redis_url is None:
+        err.print(
+            f"[red]error[/red] --workers {workers} needs the shared state in Redis (set "
+            "TOLLGATE_REDIS_URL or redis.url): with in-process state every worker would keep "
+            "its own budgets and circuit breakers"
+        )
+        raise typer.Exit(2)
+    if settings.database_url.startswith("sqlite"):
+        err.print(
+            f"[yellow]warning[/yellow] {workers} workers write to one SQLite file and contend "
+            "for it; use PostgreSQL (TOLLGATE_DATABASE_URL) for several workers"
+        )
+    err.print(
+        f"{workers} workers: /metrics shows the counters of the worker that answers the "
+        "scrape; SIGHUP restarts the workers one by one (each reloads the config)",
+        highlight=False,
     )
+    _prepare_store(settings)  # once, here, not racing in every worker
+    os.environ["TOLLGATE_CONFIG"] = str(settings.config_path)
+    os.environ["TOLLGATE_HOST"] = settings.host
+    os.environ["TOLLGATE_PORT"] = str(settings.port)
+    # a worker imports litellm before it is ready: past uvicorn's 5 s it would be killed and
+    # restarted forever on a busy host
+    uvicorn.run(
+        "gateway.app:create_app_from_env",
+        factory=True,
+        workers=workers,
+        timeout_worker_healthcheck=120,
+        **run,
+    )
+
+
+def _prepare_store(settings: Any) -> None:
+    """Migrate the store and create the anonymous tenant before workers start in parallel."""
+    from gateway.store.database import create_engine
+    from gateway.store.keys import KeyStore
+    from gateway.store.migrate import upgrade_database
+
+    if settings.config.store.auto_migrate:
+        upgrade_database(settings.database_url)
+    tenant = settings.config.server.anonymous_tenant
+    if tenant:
+
+        async def ensure() -> None:
+            engine = create_engine(settings.database_url)
+            try:
+                await KeyStore(engine).ensure_tenant(tenant)
+            finally:
+                await engine.dispose()
+
+        asyncio.run(ensure())
 
 
 @config_app.command("check")
