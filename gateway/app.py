@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from gateway import __version__
 from gateway.backends.upstream import BackendCaller
+from gateway.config import load_settings
 from gateway.errors import install_error_handlers
 from gateway.http import admin, dashboard, docs, feedback, health
 from gateway.http import openai as api
@@ -88,7 +89,7 @@ def create_app_from_env() -> FastAPI:
     """The app of one worker process of ``tollgate serve --workers N``: uvicorn imports this
     factory in every worker, which reads its settings from the environment the CLI prepared
     (``TOLLGATE_CONFIG``, ``TOLLGATE_HOST``, ``TOLLGATE_PORT``, …)."""
-    return create_app(Settings.from_env())
+    return create_app(load_settings())
 
 
 def create_app(

@@ -15,15 +15,15 @@ outcome (0/1 correctness, or a quality score in [0, 1]) and per model the cost i
   gpt-4-1106-preview, used as a quality score. It has no cost column (cost is NaN).
   Evaluation-only licence: never train a shipped artifact on it.
 
-The data directory defaults to ``../shared/data`` relative to the project root and can be
-overridden with ``TOLLGATE_DATA_DIR`` or an explicit path.
+The data directory defaults to ``../shared/data`` relative to the project root; callers pass
+another one explicitly (the gateway's CLIs take it from ``--data`` or ``TOLLGATE_DATA_DIR``
+through ``gateway.settings``: this module never reads the environment).
 """
 
 from __future__ import annotations
 
 import ast
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-DATA_ENV_VAR = "TOLLGATE_DATA_DIR"
 ROUTERBENCH_FILES = ("arc_challenge", "mbpp", "winogrande")
 DATASETS = ("routerbench", "mmlu-pro", "alpacaeval")
 
@@ -39,10 +38,7 @@ _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def default_data_dir() -> Path:
-    """The shared data directory: ``$TOLLGATE_DATA_DIR`` or ``<project root>/../shared/data``."""
-    env = os.environ.get(DATA_ENV_VAR)
-    if env:
-        return Path(env)
+    """The shared data directory next to the project: ``<project root>/../shared/data``."""
     return (_PROJECT_ROOT / ".." / "shared" / "data").resolve()
 
 
@@ -108,7 +104,7 @@ class OutcomeTable:
 def _resolve(data_dir: str | Path | None) -> Path:
     path = Path(data_dir) if data_dir is not None else default_data_dir()
     if not path.is_dir():
-        raise FileNotFoundError(f"data directory not found: {path} (set {DATA_ENV_VAR})")
+        raise FileNotFoundError(f"data directory not found: {path} (pass the data directory)")
     return path
 
 

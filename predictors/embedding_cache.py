@@ -2,7 +2,8 @@
 
 This module owns not embedding the same dataset twice: training and the routing benchmark
 embed ~10k prompts, which takes minutes on 2 cores. Files are plain ``.npz`` (read with
-``allow_pickle=False``) under ``$TOLLGATE_CACHE_DIR`` or ``~/.cache/tollgate/embeddings``.
+``allow_pickle=False``) under ``<cache root>/embeddings`` (``predictors.local_cache``; the
+embedder's ``cache_dir`` unless one is given; default ``~/.cache/tollgate/embeddings``).
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from predictors.embedding import EMBED_DIM, Embedder, text_hash
 from predictors.local_cache import cache_root
 
 
-def cache_dir() -> Path:
-    return cache_root() / "embeddings"
+def cache_dir(root: str | Path | None = None) -> Path:
+    return cache_root(root) / "embeddings"
 
 
-def _path(fingerprint: str, batch_size: int) -> Path:
+def _path(fingerprint: str, batch_size: int, root: str | Path | None) -> Path:
     key = f"{fingerprint}|batch{batch_size}"
-    return cache_dir() / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".npz")
+    return cache_dir(root) / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".npz")
 
 
 def _load(path: Path) -> dict[str, np.ndarray]:
@@ -35,14 +36,21 @@ def _load(path: Path) -> dict[str, np.ndarray]:
     return {str(k): v for k, v in zip(keys, vecs, strict=True)}
 
 
-def embed_cached(embedder: Embedder, texts: Sequence[str], batch_size: int = 1) -> np.ndarray:
+def embed_cached(
+    embedder: Embedder,
+    texts: Sequence[str],
+    batch_size: int = 1,
+    cache_dir: str | Path | None = None,
+) -> np.ndarray:
     """Embeddings of ``texts``; only the texts not cached for this embedder are computed.
 
     ``batch_size`` defaults to 1 because int8 dynamic quantization scales activations per
     batch: a vector then depends only on its own text (as for a single query at serving time),
-    so training data, cache state and retraining are reproducible to the bit.
+    so training data, cache state and retraining are reproducible to the bit. ``cache_dir`` is
+    the cache root (default: the embedder's).
     """
-    path = _path(embedder.fingerprint, batch_size)
+    root = cache_dir if cache_dir is not None else getattr(embedder, "cache_dir", None)
+    path = _path(embedder.fingerprint, batch_size, root)
     known = _load(path)
     hashes = [text_hash(t) for t in texts]
     missing = sorted({h: t for h, t in zip(hashes, texts, strict=True) if h not in known}.items())

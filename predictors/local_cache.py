@@ -2,16 +2,16 @@
 (``onnx/``) and dataset embeddings (``embeddings/``), under one cache root.
 
 Its own module so that the encoder and the embedding cache can both name the root without
-importing each other (they used to form an import cycle through the embedder).
+importing each other (they used to form an import cycle through the embedder). The root is a
+parameter: the predictors never read the environment (the gateway passes
+``gateway.settings.cache_root_from_env()``; scripts pass a path or take the default).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 
-def cache_root() -> Path:
-    """Tollgate's machine-local cache: ``$TOLLGATE_CACHE_DIR`` or ``~/.cache/tollgate``."""
-    env = os.environ.get("TOLLGATE_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "tollgate"
+def cache_root(root: str | Path | None = None) -> Path:
+    """Tollgate's machine-local cache: ``root`` when given, else ``~/.cache/tollgate``."""
+    return Path(root) if root is not None else Path.home() / ".cache" / "tollgate"

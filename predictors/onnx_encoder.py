@@ -12,8 +12,8 @@ Why ONNX Runtime and not torch's own dynamic int8 (``bench/predictor_latency.py`
 one 64-token query takes ~3.5-4 ms instead of ~5.5 ms, and per-channel weight scales keep the
 vectors at cosine ~0.994 to fp32 where torch's per-tensor int8 gave ~0.94.
 
-The export takes a few seconds, once per machine: the file is cached under
-``$TOLLGATE_CACHE_DIR/onnx`` (default ``~/.cache/tollgate/onnx``), named by a hash of the model
+The export takes a few seconds, once per machine: the file is cached under ``<cache root>/onnx``
+(``predictors.local_cache``; default ``~/.cache/tollgate/onnx``), named by a hash of the model
 weights and of the export recipe, and written atomically so concurrent replicas can share it.
 """
 
@@ -117,9 +117,10 @@ def _quantize(fp32: Path, out: Path) -> None:
         root.removeFilter(_quiet_preprocess_hint)
 
 
-def encoder_path(model_dir: Path, int8: bool = True) -> Path:
-    """The cached ONNX encoder for ``model_dir`` (int8 or fp32), exported first if missing."""
-    directory = cache_root() / "onnx"
+def encoder_path(model_dir: Path, int8: bool = True, cache_dir: str | Path | None = None) -> Path:
+    """The cached ONNX encoder for ``model_dir`` (int8 or fp32), exported first if missing;
+    ``cache_dir`` is the cache root (``predictors.local_cache``)."""
+    directory = cache_root(cache_dir) / "onnx"
     digest = _weights_digest(model_dir)
     fp32 = directory / f"minilm-fp32-{digest}.onnx"
     path = directory / f"minilm-int8-{digest}.onnx" if int8 else fp32
@@ -136,7 +137,13 @@ def encoder_path(model_dir: Path, int8: bool = True) -> Path:
 class OnnxEncoder:
     """Token ids in, unit-norm embeddings out, on ONNX Runtime's CPU provider."""
 
-    def __init__(self, model_dir: Path, int8: bool = True, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        int8: bool = True,
+        threads: int | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -148,7 +155,9 @@ class OnnxEncoder:
         options.log_severity_level = 3
 
         self.session = ort.InferenceSession(
-            str(encoder_path(model_dir, int8)), options, providers=["CPUExecutionProvider"]
+            str(encoder_path(model_dir, int8, cache_dir)),
+            options,
+            providers=["CPUExecutionProvider"],
         )
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:

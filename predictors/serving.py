@@ -262,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="encoder threads")
     p.add_argument("--max-batch", type=int, default=64)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--cache-dir", default=None, help="cache root (default ~/.cache/tollgate)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
@@ -272,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     _, meta = read_artifact(args.artifact or DEFAULT_ARTIFACT_DIR)
     cfg = EmbedderConfig.from_dict(meta["embedder"])
     device = pick_device(args.device, cfg.runtime, cfg.quantize_int8)
-    embedder = Embedder(cfg, device=device, threads=args.threads)
+    embedder = Embedder(cfg, device=device, threads=args.threads, cache_dir=args.cache_dir)
     predictor = load_artifact(args.artifact, embedder=embedder)
     predictor.predict_batch(["warm up the predictor", "a second, longer warm-up prompt"])
     # the protocol owns stdout: anything a library prints goes to stderr instead

@@ -4,17 +4,13 @@ Implements ``gateway.backends.upstream.BackendCaller`` on top of litellm, so any
 and any OpenAI-compatible self-hosted server (vLLM, SGLang, llama.cpp) can be a backend. Retries
 and fallbacks are *not* delegated to litellm (``max_retries=0``): the gateway runs them itself
 so that every attempt is priced and recorded. litellm's remote cost-map fetch is disabled:
-prices come from the cost map bundled with the pinned litellm version. What a failed call
+prices come from the cost map bundled with the pinned litellm version (the package sets
+``LITELLM_LOCAL_MODEL_COST_MAP`` before litellm loads: ``gateway.backends``). What a failed call
 means (a classified ``UpstreamFailure``, or an ``InternalError`` for a bug) is decided in
 ``gateway.backends.litellm_errors``.
 """
 
 from __future__ import annotations
-
-import os
-
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-os.environ.setdefault("LITELLM_LOG", "ERROR")
 
 from collections.abc import AsyncIterator
 from decimal import Decimal

@@ -60,11 +60,10 @@ _mount_predictor()
 
 
 def _settings(config: str | None, host: str | None = None, port: int | None = None) -> Any:
-    from gateway.config import ConfigError
-    from gateway.settings import Settings
+    from gateway.config import ConfigError, load_settings
 
     try:
-        return Settings.from_env(config, host=host, port=port)
+        return load_settings(config, host=host, port=port)
     except ConfigError as exc:
         for issue in exc.issues:
             err.print(f"[red]error[/red] {issue}", highlight=False, markup=True)

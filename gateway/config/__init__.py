@@ -1,5 +1,6 @@
-"""The config layer: the strict schema and its loader (``schema``) and YAML positions
-(``yamlsource``). Callers import the public names from ``gateway.config``."""
+"""The config layer: the strict schema and its loader (``schema``), YAML positions
+(``yamlsource``), and a process's start-up settings (``startup.load_settings``). Callers import
+the public names from ``gateway.config``."""
 
 from gateway.config.schema import (
     AUTO_POLICY,
@@ -14,6 +15,7 @@ from gateway.config.schema import (
     load_config,
     load_config_text,
 )
+from gateway.config.startup import load_settings
 
 __all__ = [
     "AUTO_POLICY",
@@ -27,4 +29,5 @@ __all__ = [
     "format_loc",
     "load_config",
     "load_config_text",
+    "load_settings",
 ]

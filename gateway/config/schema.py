@@ -8,7 +8,6 @@ backend's ``api_key`` is a reference ``os.environ/NAME`` resolved at call time.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from pydantic import (
 )
 
 from gateway.config.yamlsource import YamlDocument, YamlSyntaxError, load_yaml_file, parse_yaml
+from gateway.settings import env_secret
 from policies import Policy, PolicySet, PolicySource, yaml_loc
 from policies.schema import Routing, Shadow
 from policies.sources import merge_sources
@@ -46,7 +46,7 @@ class EnvSecret(Strict):
     env: str
 
     def value(self) -> str | None:
-        return os.environ.get(self.env) or None
+        return env_secret(self.env)
 
     def __repr__(self) -> str:
         return f"EnvSecret(env={self.env!r})"
@@ -244,7 +244,8 @@ not make it fail; a wrong, evasive, truncated or off-topic answer does."""
 
 
 class JudgeConfig(Strict):
-    """The optional judge: a backend that grades a sample of served answers (``gateway.outcomes.judge``).
+    """The optional judge: a backend that grades a sample of served answers
+    (``gateway.outcomes.judge``).
 
     Its verdicts are task outcomes with source ``judge``; what its calls cost is recorded with
     each verdict and reported apart from traffic spend (evaluation overhead).

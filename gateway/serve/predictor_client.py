@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from gateway.settings import cache_root_from_env
 from predictors.embedding import EmbedderConfig, clip_text
 from predictors.service import Prediction
 from predictors.serving import HEADER, decode_reply, encode_request
@@ -205,6 +206,9 @@ class PredictorClient:
         cmd += ["--max-batch", str(self.max_batch), "--device", self.device]
         if self.artifact:
             cmd += ["--artifact", str(self.artifact)]
+        cache = cache_root_from_env()  # where the worker finds (or builds) its ONNX encoder
+        if cache is not None:
+            cmd += ["--cache-dir", str(cache)]
         return cmd
 
     async def start(self) -> None:

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, load_config, load_config_text
-from gateway.settings import Settings
+from gateway.config import ConfigError, load_config, load_config_text, load_settings
 
 MINIMAL = """\
 backends:
@@ -129,7 +128,7 @@ def test_environment_overrides(tmp_path: Path) -> None:
         "TOLLGATE_REDIS_URL": "redis://r:1/0",
         "TOLLGATE_ADMIN_KEY": "admin-zq9",
     }
-    s = Settings.from_env(str(path), environ=env)
+    s = load_settings(str(path), environ=env)
     assert (s.database_url, s.redis_url, s.admin_key) == (
         "postgresql://u@h/db",
         "redis://r:1/0",
