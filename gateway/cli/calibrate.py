@@ -34,6 +34,7 @@ def calibrate(
     ] = 20_000.0,
     max_concurrency: Annotated[int, typer.Option(help="highest concurrency tried")] = 64,
     requests_per_worker: Annotated[int, typer.Option(help="requests per worker per point")] = 3,
+    min_requests: Annotated[int, typer.Option(help="fewest requests per point")] = 8,
     max_seconds_per_point: Annotated[
         float, typer.Option(help="no new request starts after this in a point")
     ] = 120.0,
@@ -55,11 +56,10 @@ def calibrate(
         calibrate as run_calibration,
     )
     from gateway.analytics.prompt_mix import default_mix, read_mix
-    from gateway.config import ConfigError
-    from gateway.settings import Settings
+    from gateway.config import ConfigError, load_settings
 
     try:
-        settings = Settings.from_env(config)
+        settings = load_settings(config)
     except ConfigError as exc:
         for issue in exc.issues:
             err.print(f"[red]error[/red] {issue}")
@@ -108,6 +108,7 @@ def calibrate(
                 slo_p95_ms=slo_p95_ms,
                 max_concurrency=max_concurrency,
                 requests_per_worker=requests_per_worker,
+                min_requests=min_requests,
                 max_seconds_per_point=max_seconds_per_point,
                 api_key=target.api_key.value() if target.api_key else None,
                 progress=progress,
