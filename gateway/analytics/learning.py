@@ -51,8 +51,8 @@ from gateway.analytics.backtest import (
     backend_facts,
     predict_vectors,
     replay_store,
-    resolve_prices,
 )
+from gateway.analytics.prices import resolve_prices
 from gateway.serve.routing import learned_profile
 from predictors import fitting
 from predictors.fitting import MIN_LABELS

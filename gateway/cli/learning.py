@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.analytics.learning import LearningReport
-from gateway.cli.policy import _check_store, _config
+from gateway.cli.policy import _config
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -100,6 +100,7 @@ def train_from_store(
     seed: int,
     as_json: bool,
 ) -> None:
+    from gateway.analytics.backtest import check_store_exists
     from gateway.analytics.learning import learn, load_store_data, write_candidate
     from gateway.settings import DEFAULT_DATABASE_URL
     from gateway.store.database import create_engine, redact_url, to_async_url
@@ -108,7 +109,7 @@ def train_from_store(
     _, cfg = _config(config)
     url = os.environ.get("TOLLGATE_DATABASE_URL") or cfg.store.url or DEFAULT_DATABASE_URL
     try:
-        _check_store(url)
+        check_store_exists(url)
     except ValueError as exc:
         err.print(f"[red]error[/red] {exc}")
         raise typer.Exit(2) from None

@@ -2,9 +2,11 @@
 
 ``policy backtest`` replays a dataset from ``../shared/data`` or the requests logged in the
 store under the config's policy set and a candidate policy file, and prints spend, success
-rate, cost per successful task and backend mix for both, and the difference
-(``gateway.analytics.backtest`` does the work). ``route explain`` shows the decision the config's
-policies would take for one prompt, with the shipped predictor.
+rate, cost per successful task and backend mix for both, and the difference. ``route
+explain`` shows the decision the config's policies would take for one prompt, with the shipped
+predictor. This module parses the options and prints; the work is
+``gateway.analytics.backtest`` (``backtest_on_dataset``, ``backtest_on_store``) and
+``gateway.analytics.explain``.
 
 Heavy imports (pandas, torch, litellm, SQLAlchemy's engine) happen inside the commands, so
 mounting these apps keeps ``tollgate --help`` fast.
@@ -26,7 +28,6 @@ from rich.table import Table
 if TYPE_CHECKING:
     from gateway.analytics.backtest import BacktestResult, Summary
     from gateway.config import Config
-    from predictors.service import Predictor
 
 app = typer.Typer(help="Backtest routing policies before rolling them out.", no_args_is_help=True)
 route_app = typer.Typer(help="Explain routing decisions.", no_args_is_help=True)
@@ -57,14 +58,6 @@ def _issues(exc: Any, path: str) -> None:
     err.print(f"{len(exc.issues)} error(s) in {path}")
 
 
-def _predictor(cfg: Config) -> Predictor | None:
-    if not cfg.predictor.enabled:
-        return None
-    from predictors.service import load_artifact
-
-    return load_artifact(cfg.predictor.artifact)
-
-
 # -- policy backtest --------------------------------------------------------------------------
 def _parse_map(items: list[str] | None) -> dict[str, str]:
     out = {}
@@ -75,195 +68,6 @@ def _parse_map(items: list[str] | None) -> dict[str, str]:
             raise typer.Exit(2)
         out[backend.strip()] = model.strip()
     return out
-
-
-def _dataset_backtest(
-    cfg: Config,
-    cfg_path: str,
-    candidate: Any,
-    on: str,
-    *,
-    limit: int | None,
-    seed: int,
-    overrides: dict[str, str],
-    data_dir: str | None,
-    holdout: bool,
-) -> BacktestResult:
-    from gateway.analytics.backtest import (
-        backend_facts,
-        dataset_queries,
-        load_dataset,
-        map_backends,
-        predict_prompts,
-        replay_dataset,
-        resolve_prices,
-        sample_ids,
-    )
-    from predictors.fitting import holdout_predictor, trained_on
-
-    unknown = sorted(set(overrides) - {b.name for b in cfg.backends})
-    if unknown:
-        err.print(f"[red]error[/red] --map names unknown backend(s): {', '.join(unknown)}")
-        raise typer.Exit(2)
-    try:
-        table = load_dataset(on, data_dir)
-    except (ValueError, FileNotFoundError) as exc:
-        err.print(f"[red]error[/red] {exc}")
-        raise typer.Exit(2) from None
-    mapping, missing = map_backends(cfg, table.models, overrides)
-    if not mapping:
-        err.print(
-            f"[red]error[/red] no backend of {cfg_path} maps to a model of {table.name}: set "
-            "backends[].profile to a dataset model id, or use --map BACKEND=MODEL"
-        )
-        raise typer.Exit(2)
-    predictor = _predictor(cfg)
-    notes = [
-        "mapped: " + ", ".join(f"{b} = {m}" for b, m in mapping.items()),
-    ]
-    in_sample: bool | None = None
-    if predictor is not None:
-        in_sample = table.name in trained_on(predictor.meta)
-    if holdout and predictor is not None and in_sample:
-        try:
-            err.print("refitting the predictor on its recorded training split …", style="dim")
-            held = holdout_predictor(predictor, data_dir)
-        except (ValueError, FileNotFoundError) as exc:
-            err.print(f"[red]error[/red] --holdout: {exc}")
-            raise typer.Exit(2) from None
-        before = len(table)
-        table = table.subset([i for i in table.ids if f"{table.name}:{i}" in held.test_keys])
-        predictor, in_sample = held.predictor, False
-        notes.append(
-            f"held-out: predictor refitted on the 70 % training part of its recorded split "
-            f"(seed {held.seed}, {held.train_rows} rows, its artifact's train config); replayed "
-            f"on the {len(table)} of {before} {table.name} queries it never saw"
-        )
-    elif holdout:
-        notes.append(
-            "--holdout: the predictor was not trained on this dataset; nothing to hold out"
-        )
-    total = len(table)
-    table = table.subset(sample_ids(table.ids, limit, seed))
-    if missing:
-        notes.append("unavailable for the replay (removed as unhealthy): " + ", ".join(missing))
-    if len(table) < total:
-        notes.append(f"--limit: a seeded sample (seed {seed}) of {len(table)} of {total} queries")
-    if table.name == "mmlu-pro":
-        notes.append(
-            "cost: the dataset's convention, input tokens = ceil(chars(question + options) / 4), "
-            "output tokens = ceil(gen_chars / 4), priced with mmlu-pro/prices.csv"
-        )
-    else:
-        notes.append(f"cost: the recorded per-query USD cost (<model>|total_cost) of {table.name}")
-    notes.append(
-        "decisions use prompt tokens = ceil(chars / 4) and the config's prices; each query is "
-        "scored on the chosen backend's one recorded answer (fallbacks, retries and escalation "
-        "are not simulated)"
-    )
-    meta: dict[str, Any] = {"dataset": table.name, "queries": len(table), "mapping": mapping}
-    if predictor is None:
-        predictions: list[Any] = [None] * len(table)
-        notes.append("predictor disabled in the config: every decision is predictor_fallback")
-    else:
-        meta["predictor"] = predictor.version
-        if in_sample:
-            notes.append(
-                f"IN-SAMPLE: predictor {predictor.version} was trained on all of {table.name} "
-                "(its artifact records no held-out split of the shipped weights), so its "
-                "P(success) on these queries is optimistic: treat the success numbers as an "
-                "upper bound for predictor-driven policies (--holdout: out-of-sample numbers)"
-            )
-        err.print(f"predicting {len(table)} prompts (embedding cache) …", style="dim")
-        predictions = list(predict_prompts(predictor, list(table.prompts)))
-    facts = backend_facts(
-        cfg,
-        resolve_prices(cfg),
-        healthy={b.name: b.name in mapping for b in cfg.backends},
-        profiles=mapping,
-    )
-    queries = dataset_queries(table, mapping, predictions)
-    current = cfg.policy_set
-    assert current is not None
-    return replay_dataset(
-        queries,
-        facts,
-        current,
-        candidate.policy_set,
-        source=table.name,
-        notes=[*candidate.notes, *notes],
-        in_sample=in_sample,
-        meta=meta,
-    )
-
-
-def _check_store(url: str) -> None:
-    """A SQLite store must exist already: reading it must not create an empty one."""
-    from sqlalchemy.engine import make_url
-
-    from gateway.store.database import redact_url, to_async_url
-
-    parsed = make_url(to_async_url(url))
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        if not os.path.exists(parsed.database):
-            raise ValueError(
-                f"no store at {redact_url(to_async_url(url))}: the file does not exist"
-            )
-
-
-async def _store_backtest_async(
-    cfg: Config, candidate: Any, url: str, limit: int | None
-) -> BacktestResult:
-    from gateway.analytics.backtest import (
-        backend_facts,
-        load_logged_requests,
-        replay_store,
-        resolve_prices,
-    )
-    from gateway.store.database import create_engine, redact_url, to_async_url
-
-    engine = create_engine(url)
-    try:
-        load = await load_logged_requests(engine, limit)
-    finally:
-        await engine.dispose()
-    notes = []
-    if load.skipped_no_decision:
-        notes.append(
-            f"{load.skipped_no_decision} request(s) skipped: no policy decision (a pinned backend)"
-        )
-    if load.skipped_no_prediction:
-        notes.append(
-            f"{load.skipped_no_prediction} request(s) skipped: no stored prediction "
-            "(predictor timed out or disabled)"
-        )
-    if not load.outcomes_table:
-        notes.append("the store has no outcomes table: every outcome is unknown")
-    notes += [
-        "current = what happened: recorded cost of every attempt; success from the outcomes "
-        "table (unknown when absent, never counted as a success)",
-        f"candidate rows on a backend that was not called are {_ESTIMATED_TEXT}",
-        "routing rules on headers, prompt text, tools or JSON mode cannot be re-evaluated "
-        "(the store keeps none of them): they are taken to match when the logged request "
-        "matched a rule of the same name",
-        "backend health: as the logged decision saw it (unhealthy / open circuit); p95 unknown",
-    ]
-    facts = backend_facts(cfg, resolve_prices(cfg))
-    return replay_store(
-        load.requests,
-        facts,
-        candidate.policy_set,
-        current_rules=cfg.policy_set,
-        source="store",
-        notes=[*candidate.notes, *notes],
-        meta={"store": redact_url(to_async_url(url)), "requests": len(load.requests)},
-    )
-
-
-_ESTIMATED_TEXT = (
-    "estimated (predictor): cost = the recorded prompt and completion tokens x that "
-    "backend's price, success = the stored predicted P(success)"
-)
 
 
 def _usd(value: Decimal | None) -> str:
@@ -302,6 +106,8 @@ def _title(result: BacktestResult) -> str:
 
 def render(result: BacktestResult, out: Any = None) -> None:
     """The comparison table, the backend mix, and the notes."""
+    from gateway.analytics.backtest import ESTIMATED_TEXT
+
     console = Console(file=out or sys.stdout, soft_wrap=True, width=max(110, Console().width))
     a: Summary = result.current.summary
     b: Summary = result.candidate.summary
@@ -371,7 +177,7 @@ def render(result: BacktestResult, out: Any = None) -> None:
     console.print(versions, style="dim", highlight=False)
     if b.estimated:
         console.print(
-            f"* {b.estimated} of {b.requests} candidate rows are {_ESTIMATED_TEXT}", highlight=False
+            f"* {b.estimated} of {b.requests} candidate rows are {ESTIMATED_TEXT}", highlight=False
         )
     for note in result.notes:
         if not note.startswith("IN-SAMPLE"):
@@ -422,7 +228,12 @@ def backtest(
     ] = False,
 ) -> None:
     """Replay a dataset or the logged traffic under the current and a candidate policy set."""
-    from gateway.analytics.backtest import load_candidate
+    from gateway.analytics.backtest import (
+        BacktestError,
+        backtest_on_dataset,
+        backtest_on_store,
+        load_candidate,
+    )
     from gateway.config import ConfigError
 
     cfg_path, cfg = _config(config)
@@ -434,31 +245,32 @@ def backtest(
     except ConfigError as exc:
         _issues(exc, policy)
         raise typer.Exit(1) from None
-    if on == "store":
-        if map_ or holdout:
-            err.print("[red]error[/red] --map and --holdout only apply to dataset replays")
-            raise typer.Exit(2)
-        from gateway.settings import DEFAULT_DATABASE_URL
+    if on == "store" and (map_ or holdout):
+        err.print("[red]error[/red] --map and --holdout only apply to dataset replays")
+        raise typer.Exit(2)
+    overrides = _parse_map(map_)
+    try:
+        if on == "store":
+            from gateway.settings import DEFAULT_DATABASE_URL
 
-        url = os.environ.get("TOLLGATE_DATABASE_URL") or cfg.store.url or DEFAULT_DATABASE_URL
-        try:
-            _check_store(url)
-            result = asyncio.run(_store_backtest_async(cfg, candidate, url, limit))
-        except ValueError as exc:
-            err.print(f"[red]error[/red] {exc}")
-            raise typer.Exit(2) from None
-    else:
-        result = _dataset_backtest(
-            cfg,
-            cfg_path,
-            candidate,
-            on,
-            limit=limit,
-            seed=seed,
-            overrides=_parse_map(map_),
-            data_dir=data_dir,
-            holdout=holdout,
-        )
+            url = os.environ.get("TOLLGATE_DATABASE_URL") or cfg.store.url or DEFAULT_DATABASE_URL
+            result = asyncio.run(backtest_on_store(cfg, candidate, url, limit))
+        else:
+            result = backtest_on_dataset(
+                cfg,
+                candidate,
+                on,
+                config_label=cfg_path,
+                limit=limit,
+                seed=seed,
+                overrides=overrides,
+                data_dir=data_dir,
+                holdout=holdout,
+                progress=lambda message: err.print(message, style="dim"),
+            )
+    except BacktestError as exc:
+        err.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(2) from None
     if json_out:
         sys.stdout.write(json.dumps(result.to_dict(rows=rows), indent=2) + "\n")
     else:
@@ -483,50 +295,15 @@ def explain(
     Backends count as healthy when their credentials are set (or they are local); circuits
     closed, p95 latency unknown; prompt tokens = ceil(chars / 4).
     """
-    from gateway.analytics.backtest import (
-        backend_facts,
-        credentials_ok,
-        estimate_tokens,
-        resolve_prices,
-    )
-    from policies import PredictionFacts, RequestFacts, decide, render_table, select
+    from gateway.analytics.explain import explain_route
+    from policies import render_table
 
     cfg_path, cfg = _config(config)
-    policy_set = cfg.policy_set
-    if policy_set is None:
-        err.print(f"[red]error[/red] {cfg_path} defines no policies")
-        raise typer.Exit(2)
-    if policy is not None and policy not in policy_set.policies:
-        err.print(
-            f"[red]error[/red] unknown policy {policy!r}; policies: "
-            + ", ".join(sorted(policy_set.policies))
-        )
-        raise typer.Exit(2)
-    request = RequestFacts(
-        tenant=tenant,
-        prompt_text=prompt,
-        est_prompt_tokens=estimate_tokens(prompt),
-        max_tokens=max_tokens,
-    )
-    if policy is None:
-        name, rule = select(policy_set, request)
-    else:
-        name, rule = policy, "model"
-    prediction = None
-    predictor = _predictor(cfg)
-    if predictor is not None:
-        (p,) = predictor.predict_batch([prompt])
-        prediction = PredictionFacts(
-            p_success=dict(p.p_success),
-            predictor_version=predictor.version,
-            complexity=float(p.complexity),
-        )
-    facts = backend_facts(
-        cfg,
-        resolve_prices(cfg),
-        healthy={b.name: credentials_ok(b) for b in cfg.backends},
-    )
-    decision = decide(policy_set.policies[name], name, request, facts, prediction, rule=rule)
+    try:
+        decision = explain_route(cfg, prompt, policy=policy, tenant=tenant, max_tokens=max_tokens)
+    except ValueError as exc:
+        err.print(f"[red]error[/red] {cfg_path}: {exc}")
+        raise typer.Exit(2) from None
     if json_out:
         sys.stdout.write(json.dumps(decision.to_dict(), indent=2) + "\n")
     else:

@@ -1,5 +1,5 @@
-"""``tollgate report spend|tasks``: the reports of ``gateway.analytics.reports`` read straight from the store,
-printed as a rich table, CSV or JSON."""
+"""``tollgate report spend|tasks|refresh``: the reports of ``gateway.analytics.reports`` read
+straight from the store (``store_report``), printed as a rich table, CSV or JSON."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gateway.analytics.reports import GROUP_BYS, Report, ReportQuery, parse_when, report
+from gateway.analytics.reports import GROUP_BYS, Report
 
 app = typer.Typer(help="Spend and cost-per-successful-task reports.", no_args_is_help=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -85,69 +85,6 @@ def _load(config: str | None) -> tuple[str, Any]:
         raise typer.Exit(2)
     url = os.environ.get("TOLLGATE_DATABASE_URL") or (cfg.store.url if cfg else None)
     return url or DEFAULT_DATABASE_URL, cfg
-
-
-def _prices(cfg: Any) -> dict[str, Any]:
-    if cfg is None:
-        return {}
-    from gateway.pricing import resolve_price
-
-    caller: Any = _NoCatalog()
-    if any(b.input_cost_per_token is None and b.self_hosted is None for b in cfg.backends):
-        from gateway.backends.litellm_adapter import LiteLLMCaller  # heavy: only for catalog prices
-
-        caller = LiteLLMCaller()
-    return {b.name: resolve_price(b, caller) for b in cfg.backends}
-
-
-class _NoCatalog:
-    def catalog_price(self, backend: Any) -> None:
-        return None
-
-
-async def build(
-    kind: str,
-    url: str,
-    cfg: Any,
-    *,
-    group_by: str,
-    since: str | None,
-    until: str | None,
-    tenant: str | None,
-    baseline: str | None,
-) -> Report:
-    from sqlalchemy import select
-
-    from gateway.store.database import create_engine
-    from gateway.store.migrate import upgrade_database
-    from gateway.store.models import tenants
-
-    await asyncio.to_thread(upgrade_database, url)
-    engine = create_engine(url)
-    try:
-        tenant_id = None
-        if tenant is not None:
-            async with engine.connect() as conn:
-                tenant_id = (
-                    await conn.execute(select(tenants.c.id).where(tenants.c.name == tenant))
-                ).scalar()
-            if tenant_id is None:
-                err.print(f"[red]error[/red] no tenant {tenant!r}")
-                raise typer.Exit(1)
-        tags: dict[str, list[str]] = {}
-        for b in cfg.backends if cfg else []:
-            for tag in b.tags:
-                tags.setdefault(tag, []).append(b.name)
-        q = ReportQuery(
-            group_by=group_by,  # type: ignore[arg-type]
-            start=parse_when(since),
-            end=parse_when(until),
-            tenant_id=tenant_id,
-            tags={t: tuple(v) for t, v in tags.items()},
-        )
-        return await report(engine, kind, q, prices=_prices(cfg), baseline=baseline)  # type: ignore[arg-type]
-    finally:
-        await engine.dispose()
 
 
 def _cell(value: Any) -> str:
@@ -226,8 +163,13 @@ def _run(kind: str, **kw: Any) -> None:
     if kw["baseline"] is not None and (cfg is None or cfg.backend(kw["baseline"]) is None):
         err.print(f"[red]error[/red] unknown baseline backend {kw['baseline']!r}")
         raise typer.Exit(2)
+    from gateway.analytics.reports import UnknownTenant, store_report
+
     try:
-        rep = asyncio.run(build(kind, url, cfg, group_by=group_by, **kw))
+        rep = asyncio.run(store_report(url, cfg, kind, group_by=group_by, **kw))  # type: ignore[arg-type]
+    except UnknownTenant as exc:
+        err.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(1) from None
     except ValueError as exc:
         err.print(f"[red]error[/red] {exc}")
         raise typer.Exit(2) from None
@@ -292,19 +234,8 @@ def refresh(
     config: ConfigOpt = None,
 ) -> None:
     """Bring the daily report roll-ups up to date (reports also do this before they run)."""
-    from gateway.analytics.reports import refresh_rollups
-    from gateway.store.database import create_engine
-    from gateway.store.migrate import upgrade_database
+    from gateway.analytics.reports import refresh_store
 
     url, _ = _load(config)
-
-    async def go() -> list[str]:
-        await asyncio.to_thread(upgrade_database, url)
-        engine = create_engine(url)
-        try:
-            return await refresh_rollups(engine, rebuild=rebuild)
-        finally:
-            await engine.dispose()
-
-    days = asyncio.run(go())
+    days = asyncio.run(refresh_store(url, rebuild=rebuild))
     err.print(f"summarised {len(days)} day(s)" + (f": {days[0]} … {days[-1]}" if days else ""))

@@ -11,7 +11,8 @@ thing per module:
   ``dataset_source``: loading and sampling the datasets; ``predictions``: the predictor's
   P(success) for many prompts (held-out refits are ``predictors.fitting``);
 * ``store``: **store replays** of logged requests, estimated rows flagged (pure);
-  ``store_load``: reading logged requests from the store.
+  ``store_load``: reading logged requests from the store;
+* ``on_dataset`` and ``on_store``: the two use cases of the command, short of printing.
 
 Callers import the public names from here.
 """
@@ -28,16 +29,19 @@ from gateway.analytics.backtest.dataset import (
     score_choice,
 )
 from gateway.analytics.backtest.dataset_source import load_dataset, sample_ids
-from gateway.analytics.backtest.facts import (
-    backend_facts,
-    credentials_ok,
-    estimate_tokens,
-    resolve_prices,
+from gateway.analytics.backtest.facts import backend_facts, credentials_ok, estimate_tokens
+from gateway.analytics.backtest.on_dataset import backtest_on_dataset
+from gateway.analytics.backtest.on_store import backtest_on_store
+from gateway.analytics.backtest.predictions import (
+    config_predictor,
+    predict_prompts,
+    predict_vectors,
 )
-from gateway.analytics.backtest.predictions import predict_prompts, predict_vectors
 from gateway.analytics.backtest.results import (
     ESTIMATED,
+    ESTIMATED_TEXT,
     NO_BACKEND,
+    BacktestError,
     BacktestResult,
     Replayed,
     Side,
@@ -50,12 +54,18 @@ from gateway.analytics.backtest.store import (
     replay_store,
     stored_prediction,
 )
-from gateway.analytics.backtest.store_load import StoreLoad, load_logged_requests
+from gateway.analytics.backtest.store_load import (
+    StoreLoad,
+    check_store_exists,
+    load_logged_requests,
+)
 
 __all__ = [
     "ESTIMATED",
+    "ESTIMATED_TEXT",
     "NO_BACKEND",
     "STORED_CONDITIONS",
+    "BacktestError",
     "BacktestResult",
     "CandidatePolicies",
     "DatasetQuery",
@@ -67,6 +77,10 @@ __all__ = [
     "StoreLoad",
     "Summary",
     "backend_facts",
+    "backtest_on_dataset",
+    "backtest_on_store",
+    "check_store_exists",
+    "config_predictor",
     "credentials_ok",
     "dataset_queries",
     "estimate_tokens",
@@ -80,7 +94,6 @@ __all__ = [
     "replay_one",
     "replay_select",
     "replay_store",
-    "resolve_prices",
     "sample_ids",
     "score_choice",
     "stored_prediction",

@@ -1,32 +1,16 @@
-"""What a replay knows of the config's backends: each one's price as the gateway resolves it
-(litellm's cost map is loaded only when a backend needs it), the policy engine's
-:class:`BackendFacts`, whether its credentials are set, and the datasets' token convention."""
+"""What a replay knows of the config's backends: the policy engine's :class:`BackendFacts`
+(from their prices, ``gateway.analytics.prices``), whether their credentials are set, and the
+datasets' token convention."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
 
 from gateway.config import BackendConfig, Config
-from gateway.pricing import Price, resolve_price
+from gateway.pricing import Price
 from gateway.serve.routing import facts_for
 from policies import BackendFacts
-
-
-class _NoCatalog:
-    def catalog_price(self, backend: Any) -> None:
-        return None
-
-
-def resolve_prices(config: Config) -> dict[str, Price | None]:
-    """Each backend's price as the gateway resolves it (litellm is loaded only when needed)."""
-    caller: Any = _NoCatalog()
-    if any(b.input_cost_per_token is None and b.self_hosted is None for b in config.backends):
-        from gateway.backends.litellm_adapter import LiteLLMCaller  # heavy: only for catalog prices
-
-        caller = LiteLLMCaller()
-    return {b.name: resolve_price(b, caller) for b in config.backends}
 
 
 def credentials_ok(backend: BackendConfig) -> bool:

@@ -1,11 +1,13 @@
-"""The predictor's view of many prompts for a replay, as the policy engine's
-:class:`PredictionFacts` (vectors come through the on-disk embedding cache)."""
+"""The predictor of an offline analysis: the one the config deploys, and its view of many
+prompts as the policy engine's :class:`PredictionFacts` (vectors come through the on-disk
+embedding cache)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from gateway.config import Config
 from policies import PredictionFacts
 
 if TYPE_CHECKING:
@@ -31,3 +33,12 @@ def predict_vectors(predictor: Predictor, x: np.ndarray) -> list[PredictionFacts
         )
         for p in predictor.predict_embeddings(x)
     ]
+
+
+def config_predictor(cfg: Config) -> Predictor | None:
+    """The predictor the config deploys (``None``: disabled)."""
+    if not cfg.predictor.enabled:
+        return None
+    from predictors.service import load_artifact
+
+    return load_artifact(cfg.predictor.artifact)

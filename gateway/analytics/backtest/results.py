@@ -11,7 +11,17 @@ from decimal import Decimal
 from typing import Any
 
 ESTIMATED = "estimated (predictor)"
+#: what an estimated candidate row of a store replay is, for the reader
+ESTIMATED_TEXT = (
+    "estimated (predictor): cost = the recorded prompt and completion tokens x that "
+    "backend's price, success = the stored predicted P(success)"
+)
 NO_BACKEND = "(none)"
+
+
+class BacktestError(ValueError):
+    """A backtest cannot run as asked (unknown dataset or backend, no mapping, no store…);
+    the message says what to change."""
 
 
 @dataclass(frozen=True)

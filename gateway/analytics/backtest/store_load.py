@@ -130,3 +130,20 @@ async def load_logged_requests(engine: AsyncEngine, limit: int | None = None) ->
             )
         )
     return load
+
+
+def check_store_exists(url: str) -> None:
+    """A SQLite store must exist already: reading it must not create an empty one. Raises
+    ValueError naming the (redacted) URL."""
+    import os
+
+    from sqlalchemy.engine import make_url
+
+    from gateway.store.database import redact_url, to_async_url
+
+    parsed = make_url(to_async_url(url))
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if not os.path.exists(parsed.database):
+            raise ValueError(
+                f"no store at {redact_url(to_async_url(url))}: the file does not exist"
+            )

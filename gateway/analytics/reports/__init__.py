@@ -4,7 +4,8 @@ and ``/dashboard``, and the daily roll-ups that keep them fast on millions of ro
 The package, one thing per module: ``query`` (what is asked), ``results`` (what a report
 holds), ``task_outcome`` (which outcome decides a task), ``cells`` (the per-cell SQL),
 ``latency`` (histogram buckets), ``rollups`` (daily summaries), ``assemble`` (building a
-report), ``judge_costs`` and ``failures``. Callers import the public names from here.
+report), ``judge_costs``, ``failures`` and ``from_store`` (a report as the CLI asks for it).
+Callers import the public names from here.
 
 Definitions (docs/reports.md explains them with examples):
 
@@ -38,6 +39,7 @@ them and the rest from raw rows, with the same cell queries, so both paths give 
 
 from gateway.analytics.reports.assemble import most_expensive, report
 from gateway.analytics.reports.failures import recent_failures
+from gateway.analytics.reports.from_store import UnknownTenant, refresh_store, store_report
 from gateway.analytics.reports.judge_costs import judge_spend
 from gateway.analytics.reports.latency import histogram_percentile, latency_bucket
 from gateway.analytics.reports.query import GROUP_BYS, GroupBy, ReportKind, ReportQuery, parse_when
@@ -54,6 +56,7 @@ __all__ = [
     "ReportKind",
     "ReportQuery",
     "Savings",
+    "UnknownTenant",
     "histogram_percentile",
     "judge_spend",
     "latency_bucket",
@@ -61,6 +64,8 @@ __all__ = [
     "parse_when",
     "recent_failures",
     "refresh_rollups",
+    "refresh_store",
     "report",
+    "store_report",
     "verdicts",
 ]

@@ -1,0 +1,81 @@
+"""A report read straight from a store, as ``tollgate report`` asks for it: the schema brought up
+to date, the tenant found by name, tags and prices taken from the config (when there is one)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from gateway.analytics.reports.assemble import report
+from gateway.analytics.reports.query import GroupBy, ReportKind, ReportQuery, parse_when
+from gateway.analytics.reports.results import Report
+from gateway.analytics.reports.rollups import refresh_rollups
+
+if TYPE_CHECKING:
+    from gateway.config import Config
+
+
+class UnknownTenant(ValueError):
+    """The report names a tenant the store does not know."""
+
+
+async def store_report(
+    url: str,
+    cfg: Config | None,
+    kind: ReportKind,
+    *,
+    group_by: GroupBy,
+    since: str | None = None,
+    until: str | None = None,
+    tenant: str | None = None,
+    baseline: str | None = None,
+) -> Report:
+    """Build a report from the store at ``url``. Raises ValueError for an unreadable time and
+    :class:`UnknownTenant`."""
+    from sqlalchemy import select
+
+    from gateway.analytics.prices import resolve_prices
+    from gateway.store.database import create_engine
+    from gateway.store.migrate import upgrade_database
+    from gateway.store.models import tenants
+
+    start, end = parse_when(since), parse_when(until)
+    await asyncio.to_thread(upgrade_database, url)
+    engine = create_engine(url)
+    try:
+        tenant_id = None
+        if tenant is not None:
+            async with engine.connect() as conn:
+                tenant_id = (
+                    await conn.execute(select(tenants.c.id).where(tenants.c.name == tenant))
+                ).scalar()
+            if tenant_id is None:
+                raise UnknownTenant(f"no tenant {tenant!r}")
+        tags: dict[str, list[str]] = {}
+        for b in cfg.backends if cfg else []:
+            for tag in b.tags:
+                tags.setdefault(tag, []).append(b.name)
+        q = ReportQuery(
+            group_by=group_by,
+            start=start,
+            end=end,
+            tenant_id=tenant_id,
+            tags={t: tuple(v) for t, v in tags.items()},
+        )
+        prices = resolve_prices(cfg) if cfg is not None else {}
+        return await report(engine, kind, q, prices=prices, baseline=baseline)
+    finally:
+        await engine.dispose()
+
+
+async def refresh_store(url: str, *, rebuild: bool = False) -> list[str]:
+    """Bring the store's schema and daily roll-ups up to date; returns the days summarised."""
+    from gateway.store.database import create_engine
+    from gateway.store.migrate import upgrade_database
+
+    await asyncio.to_thread(upgrade_database, url)
+    engine = create_engine(url)
+    try:
+        return await refresh_rollups(engine, rebuild=rebuild)
+    finally:
+        await engine.dispose()
