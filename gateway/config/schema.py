@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config.issues import ConfigError, ConfigIssue, format_loc
+from gateway.config.policy_file import POLICY_SECTIONS, read_policy_file
 from gateway.config.yamlsource import YamlDocument, YamlSyntaxError, load_yaml_file, parse_yaml
 from gateway.settings import env_secret
 from policies import Policy, PolicySet, PolicySource, yaml_loc
@@ -373,38 +374,6 @@ class _LocErrors(ValueError):
         self.issues = issues
 
 
-@dataclass(frozen=True)
-class ConfigIssue:
-    """One problem found in a config file, located by YAML path and line."""
-
-    source: str
-    path: str
-    line: int | None
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.source}:{self.line}" if self.line else self.source
-        return f"{where}: {self.path or '(document)'}: {self.message}"
-
-
-class ConfigError(Exception):
-    """The config was rejected; ``issues`` lists every problem found."""
-
-    def __init__(self, issues: list[ConfigIssue]) -> None:
-        self.issues = issues
-        super().__init__("\n".join(str(i) for i in issues))
-
-
-def format_loc(loc: tuple[str | int, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
 Origin = Callable[[tuple[str | int, ...]], tuple[str, tuple[str | int, ...]]]
 
 
@@ -442,9 +411,6 @@ def _issues_from_validation(
     return issues
 
 
-POLICY_SECTIONS = ("policies", "routing", "shadow")
-
-
 def _read_includes(main: YamlDocument, base_dir: Path | None) -> list[YamlDocument]:
     includes = main.data.get("include") or []
     if not isinstance(includes, list):
@@ -455,7 +421,7 @@ def _read_includes(main: YamlDocument, base_dir: Path | None) -> list[YamlDocume
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
         try:
-            docs.append(load_yaml_file(path))
+            docs.append(read_policy_file(path))
         except FileNotFoundError:
             raise ConfigError(
                 [
@@ -467,25 +433,6 @@ def _read_includes(main: YamlDocument, base_dir: Path | None) -> list[YamlDocume
                     )
                 ]
             ) from None
-        except YamlSyntaxError as exc:
-            raise ConfigError([ConfigIssue(exc.source, "", exc.line, exc.message)]) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError([ConfigIssue(str(path), "", None, f"cannot read: {exc}")]) from None
-        extra = (
-            set(docs[-1].data) - set(POLICY_SECTIONS) if isinstance(docs[-1].data, dict) else set()
-        )
-        if not isinstance(docs[-1].data, dict) or extra:
-            raise ConfigError(
-                [
-                    ConfigIssue(
-                        str(path),
-                        "",
-                        1,
-                        "an included file may only hold policies, "
-                        f"routing and shadow (found: {', '.join(sorted(extra)) or 'no mapping'})",
-                    )
-                ]
-            )
     return docs
 
 

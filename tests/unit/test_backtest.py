@@ -331,3 +331,30 @@ def test_load_candidate_validates_with_file_and_line(tmp_path: Path) -> None:
     loaded = load_candidate(good, config())  # no routing: the config's applies
     assert loaded.policy_set.routing.default == "default"
     assert loaded.notes and "routing" in loaded.notes[0]
+
+
+def test_included_and_candidate_policy_files_are_read_alike(tmp_path: Path) -> None:
+    """One reader (gateway.config.policy_file) for a config's includes and backtest candidates:
+    the same mistake gets the same located error from both."""
+    from gateway.config import load_config
+
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("policies: {}\nbackends: []\n")
+    main = tmp_path / "config.yaml"
+    main.write_text(
+        "backends:\n  - {name: cheap, model: openai/cheap, input_cost_per_token: 0.000001,"
+        " output_cost_per_token: 0.000001}\ninclude: [extra.yaml]\n"
+    )
+    with pytest.raises(ConfigError) as included:
+        load_config(main)
+    with pytest.raises(ConfigError) as candidate:
+        load_candidate(extra, config())
+    assert [str(i) for i in included.value.issues] == [str(i) for i in candidate.value.issues]
+    assert str(candidate.value).startswith(f"{extra}:2: backends: a policy file may only hold")
+
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("just text\n")
+    main.write_text(main.read_text().replace("extra.yaml", "scalar.yaml"))
+    for load in (lambda: load_config(main), lambda: load_candidate(scalar, config())):
+        with pytest.raises(ConfigError, match="must be a YAML mapping"):
+            load()

@@ -1,5 +1,6 @@
 """The candidate policy file of a backtest: read, validated against the config's backends, and
-completed with the config's routing when it has none. Errors are located by file, line and
+completed with the config's routing when it has none. The file is read like a config's
+included policy files (``gateway.config.policy_file``); errors are located by file, line and
 YAML path, like ``tollgate config check``."""
 
 from __future__ import annotations
@@ -8,10 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.config import Config, ConfigError, ConfigIssue, format_loc
-from gateway.config.yamlsource import YamlSyntaxError, load_yaml_file
+from gateway.config.policy_file import read_policy_file
 from policies import PolicyLoadError, PolicySet, PolicySource, load_policy_set
-
-POLICY_SECTIONS = ("policies", "routing", "shadow")
 
 
 @dataclass(frozen=True)
@@ -23,10 +22,6 @@ class CandidatePolicies:
     notes: tuple[str, ...] = ()
 
 
-def _issue(doc_source: str, line: int | None, loc: tuple[str | int, ...], msg: str) -> ConfigIssue:
-    return ConfigIssue(doc_source, format_loc(loc), line, msg)
-
-
 def load_candidate(path: str | Path, config: Config) -> CandidatePolicies:
     """Read and validate a candidate policy file against ``config``'s backends.
 
@@ -36,27 +31,9 @@ def load_candidate(path: str | Path, config: Config) -> CandidatePolicies:
     """
     source = str(path)
     try:
-        doc = load_yaml_file(path)
+        doc = read_policy_file(path)
     except FileNotFoundError:
         raise ConfigError([ConfigIssue(source, "", None, "file not found")]) from None
-    except YamlSyntaxError as exc:
-        raise ConfigError([ConfigIssue(exc.source, "", exc.line, exc.message)]) from None
-    if not isinstance(doc.data, dict):
-        raise ConfigError([ConfigIssue(source, "", 1, "a policy file must be a YAML mapping")])
-    extra = sorted(str(k) for k in doc.data if k not in POLICY_SECTIONS)
-    if extra:
-        raise ConfigError(
-            [
-                _issue(
-                    source,
-                    doc.line_of((k,)),
-                    (k,),
-                    "a policy file may only hold policies, "
-                    "routing and shadow (backends come from the config)",
-                )
-                for k in extra
-            ]
-        )
     if "policies" not in doc.data:
         raise ConfigError([ConfigIssue(source, "policies", 1, "no policies in the file")])
     notes: list[str] = []
