@@ -24,8 +24,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -36,6 +36,7 @@ from gateway.config import BackendConfig, Config
 from gateway.config.schema import SelfHostedCost
 from gateway.state import SharedState
 from gateway.store.calibrations import StoredCalibration, latest_calibrations
+from policies import BackendFacts
 
 log = logging.getLogger("tollgate.capacity")
 
@@ -83,7 +84,8 @@ def assess(limits: Limits, load: Load, *, saturated_before: bool) -> str | None:
 
     Over a limit trips it; once tripped, it stays saturated until every measure is back under
     its resume level: the queue under ``resume_fraction`` of its limit, the KV cache
-    ``KV_RESUME_MARGIN`` under its limit, requests in flight at or under theirs.
+    ``KV_RESUME_MARGIN`` under its limit. Requests in flight are full at their limit (one more
+    would pass it) and free again below it.
     """
     sent_since = load.in_flight - load.in_flight_at_read  # net requests sent since the reading
     engine = load.engine
@@ -108,15 +110,6 @@ def assess(limits: Limits, load: Load, *, saturated_before: bool) -> str | None:
                     limits.max_kv_cache_usage - KV_RESUME_MARGIN,
                 )
             )
-    if limits.max_in_flight is not None:
-        if engine is not None and engine.running is not None:
-            total = max(0, engine.running + (engine.waiting or 0) + sent_since)
-            what = "requests in the engine"
-        else:
-            total, what = load.in_flight, "requests in flight from the gateway"
-        # no hysteresis: the count includes what this gateway sent since the reading, so a
-        # free slot is real and the cheap tier should take it at once
-        checks.append((what, total, limits.max_in_flight, limits.max_in_flight))
     for what, value, limit, resume in checks:
         if value > limit or (saturated_before and value > resume):
             shown = f"{value:.0%}" if what == "KV cache" else f"{value:g}"
@@ -125,7 +118,33 @@ def assess(limits: Limits, load: Load, *, saturated_before: bool) -> str | None:
                 return f"{what} {shown} > limit {bound}"
             resume_shown = f"{resume:.0%}" if what == "KV cache" else f"{resume:g}"
             return f"{what} {shown}: draining (limit {bound}, back under {resume_shown})"
+    if limits.max_in_flight is not None:
+        # full when one more would pass the limit; no hysteresis: the count includes what this
+        # gateway sent since the reading, so a free slot is real and worth taking at once
+        if engine is not None and engine.running is not None:
+            total = max(0, engine.running + (engine.waiting or 0) + sent_since)
+            where = "in the engine"
+        else:
+            total, where = load.in_flight, "in flight from the gateway"
+        if total >= limits.max_in_flight:
+            return f"{total} requests {where} (limit {limits.max_in_flight})"
     return None
+
+
+def saturated_note(reason: str | None) -> str | None:
+    """The decision record's detail for a backend taken out of routing for capacity."""
+    return None if reason is None else f"saturated: {reason}"
+
+
+def unsaturated(
+    facts: Mapping[str, BackendFacts], saturated: Mapping[str, str]
+) -> dict[str, BackendFacts]:
+    """The facts with saturated backends available again: when no other candidate can serve,
+    a request queues at the local tier rather than failing."""
+    return {
+        name: replace(f, healthy=True, unhealthy_reason="") if name in saturated else f
+        for name, f in facts.items()
+    }
 
 
 class CountingCaller:

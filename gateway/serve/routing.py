@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from gateway.auth import Principal
+from gateway.capacity import saturated_note, unsaturated
 from gateway.config import AUTO_POLICY, BackendConfig, Config
 from gateway.errors import InvalidRequest, NoBackendAvailable
 from gateway.pricing import Price
@@ -137,6 +138,7 @@ class Router:
     def __init__(self, runtime: Runtime, snapshot: Snapshot) -> None:
         self.rt = runtime
         self.snap = snapshot
+        self.saturated: dict[str, str] = {}  # backend -> why it is over its load limits
 
     @property
     def config(self) -> Config:
@@ -145,12 +147,19 @@ class Router:
     async def backend_facts(self) -> dict[str, BackendFacts]:
         cfg, snap = self.config, self.snap
         allowed = await asyncio.gather(*(self.rt.allowed(b.name) for b in cfg.backends))
+        capacity = self.rt.capacity  # self-hosted backends over their load limits spill over
+        self.saturated = {
+            b.name: why
+            for b in cfg.backends
+            if capacity is not None and (why := capacity.saturation(b)) is not None
+        }
         return {
             backend.name: facts_for(
                 backend,
                 snap.price(backend),
-                healthy=unavailable_reason(backend) is None,
-                unhealthy_reason=unavailable_reason(backend),
+                healthy=unavailable_reason(backend) is None and backend.name not in self.saturated,
+                unhealthy_reason=unavailable_reason(backend)
+                or saturated_note(self.saturated.get(backend.name)),
                 circuit_open=not ok,
                 p95_latency_ms=self.rt.latency.p95(backend.name),
                 profile=learned_profile(backend, snap.learned_profiles),
@@ -247,10 +256,15 @@ class Router:
             self.backend_facts(), self.prediction(request.prompt_text)
         )
         decision = decide(policy, policy_name, request, backends, prediction, rule=rule)
+        if decision.backend is None and self.saturated:  # nowhere to spill: queue there
+            backends = unsaturated(backends, self.saturated)
+            decision = decide(policy, policy_name, request, backends, prediction, rule=rule)
         shadows = shadow_decisions(
             policy_set, decision, request, backends, prediction, sample_key=request_id
         )
         record = decision.to_dict()
+        if self.saturated:
+            record["capacity"] = dict(self.saturated)
         fell_back = decision.fallback == "predictor_unavailable"
         record["predictor"] = predictor_outcome = outcome_of(fell_back, called)
         self.rt.metrics.routing_decisions.labels("fallback" if fell_back else "ok").inc()

@@ -142,7 +142,7 @@ def test_stale_reading_falls_back_to_the_in_flight_count(metrics: MetricsServer)
             await started.wait()
             await asyncio.sleep(0.05)
             assert mon.in_flight["local"] == 3
-            assert mon.saturation(local) == "requests in flight from the gateway 3 > limit 2"
+            assert mon.saturation(local) == "3 requests in flight from the gateway (limit 2)"
             release.set()
             await asyncio.gather(*tasks)
             assert mon.in_flight["local"] == 0 and mon.saturation(local) is None
@@ -173,10 +173,10 @@ def test_two_replicas_share_one_reading_and_their_in_flight_through_redis(
             assert metrics.hits == 1  # B used A's reading of this interval instead of polling
             assert b.load(local).engine is not None and b.load(local).engine.running == 2
             assert b.load(local).in_flight == 3  # A's requests, seen by B
-            b.in_flight["local"] = 2  # B sends two: the engine has 2 + 2, at the limit
+            b.in_flight["local"] = 1  # B sends one: the engine has 2 + 1, under the limit
             assert b.saturation(local) is None
-            b.in_flight["local"] = 3  # a third: 2 + 3 > 4
-            assert b.saturation(local) == "requests in the engine 5 > limit 4"
+            b.in_flight["local"] = 2  # a second: 2 + 2, full
+            assert b.saturation(local) == "4 requests in the engine (limit 4)"
         finally:
             await a.close()
             await b.close()

@@ -150,31 +150,32 @@ def reading(running: int | None, waiting: int | None, kv: float | None) -> Engin
 def test_queue_over_limit_saturates_and_says_why() -> None:
     why = assess(LIMITS, Load(reading(4, 5, 0.3), 0, 0), saturated_before=False)
     assert why == "queue 5 > limit 4"
-    assert assess(LIMITS, Load(reading(4, 4, 0.3), 0, 0), saturated_before=False) is None
+    assert assess(LIMITS, Load(reading(3, 4, 0.3), 0, 0), saturated_before=False) is None
 
 
 def test_kv_cache_and_in_flight_limits() -> None:
     assert assess(LIMITS, Load(reading(2, 0, 0.95), 0, 0), saturated_before=False) == (
         "KV cache 95% > limit 90%"
     )
-    why = assess(LIMITS, Load(reading(9, 0, 0.1), 0, 0), saturated_before=False)
-    assert why == "requests in the engine 9 > limit 8"
+    why = assess(LIMITS, Load(reading(8, 0, 0.1), 0, 0), saturated_before=False)
+    assert why == "8 requests in the engine (limit 8)"
+    assert assess(LIMITS, Load(reading(7, 0, 0.1), 0, 0), saturated_before=False) is None
 
 
 def test_requests_sent_since_the_reading_count() -> None:
-    # the engine said 6 running; this gateway has sent 3 more since: 9 > 8
+    # the engine said 6 running; this gateway has sent 3 more since: 9, over 8
     why = assess(LIMITS, Load(reading(6, 0, 0.1), 5, 2), saturated_before=False)
-    assert why == "requests in the engine 9 > limit 8"
+    assert why == "9 requests in the engine (limit 8)"
     # a queue already forming grows with every request sent since
     why = assess(LIMITS, Load(reading(6, 2, 0.1), 5, 2), saturated_before=False)
     assert why is not None and why.startswith("queue 5 > limit 4")
 
 
 def test_without_engine_metrics_the_gateways_in_flight_count_decides() -> None:
-    assert assess(LIMITS, Load(None, 9, 9), saturated_before=False) == (
-        "requests in flight from the gateway 9 > limit 8"
+    assert assess(LIMITS, Load(None, 8, 8), saturated_before=False) == (
+        "8 requests in flight from the gateway (limit 8)"
     )
-    assert assess(LIMITS, Load(None, 8, 8), saturated_before=False) is None
+    assert assess(LIMITS, Load(None, 7, 7), saturated_before=False) is None
     none = Limits(None, None, None, 0.5, "none")
     assert assess(none, Load(None, 1000, 1000), saturated_before=False) is None
 
