@@ -142,3 +142,25 @@ class LiteLLMCaller:
             return int(litellm.token_counter(model=backend.model, text=text))
         except Exception:
             return max(1, len(text) // 4)
+
+
+USD_RESOLUTION = Decimal("1e-12")  # the cost map's float prices, without binary noise
+
+
+def usage_cost(model: str, usage: dict[str, Any]) -> Decimal | None:
+    """USD for one answer's reported usage, from litellm's bundled cost map: cached-input
+    reads (``prompt_tokens_details.cached_tokens``), cache writes
+    (``cache_creation_input_tokens``), reasoning tokens at their own price, and tiered
+    (long-context) prices. None when the model is not in the map. Used by ``gateway.pricing``
+    for catalog-priced backends (issue 15)."""
+    try:
+        reported = litellm.Usage(**usage)
+        prompt, completion = litellm.cost_per_token(
+            model=model,
+            prompt_tokens=reported.prompt_tokens,
+            completion_tokens=reported.completion_tokens,
+            usage_object=reported,
+        )
+    except Exception:
+        return None
+    return (Decimal(str(prompt)) + Decimal(str(completion))).quantize(USD_RESOLUTION)
