@@ -22,8 +22,10 @@ from gateway.http.middleware import GatewayMiddleware
 from gateway.http.observe import ObserveMiddleware
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics
+from gateway.outcomes.hooks import RequestOutcomes
 from gateway.reload import Reloader, policy_version
 from gateway.runtime import build_runtime
+from gateway.serve.pipeline import Pipeline
 from gateway.settings import Settings
 from gateway.store.migrate import upgrade_database
 from gateway.telemetry import build_tracing
@@ -112,6 +114,8 @@ def create_app(
             await chosen.start()
         runtime = await build_runtime(settings, caller or _default_caller(), metrics, chosen)
         app.state.runtime = runtime
+        # the request pipeline, with the success side (validator outcomes, the judge) wired in
+        app.state.pipeline = Pipeline(runtime, RequestOutcomes(runtime))
         reloader = Reloader(runtime)
         app.state.reloader = reloader
         reloader.start()

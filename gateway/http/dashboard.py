@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
 from gateway.analytics.reports import GROUP_BYS, ReportQuery, parse_when, recent_failures, report
+from gateway.analytics.reports.predictor_use import predictor_use
 from gateway.errors import InvalidRequest, NotFound
 from gateway.http.feedback import settle_writes
 from gateway.http.openai import runtime_of
@@ -149,6 +150,9 @@ async def dashboard_data(
         "savings": by_policy["savings"],
         "total": by_policy["total"],
         "recent_failures": await recent_failures(rt.engine, scope.tenant_id),
+        "predictor": await predictor_use(
+            rt.engine, scope.tenant_id, parse_when(start), parse_when(end)
+        ),
     }
 
 

@@ -33,9 +33,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import NotFound
-from gateway.http.openai import MAX_TASK_ID, runtime_of
+from gateway.http.openai import runtime_of
 from gateway.pricing import format_usd
-from gateway.serve.dispatch import task_uuid
+from gateway.serve.context import task_uuid
+from gateway.serve.request import MAX_TASK_ID
 from gateway.store.models import outcomes as outcomes_table
 from gateway.store.models import requests as requests_table
 from gateway.store.models import tasks as tasks_table

@@ -36,18 +36,16 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway.backends.upstream import UpstreamFailure
 from gateway.config import BackendConfig, JudgeConfig
 from gateway.pricing import Price
-from gateway.serve.dispatch import Dispatcher, completion_text
+from gateway.runtime import Runtime
+from gateway.serve.context import RequestContext
+from gateway.serve.usage import completion_text, usage_from
 from gateway.snapshot import unavailable_reason
 from policies.shadow import in_sample
-
-if TYPE_CHECKING:
-    from gateway.runtime import Runtime
-    from gateway.serve.dispatch import RequestContext
 
 log = logging.getLogger("tollgate.judge")
 
@@ -212,12 +210,7 @@ class _Job:
 
 
 def consider(
-    rt: Runtime,
-    ctx: RequestContext,
-    body: Mapping[str, Any],
-    answer: str | Mapping[str, Any],
-    *,
-    ok: bool = True,
+    rt: Runtime, ctx: RequestContext, answer: str | Mapping[str, Any], *, ok: bool = True
 ) -> asyncio.Task[Any] | None:
     """The judge hook of a served answer (``answer``: the response JSON or the streamed text):
     start grading it off the request path when the judge samples it. Never raises."""
@@ -252,7 +245,7 @@ def consider(
             tenant_name=ctx.principal.tenant_name,
             task_id=ctx.task_id,
             request_id=ctx.request_id,
-            messages=body.get("messages"),
+            messages=ctx.request.messages,
             answer=answer,
         )
         from gateway.http.feedback import off_request_path  # (import cycle: feedback → api → here)
@@ -304,7 +297,13 @@ async def grade(rt: Runtime, job: _Job) -> Verdict | None:
         log.exception("judge: %s failed for request %s", backend.name, job.request_id)
         return None
     text = completion_text(resp)
-    usage = Dispatcher(rt).usage_from(backend, body, resp.get("usage"), text)
+    usage = usage_from(
+        rt.caller,
+        backend,
+        resp.get("usage"),
+        text,
+        lambda: rt.caller.count_message_tokens(backend, body["messages"]),
+    )
     price = job.price
     cost: Decimal | None = None
     if price is not None:

@@ -1,38 +1,40 @@
-"""Server-sent-event streaming: relay upstream chunks to the client and account for them.
+"""Server-sent-event streaming: relay upstream chunks to the client as SSE bytes and report
+how the stream ended.
 
 The upstream is always asked for usage (``stream_options.include_usage``); the usage chunk is
-passed to the client only if the client asked for it too. When the stream ends — completed,
-failed mid-way, or cut by a client disconnect — the attempt is recorded with the upstream's
-usage or, failing that, tokens counted from what was generated so far, so streamed and
-non-streamed calls cost the same. ``SSEResponse`` watches for the client going away and then
-cancels the relay, which closes the upstream connection (the backend stops generating). A
-stream that completed is offered to the judge (``gateway.outcomes.judge``) with the text it carried.
+passed to the client only if the client asked for it too. However the stream ends — completed,
+failed mid-way, or cut by a client disconnect (the HTTP edge cancels the relay, which closes
+the upstream connection so the backend stops generating) — the upstream stream is closed and
+``on_end`` gets a ``StreamEnd`` (status, failure, reported usage, the text generated so far),
+shielded from cancellation: the request's finish step records and settles from it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
 
 from gateway.backends.upstream import UpstreamFailure, json_bytes
-from gateway.outcomes import judge
-from gateway.serve.dispatch import (
-    AttemptClock,
-    Dispatcher,
-    RequestContext,
-    aclose_quietly,
-    completion_text,
-)
+from gateway.serve.dispatch import aclose_quietly
+from gateway.serve.usage import completion_text
 
 log = logging.getLogger("tollgate.streaming")
 
 DONE = b"data: [DONE]\n\n"
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    """How a relayed stream ended."""
+
+    status: str  # ok | error (failed mid-way) | cancelled (the client went away)
+    failure: UpstreamFailure | None
+    usage: dict[str, Any] | None  # the upstream's usage chunk, if one came
+    text: str  # everything generated, as far as it got
 
 
 def sse(obj: dict[str, Any]) -> bytes:
@@ -45,17 +47,15 @@ def _carries_output(choice: dict[str, Any]) -> bool:
 
 
 async def relay(
-    dispatcher: Dispatcher,
-    ctx: RequestContext,
-    clock: AttemptClock,
-    body: dict[str, Any],
     first: dict[str, Any],
     stream: AsyncIterator[dict[str, Any]],
     *,
+    backend: str,
     forward_usage: bool,
-    on_finish: Callable[[], Awaitable[None]],
+    on_end: Callable[[StreamEnd], Awaitable[None]],
 ) -> AsyncIterator[bytes]:
-    """Yield SSE bytes for the stream; record the attempt however the stream ends."""
+    """Yield SSE bytes for the stream (``first``: its first chunk, already received from
+    ``backend``); ``on_end`` runs once however the stream ends."""
     text: list[str] = []
     usage: dict[str, Any] | None = None
     status, failure = "ok", None
@@ -78,7 +78,7 @@ async def relay(
         yield DONE
     except UpstreamFailure as exc:
         status, failure = "error", exc
-        log.warning("stream from %s failed mid-way: %s", clock.backend.name, exc.error_type)
+        log.warning("stream from %s failed mid-way: %s", backend, exc.error_type)
         yield sse(
             {
                 "error": {
@@ -96,62 +96,4 @@ async def relay(
     finally:
         with anyio.CancelScope(shield=True):
             await aclose_quietly(stream)
-            counted = dispatcher.usage_from(clock.backend, body, usage, "".join(text))
-            dispatcher.record(
-                ctx, clock, status=status, usage=counted, failure=failure, http_status=200
-            )
-            judge.consider(dispatcher.rt, ctx, body, "".join(text), ok=status == "ok")
-            await dispatcher._breaker(ctx, clock.backend, failure is None)
-            await on_finish()
-
-
-class SSEResponse(StreamingResponse):
-    """A streaming response that notices a client disconnect even while waiting upstream."""
-
-    media_type = "text/event-stream"
-
-    def __init__(self, content: AsyncIterator[bytes], headers: dict[str, str]) -> None:
-        super().__init__(content, status_code=200, headers=headers)
-        self.headers["cache-control"] = "no-cache"
-        self.headers["x-accel-buffering"] = "no"
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gen = self.body_iterator
-        try:
-            async with anyio.create_task_group() as tg:
-
-                async def watch_disconnect() -> None:
-                    while True:
-                        message = await receive()
-                        if message["type"] == "http.disconnect":
-                            tg.cancel_scope.cancel()
-                            return
-
-                tg.start_soon(watch_disconnect)
-                try:
-                    # OSError: the client is gone; the relay's finally records what was used
-                    with contextlib.suppress(OSError):
-                        # Start the relay before anything can fail: once started, closing it
-                        # always runs its accounting (recording, settling, upstream close).
-                        iterator = gen.__aiter__()
-                        first = await iterator.__anext__()
-                        await send(
-                            {
-                                "type": "http.response.start",
-                                "status": self.status_code,
-                                "headers": self.raw_headers,
-                            }
-                        )
-                        await send({"type": "http.response.body", "body": first, "more_body": True})
-                        async for chunk in iterator:
-                            await send(
-                                {"type": "http.response.body", "body": chunk, "more_body": True}
-                            )
-                        await send({"type": "http.response.body", "body": b"", "more_body": False})
-                finally:
-                    tg.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True):
-                aclose = getattr(gen, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+            await on_end(StreamEnd(status, failure, usage, "".join(text)))

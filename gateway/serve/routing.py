@@ -23,6 +23,7 @@ from gateway.errors import InvalidRequest, NoBackendAvailable
 from gateway.pricing import Price
 from gateway.runtime import Runtime
 from gateway.serve.predictor_client import FALLBACK_LOG, header_value, outcome_of
+from gateway.serve.request import ClientRequest
 from gateway.snapshot import Snapshot, unavailable_reason
 from gateway.state import from_nano
 from policies import (
@@ -49,33 +50,6 @@ class PredictorLike(Protocol):
     version: str
 
     async def predict(self, prompt: str, timeout_s: float) -> Any: ...
-
-
-def message_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
-
-
-def query_text(body: dict[str, Any]) -> str:
-    """The text the predictor scores: the last user message (or the prompt / input)."""
-    for message in reversed(body.get("messages") or []):
-        if isinstance(message, dict) and message.get("role") == "user":
-            return message_text(message.get("content"))
-    raw = body.get("prompt", body.get("input", ""))
-    return raw if isinstance(raw, str) else " ".join(map(str, raw))
-
-
-def needs_vision(body: dict[str, Any]) -> bool:
-    for message in body.get("messages") or []:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, list) and any(
-            isinstance(p, dict) and p.get("type") in ("image_url", "input_image") for p in content
-        ):
-            return True
-    return False
 
 
 def facts_for(
@@ -168,30 +142,23 @@ class Router:
         }
 
     async def request_facts(
-        self,
-        principal: Principal,
-        headers: dict[str, str],
-        body: dict[str, Any],
-        prompt_tokens: int,
+        self, principal: Principal, request: ClientRequest, prompt_tokens: int
     ) -> RequestFacts:
         remaining: Decimal | None = None
         if principal.key_id and principal.key_budget_usd is not None:
             spent, reserved = await self.rt.state.budget_spent(f"key:{principal.key_id}")
             remaining = principal.key_budget_usd - from_nano(spent + reserved)
-        fmt = body.get("response_format") or {}
-        required = {"vision"} if needs_vision(body) else set()
-        tags = headers.get("x-tollgate-require-tags", "")
         return RequestFacts(
             tenant=principal.tenant_name,
             key_id=principal.key_id,
-            headers=headers,
-            prompt_text=query_text(body),
+            headers=dict(request.headers),
+            prompt_text=request.query,
             est_prompt_tokens=prompt_tokens,
-            max_tokens=body.get("max_tokens") or body.get("max_completion_tokens"),
-            required_capabilities=frozenset(required),
-            has_tools=bool(body.get("tools")),
-            json_mode=isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"),
-            required_tags=frozenset(t.strip() for t in tags.split(",") if t.strip()),
+            max_tokens=request.max_tokens,
+            required_capabilities=frozenset({"vision"} if request.needs_vision else ()),
+            has_tools=request.has_tools,
+            json_mode=request.json_mode,
+            required_tags=request.required_tags,
             budget_remaining_usd=remaining,
         )
 
@@ -237,8 +204,7 @@ class Router:
         self,
         policy_name: str,
         principal: Principal,
-        headers: dict[str, str],
-        body: dict[str, Any],
+        client_request: ClientRequest,
         *,
         request_id: str,
         prompt_tokens: int,
@@ -246,7 +212,7 @@ class Router:
         policy_set = self.config.policy_set
         if policy_set is None:
             raise InvalidRequest("this gateway has no routing policies configured", param="model")
-        request = await self.request_facts(principal, headers, body, prompt_tokens)
+        request = await self.request_facts(principal, client_request, prompt_tokens)
         if policy_name == AUTO_POLICY:
             policy_name, rule = select(policy_set, request)
         else:

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from gateway.serve.dispatch import task_uuid
+from gateway.serve.context import task_uuid
 from gateway.store.database import create_engine
 from gateway.store.models import outcomes
 from tests.support.harness import app_client, chat_body, config_dict, create_key, settings_for

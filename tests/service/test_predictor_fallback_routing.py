@@ -128,3 +128,31 @@ def test_when_every_attempt_fails_the_error_names_each_backend(
         message = resp.json()["error"]["message"]
         assert "cheap: " in message and "status 500" in message
         assert "premium: " in message and "status 503" in message
+
+
+def test_the_dashboard_counts_decisions_made_without_the_predictor(
+    tmp_path: Path, sqlite_url: str, monkeypatch: Any
+) -> None:
+    monkeypatch.delenv("TOLLGATE_TEST_UNSET_KEY", raising=False)
+    settings = settings_for(three_backends(tmp_path, ["cheap", "local"]), sqlite_url)
+    with app_client(settings) as (client, _):
+        key = create_key(client)
+        for _ in range(3):
+            assert post(client, key).status_code == 200
+        pinned = client.post(
+            "/v1/chat/completions",
+            json=chat_body(model="premium"),
+            headers={"authorization": f"Bearer {key}"},
+        )
+        assert pinned.status_code == 200 and "x-tollgate-predictor" not in pinned.headers
+        data = client.get("/v1/dashboard/data", headers={"authorization": f"Bearer {key}"}).json()
+    assert data["predictor"] == {
+        "decisions": 3,
+        "predicted": 0,
+        "fallbacks": 3,
+        "fallback_rate": 1.0,
+        "by_reason": {"disabled": 3},
+        "unrecorded": 0,
+    }
+    page = client.get("/dashboard").text
+    assert 'id="predictor"' in page and "predictor-fallbacks" in page

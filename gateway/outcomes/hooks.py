@@ -1,0 +1,29 @@
+"""What the request pipeline tells the success side, wired in by the app factory: a policy's
+validator verdict on a served answer becomes a task outcome, and a served answer is offered
+to the judge. Both start work off the request path and return at once (``OutcomeHooks`` in
+``gateway.serve.finish``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.http.feedback import schedule_outcome, validator_outcome
+from gateway.outcomes import judge
+from gateway.runtime import Runtime
+from gateway.serve.context import RequestContext
+from policies import ValidationResult
+
+
+class RequestOutcomes:
+    """``OutcomeHooks`` over a running gateway."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    def validated(self, ctx: RequestContext, results: list[ValidationResult]) -> None:
+        outcome = validator_outcome(ctx.principal.tenant_id, ctx.task_id, ctx.request_id, results)
+        schedule_outcome(self.rt.engine, outcome)
+
+    def served(self, ctx: RequestContext, answer: str | Mapping[str, Any], *, ok: bool) -> None:
+        judge.consider(self.rt, ctx, answer, ok=ok)

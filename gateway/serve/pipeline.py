@@ -1,0 +1,226 @@
+"""One request through the gateway, as values (no HTTP here): the edge hands in who is calling
+and the validated body; it gets back an ``Answer`` (JSON and headers) or a ``Stream`` (SSE
+bytes and headers).
+
+The steps, in order:
+1. snapshot: the config snapshot current now is this request's to its end;
+2. resolve the ``model`` field and read the body once (``gateway.serve.request``);
+3. facts and route: a pinned backend, or the policy decision (``gateway.serve.routing``);
+4. budget: reserve the worst case the request may cost;
+5. dispatch: retries, fallbacks, breakers (``gateway.serve.dispatch``); a plain answer the
+   policy's validators reject escalates to the next tier; a stream is relayed
+   (``gateway.serve.relay``);
+6. finish, exactly once, for every request that got a reservation — plain, streamed, or
+   failed (``gateway.serve.finish``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from gateway.auth import Principal
+from gateway.budgets import Reservation
+from gateway.config import BackendConfig
+from gateway.errors import NoBackendAvailable, UpstreamError
+from gateway.pricing import format_usd
+from gateway.runtime import Runtime
+from gateway.serve.attempts import start_task
+from gateway.serve.context import RequestContext
+from gateway.serve.dispatch import Dispatcher
+from gateway.serve.finish import Finish, OutcomeHooks
+from gateway.serve.relay import StreamEnd, relay
+from gateway.serve.request import parse_request
+from gateway.serve.routing import Routed, Router
+from gateway.snapshot import Snapshot
+from policies import Policy, ValidationResult, run_validators
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A plain answer: the backend's OpenAI JSON (with the bytes it came in as, when the
+    caller kept them: ``backends.upstream.json_bytes``) and the response headers."""
+
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A streamed answer: SSE bytes (closing them early ends the request: recorded, settled)
+    and the response headers."""
+
+    chunks: AsyncIterator[bytes]
+    headers: dict[str, str]
+
+
+class AnswerCheck:
+    """A policy's escalation validators over an answer; keeps the last results, which become
+    the task's validator outcome."""
+
+    def __init__(self, specs: Any) -> None:
+        self.specs = specs
+        self.last: list[ValidationResult] = []
+
+    def __call__(self, text: str) -> str | None:
+        self.last = run_validators(self.specs, text)
+        failed = [r for r in self.last if not r.ok]
+        return "; ".join(f"{r.validator}: {r.reason}" for r in failed)[:500] or None
+
+
+def response_headers(
+    ctx: RequestContext, backend: BackendConfig | None, *, cost: bool
+) -> dict[str, str]:
+    """Tollgate's response headers; without ``cost`` (a stream) the serving attempt is still
+    in flight."""
+    headers = {
+        "x-tollgate-request-id": ctx.request_id,
+        "x-tollgate-task-id": ctx.task_ref,
+        "x-tollgate-attempts": str(ctx.attempts + (0 if cost else 1)),
+    }
+    if backend is not None:
+        headers["x-tollgate-backend"] = backend.name
+    if ctx.policy and ctx.decision is None:
+        headers["x-tollgate-policy"] = ctx.policy
+    if cost:
+        headers["x-tollgate-cost-usd"] = format_usd(None if ctx.unpriced else ctx.total_cost)
+    return headers
+
+
+def worst_case(
+    snap: Snapshot, chain: list[BackendConfig], prompt_tokens: int, max_out: int
+) -> Decimal:
+    """The most one answer may cost on any backend of ``chain``."""
+    worst = Decimal(0)
+    for backend in chain:
+        price = snap.price(backend)
+        if price is not None:
+            worst = max(worst, price.cost(prompt_tokens, max_out))
+    return worst
+
+
+class Pipeline:
+    """Serves requests; ``outcomes`` receives validator verdicts and served answers."""
+
+    def __init__(self, runtime: Runtime, outcomes: OutcomeHooks) -> None:
+        self.rt = runtime
+        self.outcomes = outcomes
+
+    async def serve(
+        self,
+        principal: Principal,
+        endpoint: str,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        request_id: str,
+        *,
+        streamable: bool,
+    ) -> Answer | Stream:
+        rt = self.rt
+        snap = rt.snapshot  # this request's config, to its end (a reload does not change it)
+        route = snap.resolve(body["model"])
+        request = parse_request(endpoint, body, headers, streamable=streamable)
+        ctx = RequestContext(
+            principal=principal,
+            request=request,
+            snap=snap,
+            policy=route.policy,
+            request_id=request_id,
+        )
+        budgeted = principal.key_budget_usd is not None or principal.tenant_budget_usd is not None
+        # the token estimate feeds the policy facts and the budget reservation; a request
+        # pinned to one backend with no budget needs neither, so it skips the tokenizer
+        prompt_tokens = 0
+        if route.policy is not None or budgeted:
+            first_backend = route.chain[0] if route.chain else snap.config.backends[0]
+            prompt_tokens = request.count_prompt(rt.caller, first_backend)
+        if route.policy is None:
+            routed = Routed(None, snap.callable_chain(route))
+        else:
+            routed = await Router(rt, snap).route(
+                route.policy, principal, request, request_id=request_id, prompt_tokens=prompt_tokens
+            )
+            ctx.policy, ctx.decision = routed.policy, routed.record
+        policy = snap.config.policies.get(routed.policy) if routed.policy else None
+        reservation = Reservation()
+        if budgeted:
+            reservation = await self._reserve(ctx, routed, policy, prompt_tokens)
+        finish = Finish(rt, self.outcomes, ctx, reservation)
+        try:
+            start_task(rt, ctx)
+            if request.stream:
+                return await self._stream(ctx, routed, finish)
+            return await self._answer(ctx, routed, policy, finish)
+        except BaseException:
+            await finish()  # nothing served: settles the reservation (no-op if done)
+            raise
+
+    async def _reserve(
+        self, ctx: RequestContext, routed: Routed, policy: Policy | None, prompt_tokens: int
+    ) -> Reservation:
+        """Reserve an upper bound of what the request may cost: every answer (n, list prompts)
+        at the priciest backend in reach, once per escalation tier that may also be paid for."""
+        snap, request = ctx.snap, ctx.request
+        out_cap = request.max_tokens
+        if out_cap is None:
+            out_cap = (
+                max((b.max_output_tokens or 0 for b in routed.chain), default=0)
+                or snap.config.server.reserve_output_tokens
+            )
+        tiers = 1 + (policy.escalation.max_escalations if policy and policy.escalation else 0)
+        worst = worst_case(
+            snap, routed.chain + routed.escalation, prompt_tokens, int(out_cap) * request.answers
+        )
+        return await self.rt.budgets.reserve(ctx.principal, worst * tiers)
+
+    async def _answer(
+        self, ctx: RequestContext, routed: Routed, policy: Policy | None, finish: Finish
+    ) -> Answer:
+        caller, request = self.rt.caller, ctx.request
+        check = None
+        if request.endpoint == "chat" and policy is not None and policy.escalation is not None:
+            check = AnswerCheck(policy.escalation.validators)
+        op = {
+            "chat": caller.chat,
+            "completions": caller.completion,
+            "embeddings": caller.embedding,
+        }[request.endpoint]
+        dispatcher = Dispatcher(self.rt, ctx)
+        backend, resp, rejection = await dispatcher.call(routed.chain, op, check)
+        limit = policy.escalation.max_escalations if policy and policy.escalation else 0
+        for tier in routed.escalation[:limit]:
+            if rejection is None:
+                break
+            # the answer failed the policy's validators: retry on the next tier (its cost
+            # counts toward the task); if that tier fails, the answer already paid for is
+            # returned, marked as failing validation
+            try:
+                backend, resp, rejection = await dispatcher.call([tier], op, check)
+            except (UpstreamError, NoBackendAvailable):
+                break
+        await finish(answer=resp, ok=rejection is None, validation=check.last if check else None)
+        headers = {**routed.headers(), **response_headers(ctx, backend, cost=True)}
+        if check is not None:
+            headers["x-tollgate-validation"] = "passed" if rejection is None else "failed"
+            headers["x-tollgate-escalations"] = str(ctx.rejections)
+        return Answer(resp, headers)
+
+    async def _stream(self, ctx: RequestContext, routed: Routed, finish: Finish) -> Stream:
+        caller, request = self.rt.caller, ctx.request
+        op = caller.chat_stream if request.endpoint == "chat" else caller.completion_stream
+        clock, first, upstream = await Dispatcher(self.rt, ctx).open_stream(routed.chain, op)
+
+        async def on_end(end: StreamEnd) -> None:
+            await finish(answer=end.text, ok=end.status == "ok", stream=(clock, end))
+
+        chunks = relay(
+            first,
+            upstream,
+            backend=clock.backend.name,
+            forward_usage=request.forward_usage,
+            on_end=on_end,
+        )
+        headers = {**routed.headers(), **response_headers(ctx, clock.backend, cost=False)}
+        return Stream(chunks, headers)

@@ -1,0 +1,124 @@
+"""A client request, read once: every field of an OpenAI request body (and the headers) that
+the gateway itself acts on — the task id, streaming flags, the text the predictor scores, the
+prompt the tokenizer counts, required capabilities, the output cap, how many answers — taken
+out in this one place. The body itself is forwarded to the backend untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.backends.upstream import BackendCaller
+from gateway.config import BackendConfig
+from gateway.errors import InvalidRequest
+
+TASK_HEADER = "x-tollgate-task-id"
+TAGS_HEADER = "x-tollgate-require-tags"
+MAX_TASK_ID = 256
+
+
+def message_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def _task_ref(headers: Mapping[str, str], body: Mapping[str, Any]) -> str:
+    ref = headers.get(TASK_HEADER)
+    if ref is None:
+        meta = body.get("metadata")
+        if isinstance(meta, dict) and meta.get("task_id") is not None:
+            ref = str(meta["task_id"])
+    if ref is not None and not (
+        0 < len(ref) <= MAX_TASK_ID and ref.isascii() and ref.isprintable()
+    ):
+        raise InvalidRequest(
+            f"task id must be 1..{MAX_TASK_ID} printable ASCII characters (it is echoed in the "
+            f"{TASK_HEADER} response header)",
+            param=TASK_HEADER,
+        )
+    return ref or ""
+
+
+def _needs_vision(messages: list[Any]) -> bool:
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list) and any(
+            isinstance(p, dict) and p.get("type") in ("image_url", "input_image") for p in content
+        ):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class ClientRequest:
+    """What the gateway reads of one request (``body``: what the backend gets)."""
+
+    endpoint: str  # chat | completions | embeddings
+    body: dict[str, Any]
+    headers: Mapping[str, str]
+    stream: bool
+    forward_usage: bool  # the client asked for the usage chunk of a stream
+    task_ref: str  # the client's task id ("" = none given)
+    messages: list[Any] | None  # chat messages (None: a prompt or an input)
+    prompt_text: str  # the prompt or input, a list joined with spaces ("" for chat)
+    query: str  # the text the predictor scores: the last user message, else the prompt
+    needs_vision: bool
+    has_tools: bool
+    json_mode: bool
+    max_tokens: int | None  # the client's output cap
+    answers: int  # answers generated: n, times the prompts of a list prompt
+    required_tags: frozenset[str]
+
+    @property
+    def model(self) -> str:
+        return str(self.body["model"])
+
+    def count_prompt(self, caller: BackendCaller, backend: BackendConfig) -> int:
+        """The prompt's tokens with ``backend``'s tokenizer."""
+        if self.messages is not None:
+            return caller.count_message_tokens(backend, self.messages)
+        return caller.count_text_tokens(backend, self.prompt_text)
+
+
+def parse_request(
+    endpoint: str, body: dict[str, Any], headers: Mapping[str, str], *, streamable: bool
+) -> ClientRequest:
+    """Read ``body`` (already validated by its schema) and the request headers once; an
+    invalid task id is a 400 before anything else happens."""
+    task_ref = _task_ref(headers, body)
+    messages = body.get("messages") if "messages" in body else None
+    raw = body.get("prompt") or body.get("input") or ""
+    prompt_text = raw if isinstance(raw, str) else " ".join(map(str, raw))
+    query = prompt_text
+    for message in reversed(messages or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            query = message_text(message.get("content"))
+            break
+    answers = int(body.get("n") or 1)
+    if isinstance(body.get("prompt"), list):
+        answers *= max(1, len(body["prompt"]))
+    options = body.get("stream_options") or {}
+    fmt = body.get("response_format") or {}
+    tags = headers.get(TAGS_HEADER, "")
+    return ClientRequest(
+        endpoint=endpoint,
+        body=body,
+        headers=headers,
+        stream=bool(body.get("stream")) and streamable,
+        forward_usage=bool(isinstance(options, dict) and options.get("include_usage")),
+        task_ref=task_ref,
+        messages=messages,
+        prompt_text=prompt_text,
+        query=query,
+        needs_vision=_needs_vision(messages or []),
+        has_tools=bool(body.get("tools")),
+        json_mode=isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"),
+        max_tokens=body.get("max_tokens") or body.get("max_completion_tokens"),
+        answers=answers,
+        required_tags=frozenset(t.strip() for t in tags.split(",") if t.strip()),
+    )
