@@ -15,9 +15,9 @@ from fastapi import FastAPI
 from gateway import __version__
 from gateway.backends.upstream import BackendCaller
 from gateway.config import load_settings
-from gateway.errors import install_error_handlers
 from gateway.http import admin, dashboard, docs, feedback, health
 from gateway.http import openai as api
+from gateway.http.errors import install_error_handlers
 from gateway.http.middleware import GatewayMiddleware
 from gateway.http.observe import ObserveMiddleware
 from gateway.logs import configure_logging

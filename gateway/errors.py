@@ -1,22 +1,15 @@
-"""The gateway's one error hierarchy and its rendering as OpenAI-shaped error bodies.
+"""The gateway's one error hierarchy.
 
 Every failure a client can see is a ``TollgateError`` subclass carrying the HTTP status, the
-OpenAI ``type`` and ``code``, and a message that says what to fix. Handlers installed by
-``install_error_handlers`` turn these, FastAPI's validation errors, unknown routes and any
-unexpected exception into ``{"error": {"message", "type", "param", "code"}}``.
+OpenAI ``type`` and ``code``, and a message that says what to fix; ``body()`` is its
+OpenAI-shaped error body. Rendering them as HTTP responses (and FastAPI's validation errors,
+unknown routes and unexpected exceptions alike) is the HTTP edge's job:
+``gateway.http.errors``. Every layer raises these; this module imports no web framework.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-log = logging.getLogger("tollgate.errors")
 
 
 class TollgateError(Exception):
@@ -101,61 +94,3 @@ class DependencyUnavailable(TollgateError):
     def __init__(self, message: str, *, retry_after_s: int = 5, **kw: Any) -> None:
         kw.setdefault("headers", {"retry-after": str(retry_after_s)})
         super().__init__(message, **kw)
-
-
-def error_response(exc: TollgateError, request_id: str | None = None) -> JSONResponse:
-    headers = dict(exc.headers)
-    if request_id:
-        headers["x-tollgate-request-id"] = request_id
-    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
-
-
-def _request_id(request: Request) -> str | None:
-    return getattr(request.state, "request_id", None)
-
-
-def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
-    errors = exc.errors()
-    if not errors:
-        return "invalid request body", None
-    first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    param = ".".join(loc) or None
-    if first.get("type") == "json_invalid":
-        return "the request body is not valid JSON: " + str(first.get("msg", "")), None
-    if first.get("type") == "missing":
-        return f"missing required parameter: {param}", param
-    msg = str(first.get("msg", "invalid value"))
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return f"invalid value for {param or 'body'}: {msg}{more}", param
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(TollgateError)
-    async def _tollgate(request: Request, exc: TollgateError) -> JSONResponse:
-        return error_response(exc, _request_id(request))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _describe_validation(exc)
-        return error_response(InvalidRequest(message, param=param), _request_id(request))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        err: TollgateError
-        if exc.status_code == 404:
-            err = NotFound(f"no route {request.method} {request.url.path}")
-        elif exc.status_code == 405:
-            err = InvalidRequest(f"method {request.method} is not allowed on {request.url.path}")
-            err.status = 405
-        else:
-            err = TollgateError(str(exc.detail))
-            err.status = exc.status_code
-        return error_response(err, _request_id(request))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        rid = _request_id(request)
-        log.exception("unhandled error (request %s)", rid)
-        err = TollgateError(f"internal error; quote request id {rid} when reporting it")
-        return error_response(err, rid)
