@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gateway.config.schema import load_config
+from gateway.config.loader import load_config
 from gateway.settings import DEFAULT_CONFIG, Settings, config_path_from_env
 
 
