@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from policies.cascade import CascadePlan
 
 #: Stable constraint codes, in the order the engine checks them (the first failing one is
 #: recorded as ``removed_by``).
@@ -88,6 +91,9 @@ class Decision:
     fallback: FallbackKind | None = None
     #: Machine-readable error code when ``backend is None``.
     error: str | None = None
+    #: With the ``cascade`` objective, when ``backend`` is its cheap first tier: what to do
+    #: after the answer (``policies.cascade.cascade_step``). ``None`` otherwise.
+    cascade: CascadePlan | None = None
 
     @property
     def used_fallback(self) -> bool:
@@ -134,6 +140,7 @@ class Decision:
             "used_fallback": self.used_fallback,
             "expected_cost_usd": _money(self.expected_cost_usd),
             "p_success": self.p_success,
+            "cascade": None if self.cascade is None else self.cascade.to_dict(),
         }
 
     def header_summary(self) -> dict[str, str]:

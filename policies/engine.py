@@ -15,63 +15,24 @@ The formulas are in ``docs/policies.md``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from decimal import Decimal, localcontext
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
 
+from policies.cascade import plan_for
 from policies.constraints import expected_cost, removal
 from policies.decision import CandidateRow, Decision, FallbackKind
 from policies.facts import BackendFacts, PredictionFacts, RequestFacts
+from policies.objectives import Cand as _Cand
+from policies.objectives import cheapest as _cheapest
+from policies.objectives import dominated_by, escalation_cost, escalation_path, rank
+from policies.objectives import fmt_p as _p
+from policies.objectives import in_order as _in_order
+from policies.objectives import most_capable as _most_capable
+from policies.objectives import usd as _usd
 from policies.rules import select
-from policies.schema import (
-    CheapestAdequate,
-    MaxQualityWithin,
-    MinCostPerSuccess,
-    Policy,
-)
+from policies.schema import Cascade, Policy
 
 __all__ = ["decide", "escalation_cost", "select"]
-
-_SCORE_QUANTUM = Decimal("1e-12")
-_ONE = Decimal(1)
-
-
-@dataclass(frozen=True, slots=True)
-class _Cand:
-    idx: int
-    name: str
-    cost: Decimal | None
-    p: float | None
-    removed: tuple[str, str] | None
-
-
-def _cost_key(c: _Cand) -> tuple[int, Decimal]:
-    # Unpriced candidates rank after every priced one: unknown is never free.
-    return (0, c.cost) if c.cost is not None else (1, Decimal(0))
-
-
-def _p_key(c: _Cand) -> tuple[bool, float]:
-    return (c.p is None, -(c.p or 0.0))
-
-
-def _most_capable(cs: Iterable[_Cand]) -> list[_Cand]:
-    return sorted(cs, key=lambda c: (_p_key(c), _cost_key(c), c.idx))
-
-
-def _cheapest(cs: Iterable[_Cand]) -> list[_Cand]:
-    return sorted(cs, key=lambda c: (_cost_key(c), _p_key(c), c.idx))
-
-
-def _in_order(cs: Iterable[_Cand]) -> list[_Cand]:
-    return sorted(cs, key=lambda c: c.idx)
-
-
-def _usd(value: Decimal | None) -> str:
-    return "unpriced" if value is None else f"${value:.6f}"
-
-
-def _p(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _by_choice(choice: str, cs: Sequence[_Cand]) -> list[_Cand]:
@@ -113,8 +74,10 @@ def _predictor_fallback_order(
             ended = True
             break
         c = by_name.get(choice)
-        if c is None or c.removed is not None:
-            misses.append(f"{choice} ({': '.join(c.removed) if c else 'not a candidate'})")
+        if c is None:
+            misses.append(f"{choice} (not a candidate)")
+        elif c.removed is not None:
+            misses.append(f"{choice} ({': '.join(c.removed)})")
         elif c not in order:
             order.append(c)
     if order and not ended:
@@ -122,135 +85,14 @@ def _predictor_fallback_order(
     return order, misses
 
 
-# --------------------------------------------------------------------------- escalation
-
-
-def _escalation_path(
-    policy: Policy, start: _Cand, eligible: Sequence[_Cand], *, by_capability: bool
-) -> list[_Cand]:
-    esc = policy.escalation
-    if esc is None or esc.max_escalations == 0:
-        return []
-    if esc.order == "capability" and by_capability and start.p is not None:
-        p0 = start.p
-        above = [c for c in eligible if c.p is not None and c.p > p0]
-        path = sorted(above, key=lambda c: (c.p, _cost_key(c), c.idx))
-    else:
-        path = [c for c in _in_order(eligible) if c.idx > start.idx]
-    return path[: esc.max_escalations]
-
-
-def escalation_cost(
-    tiers: Sequence[tuple[Decimal, float]], retries_per_tier: int
-) -> tuple[Decimal, Decimal]:
-    """Expected cost and P(success) of a cascade of ``(cost, p_success)`` tiers.
-
-    Each tier is attempted ``1 + retries_per_tier`` times at most (attempts assumed
-    independent); the next tier is reached only if every attempt on this one failed:
-
-        A_t = cost_t * sum_{k=0..r} (1 - p_t)^k      expected spend on tier t
-        F_t = (1 - p_t)^(r+1)                         P(tier t fails every attempt)
-        E   = sum_t (prod_{s<t} F_s) * A_t            expected task cost
-        S   = 1 - prod_t F_t                          P(task succeeds)
-    """
-    with localcontext() as ctx:
-        ctx.prec = 28
-        spend = Decimal(0)
-        reach = _ONE  # probability the cascade gets to this tier
-        for cost, p in tiers:
-            q = _ONE - Decimal(repr(p))
-            attempts = Decimal(0)  # 1 + q + ... + q^r (Decimal 0**0 is an error, so no pow)
-            fail_all = _ONE
-            for _ in range(retries_per_tier + 1):
-                attempts += fail_all
-                fail_all *= q
-            spend += reach * cost * attempts
-            reach *= fail_all
-        return +spend, +(_ONE - reach)
-
-
-def _cost_per_success(policy: Policy, c: _Cand, eligible: Sequence[_Cand]) -> Decimal | None:
-    if c.cost is None or c.p is None or c.p <= 0.0:
-        return None
-    path = _escalation_path(policy, c, eligible, by_capability=True)
-    tiers = [(c.cost, c.p)]
-    for t in path:
-        # A tier without a price or an estimate cannot be costed: the model stops before it
-        # (the score is then the cost per success of the cascade up to that tier).
-        if t.cost is None or t.p is None:
-            break
-        tiers.append((t.cost, t.p))
-    retries = policy.escalation.retries_per_tier if policy.escalation is not None else 0
-    spend, success = escalation_cost(tiers, retries)
-    with localcontext() as ctx:
-        ctx.prec = 28
-        return (spend / success).quantize(_SCORE_QUANTUM)
-
-
-# --------------------------------------------------------------------------- objectives
-
-
-@dataclass(frozen=True, slots=True)
-class _Ranked:
-    adequate: list[_Cand]  # in objective order, best first
-    scores: dict[str, Decimal | None]
-    describe: Callable[[_Cand], str]  # why the chosen adequate candidate won
-    inadequate: str  # what "no adequate candidate" means for this objective
-
-
-def _rank(policy: Policy, eligible: Sequence[_Cand]) -> _Ranked:
-    obj = policy.objective
-    if isinstance(obj, CheapestAdequate):
-        bar = obj.min_success
-        ok = [c for c in eligible if c.p is not None and c.p >= bar]
-        n = len(ok)
-        return _Ranked(
-            adequate=_cheapest(ok),
-            scores={},
-            describe=lambda c: (
-                f"{c.name} is the cheapest of {n} adequate candidate(s) "
-                f"(P(success) {_p(c.p)} >= {bar:.3f}, expected {_usd(c.cost)})"
-            ),
-            inadequate=f"no eligible candidate reaches P(success) >= {bar:.3f}",
-        )
-    if isinstance(obj, MinCostPerSuccess):
-        floor = obj.min_success
-        scores = {c.name: _cost_per_success(policy, c, eligible) for c in eligible}
-        ok = [c for c in eligible if c.p is not None and c.p > 0.0 and c.p >= floor]
-
-        def key(c: _Cand) -> tuple[int, Decimal, tuple[bool, float], int]:
-            score = scores[c.name]
-            # Unpriced adequate candidates (unpriced: rank_last) come after every scored one.
-            return (
-                (0, score, _p_key(c), c.idx) if score is not None else (1, _ONE, _p_key(c), c.idx)
-            )
-
-        return _Ranked(
-            adequate=sorted(ok, key=key),
-            scores=scores,
-            describe=lambda c: (
-                f"{c.name} has the lowest expected cost per success "
-                f"({_usd(scores[c.name])}; P(success) {_p(c.p)}, expected {_usd(c.cost)})"
-            ),
-            inadequate=(
-                f"no eligible candidate has an estimate with P(success) > 0 and >= {floor:.3f}"
-            ),
-        )
-    assert isinstance(obj, MaxQualityWithin)
-    cap = obj.cost_cap_usd
-    ok = [c for c in eligible if c.p is not None and c.cost is not None and c.cost <= cap]
-    return _Ranked(
-        adequate=_most_capable(ok),
-        scores={},
-        describe=lambda c: (
-            f"{c.name} is the most likely to succeed (P(success) {_p(c.p)}) with expected "
-            f"{_usd(c.cost)} within the {_usd(cap)} cap"
-        ),
-        inadequate=f"no eligible priced candidate with an estimate fits the {_usd(cap)} cap",
-    )
-
-
 # --------------------------------------------------------------------------- decide
+
+
+def _dominance_note(name: str, dominated: Mapping[str, str]) -> str:
+    by = dominated.get(name)
+    if by is None:
+        return ""
+    return f"dominated by {by}: no more expensive and predicted at least as likely to succeed"
 
 
 def _removed_summary(cands: Sequence[_Cand]) -> str:
@@ -279,6 +121,7 @@ def decide(
         cands.append(_Cand(idx, name, cost, p, removal(policy, request, name, backend, cost)))
     eligible = [c for c in cands if c.removed is None]
     removed_note = _removed_summary(cands)
+    dominated = dominated_by(eligible)
 
     predictor_version = prediction.predictor_version if prediction is not None else None
 
@@ -297,7 +140,7 @@ def decide(
                     adequate=(c.name in adequate) if (adequate is not None and elig) else None,
                     score=scores.get(c.name),
                     removed_by=c.removed[0] if c.removed else None,
-                    detail=c.removed[1] if c.removed else "",
+                    detail=c.removed[1] if c.removed else _dominance_note(c.name, dominated),
                 )
             )
         return tuple(out)
@@ -334,7 +177,11 @@ def decide(
         scores: Mapping[str, Decimal | None] | None = None,
     ) -> Decision:
         chosen = order[0]
-        path = _escalation_path(policy, chosen, eligible, by_capability=by_capability)
+        path = escalation_path(
+            policy, chosen, eligible, by_capability=by_capability, dominated=dominated
+        )
+        obj = policy.objective
+        plan = plan_for(obj, chosen, eligible) if isinstance(obj, Cascade) and adequate else None
         return Decision(
             backend=chosen.name,
             fallbacks=tuple(c.name for c in order[1:]),
@@ -348,6 +195,7 @@ def decide(
             rule=rule,
             objective=policy.objective.kind,
             predictor_version=predictor_version,
+            cascade=plan,
         )
 
     if not eligible:
@@ -369,11 +217,11 @@ def decide(
         if not order:
             if choices == ("error",):
                 return fail("predictor_unavailable", f"{why}; predictor_fallback is error", None)
-            tail = "; then error" if choices[-1] == "error" else ""
+            then = "; then error" if choices[-1] == "error" else ""
             return fail(
                 "predictor_fallback_unavailable",
                 f"{why}; predictor_fallback {label} has no eligible backend: "
-                f"{', '.join(misses)}{tail}",
+                f"{', '.join(misses)}{then}",
                 "predictor_unavailable",
             )
         skipped = f" (not eligible: {', '.join(misses)})" if misses else ""
@@ -385,11 +233,13 @@ def decide(
             by_capability=False,
         )
 
-    ranked = _rank(policy, eligible)
+    ranked = rank(policy, eligible, dominated)
     adequate_names = {c.name for c in ranked.adequate}
     choice = policy.objective.on_no_adequate
     rest = [c for c in eligible if c.name not in adequate_names]
     tail = _by_choice(choice, rest)
+    if choice in ("most_capable", "cheapest"):  # dominated candidates are the last resort
+        tail.sort(key=lambda c: c.name in dominated)
     if ranked.adequate:
         return ok(
             ranked.adequate + tail,

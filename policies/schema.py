@@ -170,20 +170,36 @@ ValidatorSpec = Annotated[
 
 
 class CheapestAdequate(_Strict):
-    """The cheapest candidate whose predicted P(success) >= ``min_success``."""
+    """The cheapest adequate candidate: predicted P(success) >= ``min_success`` and, with
+    ``max_shortfall``, at most that far below the best eligible candidate's."""
 
     kind: Literal["cheapest_adequate"]
-    min_success: Probability
+    #: Absolute bar on the calibrated P(success).
+    min_success: Probability = 0.0
+    #: Relative bar: adequate only within this of the highest P(success) among the eligible
+    #: (0.03: "at most 3 points worse than the best we could call"). Unset: no relative bar.
+    max_shortfall: Probability | None = None
     #: ``most_capable`` | ``cheapest`` | ``error`` | the name of one of the candidates.
     on_no_adequate: Name = "error"
 
+    @model_validator(mode="after")
+    def _a_bar(self) -> CheapestAdequate:
+        if not {"min_success", "max_shortfall"} & self.model_fields_set:
+            raise PydanticCustomError("bar_missing", "give min_success, max_shortfall or both")
+        return self
+
 
 class MinCostPerSuccess(_Strict):
-    """Minimise expected task cost / P(task succeeds), retries and escalation included."""
+    """Minimise expected task cost per success, retries and escalation included: the ratio
+    ``E / S``, or with ``success_value_usd`` the net cost ``E - value * S``."""
 
     kind: Literal["min_cost_per_success"]
     #: Optional floor: candidates predicted below it are not adequate.
     min_success: Probability = 0.0
+    #: What one more expected success is worth: a costlier candidate wins while each extra
+    #: expected success it buys costs at most this (USD). Unset: the plain ratio E / S,
+    #: which nearly always picks the cheapest candidate.
+    success_value_usd: Usd | None = None
     on_no_adequate: Name = "error"
 
 
@@ -195,10 +211,49 @@ class MaxQualityWithin(_Strict):
     on_no_adequate: Name = "error"
 
 
+class Cascade(_Strict):
+    """Answer with a cheap backend first; accept its answer or escalate on a verdict over it.
+
+    The decision names the first backend to call (``first``, or the escalation tier right
+    away when the predictor says the first is unlikely to succeed); after each answer the
+    gateway asks ``policies.cascade.cascade_step`` whether to accept, call ``check``, or
+    escalate. Every call is paid for and counts toward the task.
+    """
+
+    kind: Literal["cascade"]
+    #: The cheap backend that answers first.
+    first: Name
+    #: A second cheap backend whose answer to the same request is compared with the first's
+    #: (agreement on a closed-form answer is the strongest verdict signal). Unset: no check.
+    check: Name | None = None
+    #: Where rejected or hard requests go. Unset: the most capable other eligible candidate.
+    escalate_to: Name | None = None
+    #: The verdict's P(the first answer is right) needed to accept it.
+    accept_confidence: Probability
+    #: After the first answer (before any check): accept at once at or above this verdict
+    #: (the check is skipped); escalate at once below ``escalate_below``; check in between.
+    skip_check_above: Probability = 1.0
+    escalate_below: Probability = 0.0
+    #: Predicted P(success) of ``first`` below which the request goes straight to the
+    #: escalation tier (the cheap answer would be wasted). Unset: never.
+    straight_up_below: Probability | None = None
+    #: When ``first`` is not eligible or has no estimate: what to call instead.
+    on_no_adequate: Name = "most_capable"
+
+    @model_validator(mode="after")
+    def _bands(self) -> Cascade:
+        if self.escalate_below > self.skip_check_above:
+            raise PydanticCustomError("band_order", "escalate_below must be <= skip_check_above")
+        return self
+
+
 Objective = Annotated[
-    CheapestAdequate | MinCostPerSuccess | MaxQualityWithin, Field(discriminator="kind")
+    CheapestAdequate | MinCostPerSuccess | MaxQualityWithin | Cascade,
+    Field(discriminator="kind"),
 ]
-ObjectiveKind = Literal["cheapest_adequate", "min_cost_per_success", "max_quality_within"]
+ObjectiveKind = Literal[
+    "cheapest_adequate", "min_cost_per_success", "max_quality_within", "cascade"
+]
 
 
 # --------------------------------------------------------------------------- constraints
@@ -244,7 +299,9 @@ class Escalation(_Strict):
 
 # --------------------------------------------------------------------------- locations
 
-_OBJECTIVE_TAGS = frozenset({"cheapest_adequate", "min_cost_per_success", "max_quality_within"})
+_OBJECTIVE_TAGS = frozenset(
+    {"cheapest_adequate", "min_cost_per_success", "max_quality_within", "cascade"}
+)
 _VALIDATOR_TAGS = frozenset({"json_schema", "regex", "non_empty", "refusal", "max_length"})
 
 
@@ -334,6 +391,30 @@ class Policy(_Strict):
                     choice,
                 )
             )
+        obj = self.objective
+        if isinstance(obj, Cascade):
+            named: dict[str, str] = {}
+            for field_name in ("first", "check", "escalate_to"):
+                value = getattr(obj, field_name)
+                if value is None:
+                    continue
+                if value not in seen:
+                    issues.append(
+                        (
+                            ("objective", field_name),
+                            f"{value!r} is not a candidate of this policy",
+                            value,
+                        )
+                    )
+                elif value in named:
+                    issues.append(
+                        (
+                            ("objective", field_name),
+                            f"{value!r} is already the cascade's {named[value]}",
+                            value,
+                        )
+                    )
+                named.setdefault(value, field_name)
         fbs = self.predictor_fallbacks
         if not fbs:
             issues.append((("predictor_fallback",), "must not be empty", fbs))

@@ -318,16 +318,28 @@ def test_predictor_profile_maps_backends_to_estimates() -> None:
 
 def test_escalation_order_capability_and_candidates() -> None:
     esc = {"validators": [{"kind": "non_empty"}], "max_escalations": 2}
-    pred = PredictionFacts({"local": 0.9, "mini": 0.95, "big": 0.92}, "p")
+    pred = PredictionFacts({"local": 0.9, "mini": 0.92, "big": 0.95}, "p")
     d = run(policy(escalation=esc), pred=pred)
-    assert d.backend == "local" and d.escalation == ("big", "mini")  # ascending P(success)
+    assert d.backend == "local" and d.escalation == ("mini", "big")  # ascending P(success)
     d = run(policy(escalation={**esc, "order": "candidates"}), pred=pred)
     assert d.escalation == ("mini", "big")
     d = run(policy(escalation={**esc, "max_escalations": 1}), pred=pred)
-    assert d.escalation == ("big",)
-    d = run(policy(escalation=esc), pred=pred, backends=with_backend("big", circuit_open=True))
     assert d.escalation == ("mini",)
+    d = run(policy(escalation=esc), pred=pred, backends=with_backend("mini", circuit_open=True))
+    assert d.escalation == ("big",)
     assert run(policy(), pred=pred).escalation == ()
+
+
+def test_escalation_never_climbs_to_a_dominated_tier() -> None:
+    # big costs 10x mini and is predicted *less* likely to succeed: never an escalation tier
+    esc = {"validators": [{"kind": "non_empty"}], "max_escalations": 2}
+    pred = PredictionFacts({"local": 0.9, "mini": 0.95, "big": 0.92}, "p")
+    d = run(policy(escalation=esc), pred=pred)
+    assert d.backend == "local" and d.escalation == ("mini",)
+    assert d.row("big").detail.startswith("dominated by mini")
+    # the operator's explicit order is kept as written
+    d = run(policy(escalation={**esc, "order": "candidates"}), pred=pred)
+    assert d.escalation == ("mini", "big")
 
 
 # --------------------------------------------------------------------------- rules

@@ -7,6 +7,8 @@
    true for ``on_no_adequate: most_capable``; for ``error`` it holds whenever the higher bar
    still chooses a backend. (For ``cheapest`` / a named backend it is false; see the example.)
 4. The decision is deterministic: same inputs (mappings in any order) → equal decisions.
+5. Dominance: the objective never chooses, and capability escalation never climbs to, a
+   candidate that another eligible one beats on both expected cost and predicted P(success).
 """
 
 from __future__ import annotations
@@ -95,7 +97,12 @@ def policy_data(draw: st.DrawFn, objective: dict[str, Any] | None = None) -> dic
     on_no = draw(st.one_of(keyword, st.sampled_from(cands)))
     kinds: list[dict[str, Any]] = [
         {"kind": "cheapest_adequate", "min_success": draw(probs)},
+        {"kind": "cheapest_adequate", "max_shortfall": draw(probs)},
         {"kind": "min_cost_per_success", "min_success": draw(probs)},
+        {
+            "kind": "min_cost_per_success",
+            "success_value_usd": draw(st.sampled_from(["0", "0.001", "0.1", "10"])),
+        },
         {
             "kind": "max_quality_within",
             "cost_cap_usd": draw(st.sampled_from(["0.001", "0.02", "1"])),
@@ -266,8 +273,9 @@ def test_cheapest_adequate_has_no_cheaper_adequate_candidate(
                 assert r.expected_cost_usd is None
             elif r.expected_cost_usd is not None:
                 assert chosen.expected_cost_usd <= r.expected_cost_usd
-        # Adequate fallbacks follow in non-decreasing cost order.
-        costs = [d.row(n).expected_cost_usd for n in d.fallbacks if d.row(n) in adequate]
+        # Adequate fallbacks follow in non-decreasing cost order (dominated ones come last).
+        undominated = [r for r in adequate if not r.detail.startswith("dominated by")]
+        costs = [d.row(n).expected_cost_usd for n in d.fallbacks if d.row(n) in undominated]
         priced = [c for c in costs if c is not None]
         assert priced == sorted(priced)
     if d.fallback == "no_adequate":
@@ -402,3 +410,35 @@ def test_objective_choices_are_optimal(
             assert scored == []
         else:
             assert all(chosen.score <= s for s in scored)
+
+
+# --------------------------------------------------------------------------- invariant 5
+
+
+def _dominates(e: Any, d: Any) -> bool:
+    if None in (e.expected_cost_usd, e.p_success, d.expected_cost_usd, d.p_success):
+        return False
+    no_worse = e.expected_cost_usd <= d.expected_cost_usd and e.p_success >= d.p_success
+    better = e.expected_cost_usd < d.expected_cost_usd or e.p_success > d.p_success
+    return bool(no_worse and better)
+
+
+@SETTINGS
+@given(data=policy_data(), req=requests(), backends=backends_map(), pred=present_predictions())
+def test_never_chooses_a_dominated_candidate(
+    data: dict[str, Any],
+    req: RequestFacts,
+    backends: dict[str, BackendFacts],
+    pred: PredictionFacts,
+) -> None:
+    pol = Policy.model_validate(data)
+    d = run(pol, req, backends, pred)
+    eligible = [r for r in d.candidates if r.eligible]
+    if d.backend is not None and d.fallback is None:
+        chosen = d.row(d.backend)
+        assert not any(_dominates(e, chosen) for e in eligible), d.reason
+    if pol.escalation is not None and pol.escalation.order == "capability":
+        for name in d.escalation:
+            assert not any(_dominates(e, d.row(name)) for e in eligible)
+    for row in eligible:
+        assert row.detail.startswith("dominated by") == any(_dominates(e, row) for e in eligible)

@@ -1,0 +1,167 @@
+"""The cascade objective: answer cheaply first, then accept, check or escalate on a verdict.
+
+This module owns the cascade's decisions, all pure:
+
+* :func:`rank_cascade` (called by the engine's ``decide``): which backend is called first.
+  The policy's ``first`` (cheap) backend, unless the predictor says it is unlikely to succeed
+  (``straight_up_below``): then the escalation tier right away;
+* :class:`CascadePlan`, carried by the ``Decision`` when the first call is the cheap one;
+* :func:`cascade_step`, which the gateway calls after each answer with the verdict
+  (``p_correct``: the probability that the *first* backend's answer is right, from the
+  predictor's learned verdict over the query and the answers, ``predictors.verdict``):
+
+  after the first answer (``checked=False``):
+    verdict >= ``skip_check_above``      -> accept (no check needed)
+    verdict <  ``escalate_below``        -> escalate (a check could not save it)
+    otherwise, with a ``check`` backend  -> check (call it with the same request)
+    without one: verdict >= ``accept_confidence`` -> accept, else escalate
+  after the check's answer (``checked=True``):
+    verdict >= ``accept_confidence``     -> accept the first answer, else escalate
+
+  Escalating calls the escalation tier; its answer is final. With no tier to escalate to,
+  the first answer is accepted and the step says so.
+
+Every call of the cascade is paid for and counts toward the task (one task, several
+attempts). No verdict (``p_correct=None``, e.g. no verdict model) escalates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from policies.objectives import Cand, Ranked, fmt_p, most_capable, usd
+from policies.schema import Cascade
+
+CascadeAction = Literal["accept", "check", "escalate"]
+
+
+@dataclass(frozen=True, slots=True)
+class CascadePlan:
+    """What the gateway needs to run the cascade after the first (cheap) answer."""
+
+    first: str
+    check: str | None
+    #: The escalation tier (``None``: nothing to escalate to; answers are accepted).
+    escalate_to: str | None
+    accept_confidence: float
+    skip_check_above: float
+    escalate_below: float
+    #: The predictor's P(success) of the first and the check backend (verdict inputs).
+    p_first: float | None
+    p_check: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "first": self.first,
+            "check": self.check,
+            "escalate_to": self.escalate_to,
+            "accept_confidence": self.accept_confidence,
+            "skip_check_above": self.skip_check_above,
+            "escalate_below": self.escalate_below,
+            "p_first": self.p_first,
+            "p_check": self.p_check,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CascadeStep:
+    """The next move: ``accept`` the first answer, call ``backend`` to ``check`` it, or
+    ``escalate`` to ``backend`` (whose answer is then final)."""
+
+    action: CascadeAction
+    backend: str | None
+    reason: str
+
+
+def _tier(obj: Cascade, eligible: Sequence[Cand]) -> Cand | None:
+    if obj.escalate_to is not None:
+        return next((c for c in eligible if c.name == obj.escalate_to), None)
+    others = [c for c in eligible if c.name not in (obj.first, obj.check) and c.p is not None]
+    return most_capable(others)[0] if others else None
+
+
+def rank_cascade(obj: Cascade, eligible: Sequence[Cand]) -> Ranked:
+    """The first call: ``first``, or the escalation tier when ``first`` is predicted to fail."""
+    first = next((c for c in eligible if c.name == obj.first and c.p is not None), None)
+    tier = _tier(obj, eligible)
+    if first is None:
+        return Ranked(
+            [],
+            {},
+            lambda c: "",
+            f"the cascade's first backend {obj.first} is not eligible or has no estimate",
+        )
+    assert first.p is not None
+    bar = obj.straight_up_below
+    if bar is not None and first.p < bar and tier is not None:
+        return Ranked(
+            [tier],
+            {},
+            lambda c: (
+                f"{first.name} is predicted unlikely to succeed (P(success) {fmt_p(first.p)} < "
+                f"{bar:.3f}): straight to the escalation tier {c.name} (P(success) "
+                f"{fmt_p(c.p)}, expected {usd(c.cost)})"
+            ),
+            "",
+        )
+    check = f", check {obj.check}" if obj.check else ""
+    up = f", escalate to {tier.name}" if tier is not None else ", nothing to escalate to"
+    return Ranked(
+        [first],
+        {},
+        lambda c: (
+            f"cascade: {c.name} answers first (P(success) {fmt_p(c.p)}, expected "
+            f"{usd(c.cost)}){check}{up}; accept at verdict >= {obj.accept_confidence:.3f}"
+        ),
+        "",
+    )
+
+
+def plan_for(obj: Cascade, chosen: Cand, eligible: Sequence[Cand]) -> CascadePlan | None:
+    """The plan when the decision's first call is the cascade's cheap backend, else None."""
+    if chosen.name != obj.first:
+        return None
+    tier = _tier(obj, eligible)
+    check = next((c for c in eligible if c.name == obj.check), None)
+    return CascadePlan(
+        first=obj.first,
+        check=check.name if check is not None else None,
+        escalate_to=tier.name if tier is not None else None,
+        accept_confidence=obj.accept_confidence,
+        skip_check_above=obj.skip_check_above,
+        escalate_below=obj.escalate_below,
+        p_first=chosen.p,
+        p_check=check.p if check is not None else None,
+    )
+
+
+def cascade_step(plan: CascadePlan, *, checked: bool, p_correct: float | None) -> CascadeStep:
+    """Accept, check or escalate after the first answer (``checked=False``) or after the
+    check's answer (``checked=True``); ``p_correct`` is the verdict on the first answer."""
+    v = p_correct
+
+    def escalate(why: str) -> CascadeStep:
+        if plan.escalate_to is None:
+            return CascadeStep("accept", None, f"{why}, but there is no tier to escalate to")
+        return CascadeStep("escalate", plan.escalate_to, f"{why}: escalate to {plan.escalate_to}")
+
+    if v is None:
+        return escalate("no verdict on the answer")
+    tau = plan.accept_confidence
+    if checked:
+        if v >= tau:
+            return CascadeStep("accept", None, f"checked verdict {v:.3f} >= {tau:.3f}: accept")
+        return escalate(f"checked verdict {v:.3f} < {tau:.3f}")
+    if plan.check is None:
+        if v >= tau:
+            return CascadeStep("accept", None, f"verdict {v:.3f} >= {tau:.3f}: accept")
+        return escalate(f"verdict {v:.3f} < {tau:.3f}")
+    if v >= plan.skip_check_above:
+        return CascadeStep(
+            "accept", None, f"verdict {v:.3f} >= {plan.skip_check_above:.3f}: accept unchecked"
+        )
+    if v < plan.escalate_below:
+        return escalate(f"verdict {v:.3f} < {plan.escalate_below:.3f}")
+    return CascadeStep("check", plan.check, f"verdict {v:.3f}: check with {plan.check}")

@@ -1,0 +1,110 @@
+"""The cascade objective: the first call, the plan it carries, and each step's verdict rule."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from policies.cascade import CascadePlan, cascade_step
+from policies.decision import Decision
+from policies.engine import decide
+from policies.facts import BackendFacts, PredictionFacts, RequestFacts
+from policies.schema import Policy
+
+D = Decimal
+BACKENDS = {
+    n: BackendFacts(n, D(price), D(price))
+    for n, price in (("flash", "0.000001"), ("deep", "0.000002"), ("pro", "0.0001"))
+}
+REQ = RequestFacts(est_prompt_tokens=1000, max_tokens=1000)
+PRED = PredictionFacts({"flash": 0.7, "deep": 0.65, "pro": 0.8}, "v")
+
+
+def cascade(**kw: Any) -> Policy:
+    objective = {"kind": "cascade", "first": "flash", "check": "deep", "accept_confidence": 0.8}
+    objective.update(kw)
+    return Policy.model_validate(
+        {
+            "candidates": ["flash", "deep", "pro"],
+            "objective": objective,
+            "predictor_fallback": "pro",
+        }
+    )
+
+
+def run(pol: Policy, pred: PredictionFacts | None = PRED) -> Decision:
+    return decide(pol, "c", REQ, BACKENDS, pred, rule="t")
+
+
+def test_first_call_is_the_cheap_tier_with_a_plan() -> None:
+    d = run(cascade())
+    assert d.backend == "flash" and d.fallback is None
+    assert d.cascade == CascadePlan(
+        first="flash",
+        check="deep",
+        escalate_to="pro",
+        accept_confidence=0.8,
+        skip_check_above=1.0,
+        escalate_below=0.0,
+        p_first=0.7,
+        p_check=0.65,
+    )
+    assert d.to_dict()["cascade"]["escalate_to"] == "pro"
+    assert "cascade: flash answers first" in d.reason
+
+
+def test_hard_queries_go_straight_up() -> None:
+    d = run(cascade(straight_up_below=0.75))
+    assert d.backend == "pro" and d.cascade is None and "straight to" in d.reason
+    assert run(cascade(straight_up_below=0.5)).backend == "flash"
+
+
+def test_without_a_prediction_the_predictor_fallback_serves() -> None:
+    d = run(cascade(), pred=None)
+    assert d.backend == "pro" and d.cascade is None and d.fallback == "predictor_unavailable"
+
+
+def test_first_not_eligible_uses_on_no_adequate() -> None:
+    backends = {**BACKENDS, "flash": BackendFacts("flash", D(1), D(1), healthy=False)}
+    d = decide(cascade(), "c", REQ, backends, PRED, rule="t")
+    assert d.backend == "pro" and d.fallback == "no_adequate" and d.cascade is None
+
+
+def test_references_are_checked() -> None:
+    with pytest.raises(ValidationError, match="'nope' is not a candidate"):
+        cascade(check="nope")
+    with pytest.raises(ValidationError, match="already the cascade's first"):
+        cascade(escalate_to="flash")
+    with pytest.raises(ValidationError, match="escalate_below must be <= skip_check_above"):
+        cascade(escalate_below=0.9, skip_check_above=0.5)
+
+
+PLAN = CascadePlan("flash", "deep", "pro", 0.8, 0.95, 0.3, 0.7, 0.65)
+
+
+@pytest.mark.parametrize(
+    ("checked", "verdict", "action", "backend"),
+    [
+        (False, 0.97, "accept", None),  # confident enough to skip the check
+        (False, 0.6, "check", "deep"),
+        (False, 0.2, "escalate", "pro"),  # a check could not save it
+        (True, 0.85, "accept", None),
+        (True, 0.79, "escalate", "pro"),
+        (False, None, "escalate", "pro"),
+    ],
+)
+def test_cascade_step(checked: bool, verdict: float | None, action: str, backend: str) -> None:
+    step = cascade_step(PLAN, checked=checked, p_correct=verdict)
+    assert (step.action, step.backend) == (action, backend), step.reason
+
+
+def test_without_a_check_the_accept_bar_decides_at_once() -> None:
+    plan = CascadePlan("flash", None, "pro", 0.8, 1.0, 0.0, 0.7, None)
+    assert cascade_step(plan, checked=False, p_correct=0.81).action == "accept"
+    assert cascade_step(plan, checked=False, p_correct=0.79).action == "escalate"
+    top = CascadePlan("flash", None, None, 0.8, 1.0, 0.0, 0.7, None)
+    step = cascade_step(top, checked=False, p_correct=0.1)
+    assert step.action == "accept" and "no tier to escalate to" in step.reason
