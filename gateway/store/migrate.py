@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 
-import migrations
 from gateway.store.database import ensure_sqlite_dir, to_async_url
+
+
+def _scripts_dir() -> Path:
+    """The ``migrations`` package's directory. Alembic runs its scripts, and they import the
+    store's tables: the store only points Alembic at them, without importing the package
+    (which would make store and migrations import each other)."""
+    spec = importlib.util.find_spec("migrations")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the migrations package is not installed next to the gateway")
+    return Path(spec.origin).parent
 
 
 def alembic_config(database_url: str) -> AlembicConfig:
     cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    cfg.set_main_option("script_location", str(_scripts_dir()))
     cfg.set_main_option("sqlalchemy.url", to_async_url(database_url).replace("%", "%%"))
     return cfg
 
