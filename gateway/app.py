@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from gateway import __version__
 from gateway.backends.upstream import BackendCaller
 from gateway.config import load_settings
-from gateway.http import admin, anthropic, dashboard, docs, feedback, health
+from gateway.http import admin, anthropic, dashboard, docs, feedback, health, responses
 from gateway.http import openai as api
 from gateway.http.errors import install_error_handlers
 from gateway.http.middleware import GatewayMiddleware
@@ -153,6 +153,7 @@ def create_app(
     docs.install(app)
     app.include_router(api.router)
     app.include_router(anthropic.router)
+    app.include_router(responses.router)
     app.include_router(admin.router)
     app.include_router(health.router)
     app.include_router(feedback.router)
