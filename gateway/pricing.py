@@ -2,15 +2,19 @@
 
 Order of precedence: the config's ``input_cost_per_token``/``output_cost_per_token``; a
 self-hosted backend's GPU cost ÷ its throughput (its latest stored calibration, else the
-declared throughput); the provider's published price from litellm's bundled cost map. A
-backend with none of these is *unpriced*: its attempts record a NULL cost and it is reported
-as such — it is never silently treated as free.
+declared throughput); the provider's published price from litellm's bundled cost map — for
+which an answer's whole usage report is priced by the map (cached input, cache writes,
+reasoning tokens, long-context tiers: ``Price.cost_of``). A backend with none of these is
+*unpriced*: its attempts record a NULL cost and it is reported as such — it is never silently
+treated as free.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from gateway.backends.upstream import BackendCaller
 from gateway.config import BackendConfig
@@ -24,9 +28,25 @@ class Price:
     input_per_token: Decimal
     output_per_token: Decimal
     source: str  # "config" | "self_hosted" | "calibration vN <date>" | "catalog"
+    model: str | None = None  # catalog prices: the model the cost map prices usage reports for
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
         return self.input_per_token * prompt_tokens + self.output_per_token * completion_tokens
+
+    def cost_of(
+        self, prompt_tokens: int, completion_tokens: int, reported: Mapping[str, Any] | None
+    ) -> Decimal:
+        """What one answer cost. A catalog price with the upstream's usage report prices the
+        whole report from litellm's cost map (cached input, cache writes, reasoning tokens,
+        tiers); config and self-hosted prices are the operator's Decimal per-token prices."""
+        if self.model is not None and reported:
+            # litellm is loaded already wherever a catalog price was resolved
+            from gateway.backends.litellm_adapter import usage_cost
+
+            exact = usage_cost(self.model, dict(reported))
+            if exact is not None:
+                return exact
+        return self.cost(prompt_tokens, completion_tokens)
 
 
 def resolve_price(
@@ -50,7 +70,7 @@ def resolve_price(
         )
     catalog = caller.catalog_price(backend)
     if catalog is not None:
-        return Price(catalog[0], catalog[1], "catalog")
+        return Price(catalog[0], catalog[1], "catalog", model=backend.model)
     return None
 
 

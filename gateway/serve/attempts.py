@@ -47,7 +47,7 @@ def record_attempt(
         cost = None
         ctx.unpriced = True
     else:
-        cost = price.cost(usage.prompt_tokens, usage.completion_tokens)
+        cost = price.cost_of(usage.prompt_tokens, usage.completion_tokens, usage.reported)
     if cost is not None:
         ctx.total_cost += cost
     latency_ms = clock.elapsed_ms()

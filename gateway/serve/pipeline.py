@@ -212,8 +212,11 @@ class Pipeline:
         op = caller.chat_stream if request.endpoint == "chat" else caller.completion_stream
         clock, first, upstream = await Dispatcher(self.rt, ctx).open_stream(routed.chain, op)
 
-        async def on_end(end: StreamEnd) -> None:
+        async def on_end(end: StreamEnd) -> dict[str, Any]:
             await finish(answer=end.text, ok=end.status == "ok", stream=(clock, end))
+            # what the request cost, every attempt included: on the stream's last chunk
+            cost = None if ctx.unpriced else format_usd(ctx.total_cost)
+            return {"cost_usd": cost, "attempts": ctx.attempts, "request_id": ctx.request_id}
 
         chunks = relay(
             first,

@@ -7,6 +7,11 @@ failed mid-way, or cut by a client disconnect (the HTTP edge cancels the relay, 
 the upstream connection so the backend stops generating) — the upstream stream is closed and
 ``on_end`` gets a ``StreamEnd`` (status, failure, reported usage, the text generated so far),
 shielded from cancellation: the request's finish step records and settles from it.
+
+Cost where clients look: the chunks that close the answer (those with a ``finish_reason``, and
+the usage chunk) are held until the upstream ends; then ``on_end`` runs — the attempt is
+recorded and priced — and they go out, the last one carrying what the request cost
+(``x_tollgate: {"cost_usd": …}``, also in its ``usage`` when the client asked for usage).
 """
 
 from __future__ import annotations
@@ -46,19 +51,35 @@ def _carries_output(choice: dict[str, Any]) -> bool:
     return bool(choice.get("delta") or choice.get("text") or choice.get("finish_reason"))
 
 
+def _closes(chunk: dict[str, Any]) -> bool:
+    """A chunk that ends the answer: a finish_reason, or the (choice-less) usage chunk."""
+    choices = chunk.get("choices") or []
+    return any(c.get("finish_reason") for c in choices) or (not choices and "usage" in chunk)
+
+
+def _with_cost(chunk: dict[str, Any], tail: dict[str, Any], forward_usage: bool) -> dict[str, Any]:
+    out = {**chunk, "x_tollgate": tail}
+    if forward_usage and isinstance(chunk.get("usage"), dict):
+        out["usage"] = {**chunk["usage"], "cost_usd": tail.get("cost_usd")}
+    return out
+
+
 async def relay(
     first: dict[str, Any],
     stream: AsyncIterator[dict[str, Any]],
     *,
     backend: str,
     forward_usage: bool,
-    on_end: Callable[[StreamEnd], Awaitable[None]],
+    on_end: Callable[[StreamEnd], Awaitable[dict[str, Any] | None]],
 ) -> AsyncIterator[bytes]:
     """Yield SSE bytes for the stream (``first``: its first chunk, already received from
-    ``backend``); ``on_end`` runs once however the stream ends."""
+    ``backend``); ``on_end`` runs once however the stream ends, and what it returns after a
+    complete stream (the request's cost) goes out on the last chunk."""
     text: list[str] = []
     usage: dict[str, Any] | None = None
     status, failure = "ok", None
+    held: list[dict[str, Any]] = []  # the closing chunks, sent once the answer is priced
+    ended = False
     try:
         chunk: dict[str, Any] | None = first
         while chunk is not None:
@@ -70,15 +91,28 @@ async def relay(
                 if not any(_carries_output(c) for c in chunk.get("choices") or []):
                     chunk = None  # the usage-only chunk the client did not ask for
             if chunk is not None:
-                yield sse(chunk)
+                if held or _closes(chunk):
+                    held.append(chunk)
+                else:
+                    yield sse(chunk)
             try:
                 chunk = await stream.__anext__()
             except StopAsyncIteration:
                 chunk = None
+        ended = True
+        with anyio.CancelScope(shield=True):
+            await aclose_quietly(stream)
+            tail = await on_end(StreamEnd("ok", None, usage, "".join(text)))
+        if tail and held:
+            held[-1] = _with_cost(held[-1], tail, forward_usage)
+        for chunk in held:
+            yield sse(chunk)
         yield DONE
     except UpstreamFailure as exc:
         status, failure = "error", exc
         log.warning("stream from %s failed mid-way: %s", backend, exc.error_type)
+        for chunk in held:
+            yield sse(chunk)
         yield sse(
             {
                 "error": {
@@ -91,9 +125,11 @@ async def relay(
         )
         yield DONE
     except BaseException:
-        status = "cancelled"  # the client went away (or the server is stopping)
+        if not ended:
+            status = "cancelled"  # the client went away (or the server is stopping)
         raise
     finally:
-        with anyio.CancelScope(shield=True):
-            await aclose_quietly(stream)
-            await on_end(StreamEnd(status, failure, usage, "".join(text)))
+        if not ended:
+            with anyio.CancelScope(shield=True):
+                await aclose_quietly(stream)
+                await on_end(StreamEnd(status, failure, usage, "".join(text)))

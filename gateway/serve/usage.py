@@ -17,6 +17,7 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     source: str  # "upstream" | "counted"
+    reported: dict[str, Any] | None = None  # the upstream's whole report (cache, reasoning)
 
 
 def completion_text(resp: dict[str, Any]) -> str:
@@ -54,5 +55,6 @@ def usage_from(
             int(reported.get("prompt_tokens") or 0),
             int(reported.get("completion_tokens") or 0),
             "upstream",
+            dict(reported),
         )
     return Usage(prompt_tokens(), caller.count_text_tokens(backend, text), "counted")
