@@ -139,7 +139,9 @@ async def wait_ready(
     raise RuntimeError(f"{url}: not ready after {timeout_s:.0f}s\n{tail(log)}")
 
 
-def bench_config(shipped: Path, upstream: str, timeout_ms: float | None) -> dict[str, Any]:
+def bench_config(
+    shipped: Path, upstream: str, timeout_ms: float | None, artifact: str | None = None
+) -> dict[str, Any]:
     """The shipped config with every chat backend pointed at the fake upstream (same names,
     prices, profiles, policies and predictor settings), anonymous access on loopback."""
     cfg = yaml.safe_load(shipped.read_text())
@@ -159,6 +161,8 @@ def bench_config(shipped: Path, upstream: str, timeout_ms: float | None) -> dict
     cfg.setdefault("server", {})["anonymous_tenant"] = "bench"
     if timeout_ms is not None:
         cfg.setdefault("predictor", {})["timeout_ms"] = timeout_ms
+    if artifact is not None:
+        cfg.setdefault("predictor", {})["artifact"] = artifact
     return cfg
 
 
@@ -174,6 +178,7 @@ class Phase:
     errors: Counter[str] = field(default_factory=Counter)
     fallbacks: Counter[str] = field(default_factory=Counter)
     predicted: int = 0
+    versions: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     counter_delta: float | None = None  # the gateway's own fallback count over the phase
@@ -268,6 +273,8 @@ async def run_phase(
             if mode != "routed":
                 continue
             verdict = headers.get("x-tollgate-predictor", "")
+            if "x-tollgate-predictor-version" in headers:
+                phase.versions[headers["x-tollgate-predictor-version"]] += 1
             if verdict.startswith("fallback:"):
                 phase.fallbacks[verdict.removeprefix("fallback:")] += 1
             elif verdict == "ok":
@@ -315,6 +322,10 @@ def print_table(rows: list[tuple[Phase, Phase]]) -> None:
             f"{_f(routed.pct(0.5)) + '/' + _f(routed.pct(0.99)):>17} | "
             f"{_f(pinned.pct(0.5)) + '/' + _f(pinned.pct(0.99)):>17}"
         )
+    versions: Counter[str] = Counter()
+    for routed, _ in rows:
+        versions.update(routed.versions)
+    print("predictor:", ", ".join(versions) or "no decision used it")
     reasons: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     for routed, pinned in rows:
@@ -367,7 +378,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         )
         cfg = args.config or tmp / "config.yaml"
         if args.config is None:
-            data = bench_config(REPO / "config.yaml", upstream, args.timeout_ms)
+            data = bench_config(REPO / "config.yaml", upstream, args.timeout_ms, args.artifact)
             data["store"] = {**data.get("store", {}), "spool_dir": str(tmp / "spool")}
             cfg.write_text(yaml.safe_dump(data, sort_keys=False))
         env_gw = {
@@ -435,9 +446,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "args": vars(args),
             "phases": [
                 {
-                    **{k: v for k, v in vars(p).items() if k not in ("errors", "fallbacks")},
+                    **{
+                        k: v
+                        for k, v in vars(p).items()
+                        if k not in ("errors", "fallbacks", "versions")
+                    },
                     "errors": dict(p.errors),
                     "fallbacks": dict(p.fallbacks),
+                    "versions": dict(p.versions),
                     "rps": p.rps,
                     "p50": p.pct(0.5),
                     "p99": p.pct(0.99),
@@ -465,6 +481,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=40, help="requests per mode before measuring")
     p.add_argument("--upstream-latency-ms", type=float, default=20.0)
     p.add_argument("--timeout-ms", type=float, help="override predictor.timeout_ms")
+    p.add_argument("--artifact", help="override predictor.artifact (a path, or: static)")
     p.add_argument("--request-timeout", type=float, default=30.0, help="per request, seconds")
     p.add_argument("--config", type=Path, help="use this gateway config as it is")
     p.add_argument("--data-dir", help="folder laid out like ../shared/data")

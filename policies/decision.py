@@ -159,7 +159,7 @@ class Decision:
         if p is not None:
             headers["x-tollgate-predicted-success"] = f"{p:.3f}"
         if self.predictor_version is not None:
-            headers["x-tollgate-predictor"] = self.predictor_version
+            headers["x-tollgate-predictor-version"] = self.predictor_version
         if self.fallbacks:
             headers["x-tollgate-fallbacks"] = ",".join(self.fallbacks)
         return headers

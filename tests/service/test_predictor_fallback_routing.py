@@ -91,6 +91,7 @@ def test_a_predictor_that_answers_is_ok(tmp_path: Path, sqlite_url: str, monkeyp
         resp = post(client, key)
         assert resp.status_code == 200
         assert resp.headers["x-tollgate-predictor"] == "ok"
+        assert resp.headers["x-tollgate-predictor-version"] == "fake-predictor-1"
         assert resp.headers["x-tollgate-decision"] == "objective"
         assert counter(client, "tollgate_routing_decisions_total", 'predictor="ok"') == 1
         assert counter(client, "tollgate_predictor_fallbacks_total", "reason=") == 0
