@@ -23,6 +23,7 @@ from gateway.http.observe import ObserveMiddleware
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics
 from gateway.outcomes.hooks import RequestOutcomes
+from gateway.outcomes.recording import drain_outcomes
 from gateway.reload import Reloader, policy_version
 from gateway.runtime import build_runtime
 from gateway.serve.pipeline import Pipeline
@@ -138,7 +139,7 @@ def create_app(
             await reloader.close()
             # verdicts being written and judge calls in flight finish before the store closes
             judge = runtime.config.judge
-            await feedback.drain_outcomes(timeout_s=(judge.timeout_s if judge else 0) + 5)
+            await drain_outcomes(timeout_s=(judge.timeout_s if judge else 0) + 5)
             await runtime.close()
 
     app = FastAPI(

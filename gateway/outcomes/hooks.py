@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.http.feedback import schedule_outcome, validator_outcome
 from gateway.outcomes import judge
+from gateway.outcomes.recording import schedule_outcome, validator_outcome
 from gateway.runtime import Runtime
 from gateway.serve.context import RequestContext
 from policies import ValidationResult

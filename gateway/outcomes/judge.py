@@ -40,6 +40,7 @@ from typing import Any
 
 from gateway.backends.upstream import UpstreamFailure
 from gateway.config import BackendConfig, JudgeConfig
+from gateway.outcomes.recording import Outcome, off_request_path, record_outcome
 from gateway.pricing import Price
 from gateway.runtime import Runtime
 from gateway.serve.context import RequestContext
@@ -248,8 +249,6 @@ def consider(
             messages=ctx.request.messages,
             answer=answer,
         )
-        from gateway.http.feedback import off_request_path  # (import cycle: feedback → api → here)
-
         task = off_request_path(grade(rt, job), f"tollgate-judge-{ctx.request_id[:8]}")
         _in_flight.add(task)
         task.add_done_callback(_in_flight.discard)
@@ -273,8 +272,6 @@ def _skip_reason(rt: Runtime, job: _Job) -> str | None:
 
 async def grade(rt: Runtime, job: _Job) -> Verdict | None:
     """Ask the judge backend about one answer and record its verdict (see the module doc)."""
-    from gateway.http.feedback import Outcome, record_outcome  # (import cycle)
-
     metrics, backend = rt.metrics, job.backend
     reason = _skip_reason(rt, job)
     if reason is None and not await rt.allowed(backend.name):

@@ -144,7 +144,7 @@ def test_validator_outcomes_are_recorded_and_feedback_wins(tmp_path: Path, sqlit
     """A validator verdict (recorded off the request path) decides a task until the client's
     feedback says otherwise."""
     from gateway.analytics.reports import ReportQuery, report
-    from gateway.http.feedback import drain_outcomes, schedule_outcome, validator_outcome
+    from gateway.outcomes.recording import drain_outcomes, schedule_outcome, validator_outcome
     from policies import run_validators
     from policies.schema import Policy
 

@@ -1,6 +1,6 @@
-"""Service tests of the judge (``gateway.outcomes.judge``): sampled answers are graded off the request
-path by a judge backend, its verdicts are task outcomes with their own cost, that cost is
-reported apart from traffic spend; on SQLite and real PostgreSQL."""
+"""Service tests of the judge (``gateway.outcomes.judge``): sampled answers are graded off the
+request path by a judge backend, its verdicts are task outcomes with their own cost, that cost
+is reported apart from traffic spend; on SQLite and real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from gateway.config import DEFAULT_RUBRIC
-from gateway.http.feedback import drain_outcomes
 from gateway.outcomes.judge import parse_verdict, rubric_sha, sampled
+from gateway.outcomes.recording import drain_outcomes
 from gateway.pricing import format_usd
 from gateway.store.database import create_engine
 from gateway.store.models import outcomes

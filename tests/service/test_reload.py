@@ -14,7 +14,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from gateway.http.feedback import drain_outcomes
+from gateway.outcomes.recording import drain_outcomes
 from gateway.settings import Settings
 from tests.support.fakes import FakeCaller, Script
 from tests.support.harness import backend, chat_body, config_dict, create_key

@@ -1,5 +1,5 @@
-"""Service tests of the reports (``GET /v1/spend``, ``gateway.analytics.reports``) on SQLite and real
-PostgreSQL: recorded traffic with retries, fallbacks and feedback, checked against figures
+"""Service tests of the reports (``GET /v1/spend``, ``gateway.analytics.reports``) on SQLite and
+real PostgreSQL: recorded traffic with retries, fallbacks and feedback, checked against figures
 recomputed here straight from the store's rows."""
 
 from __future__ import annotations
@@ -319,7 +319,7 @@ def test_rollups_agree_with_raw_rows(
                     rolled = await report(engine, kind, q, prices=prices)
                     assert rolled.as_dict() == raw.as_dict(), (kind, group_by, start)
             # feedback for a task of the summarised day: the next report re-summarises it
-            from gateway.http.feedback import Outcome, record_outcome
+            from gateway.outcomes.recording import Outcome, record_outcome
 
             two_step = next(
                 r["task_id"]
