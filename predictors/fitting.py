@@ -81,9 +81,11 @@ def refit_with_shared_data(
     data_dir: str | Path | None,
     min_labels: int = MIN_LABELS,
     seed: int = 0,
+    cache_dir: str | Path | None = None,
 ) -> tuple[Predictor, list[str]]:
     """``base``'s recipe refitted on its training datasets (``../shared/data``) plus the
-    labelled rows; names with ``min_labels`` labels that ``base`` lacks become profiles."""
+    labelled rows; names with ``min_labels`` labels that ``base`` lacks become profiles.
+    ``cache_dir``: the embedding cache's root (default ``~/.cache/tollgate``)."""
     from predictors.datasets import read_dataset
     from predictors.outcome_model import OutcomeModel, TrainConfig, fit_outcome_model
     from predictors.service import Predictor as PredictorCls
@@ -95,7 +97,7 @@ def refit_with_shared_data(
     tables = [read_dataset(n, data_dir) for n in names]
     _, prompts, y_shared = join_tables(tables)
     dataset_profiles = [m for t in tables for m in t.models]
-    x_shared = embed_prompts(base, prompts)
+    x_shared = embed_prompts(base, prompts, cache_dir)
     profiles = dataset_profiles + learned
     y_new = label_matrix(labels, profiles)
     keep = ~np.isnan(y_new).all(axis=1)
@@ -135,7 +137,11 @@ class Holdout:
     train_rows: int
 
 
-def holdout_predictor(predictor: Predictor, data_dir: str | Path | None = None) -> Holdout:
+def holdout_predictor(
+    predictor: Predictor,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> Holdout:
     """Refit ``predictor``'s recipe (its recorded datasets, train config and split seed) on the
     training part only, as ``predictors.training.holdout_report`` did for the artifact's
     held-out metrics. Embeddings come from the cache (all training prompts are needed)."""
@@ -156,7 +162,7 @@ def holdout_predictor(predictor: Predictor, data_dir: str | Path | None = None) 
     tables = [read_dataset(n, data_dir) for n in names]
     keys, prompts, y = join_tables(tables)
     profiles = [m for t in tables for m in t.models]
-    x = embed_prompts(predictor, prompts)
+    x = embed_prompts(predictor, prompts, cache_dir)
     train, test = split_ids(keys, seed)
     index = {k: i for i, k in enumerate(keys)}
     rows = [index[k] for k in train]

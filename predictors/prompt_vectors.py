@@ -5,6 +5,7 @@ cache."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
@@ -28,6 +29,10 @@ class LazyEmbedder:
         return self._predictor.embedder.encode(list(texts), batch_size=batch_size)
 
 
-def embed_prompts(predictor: Predictor, prompts: Sequence[str]) -> np.ndarray:
-    """``predictor``'s vectors for ``prompts``, through the on-disk embedding cache."""
-    return embed_cached(cast("Embedder", LazyEmbedder(predictor)), list(prompts))
+def embed_prompts(
+    predictor: Predictor, prompts: Sequence[str], cache_dir: str | Path | None = None
+) -> np.ndarray:
+    """``predictor``'s vectors for ``prompts``, through the on-disk embedding cache under
+    ``cache_dir`` (the cache root; default ``~/.cache/tollgate``)."""
+    lazy = cast("Embedder", LazyEmbedder(predictor))
+    return embed_cached(lazy, list(prompts), cache_dir=cache_dir)

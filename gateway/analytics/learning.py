@@ -299,6 +299,7 @@ def learn(
     data_dir: str | Path | None = None,
     min_labels: int = MIN_LABELS,
     seed: int = 0,
+    cache_dir: str | Path | None = None,
 ) -> tuple[Predictor, LearningReport]:
     """Fit on 70 % of the logged tasks, report on the rest, then fit the final candidate on all
     rows. Raises ValueError when there is nothing to learn."""
@@ -311,7 +312,9 @@ def learn(
     def fit(rows: Sequence[LabelledRequest]) -> tuple[Predictor, list[str]]:
         if with_shared_data:
             x, labels = _vectors(rows), [r.labels for r in rows]
-            return fitting.refit_with_shared_data(base, x, labels, data_dir, min_labels, seed)
+            return fitting.refit_with_shared_data(
+                base, x, labels, data_dir, min_labels, seed, cache_dir
+            )
         return fine_tune(base, rows, min_labels)
 
     tr, te = split_by_task(data.rows, seed)

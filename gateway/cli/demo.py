@@ -333,10 +333,13 @@ def demo(
     ] = None,
 ) -> None:
     """Replay real benchmark answers through the gateway; compare cost per successful task."""
+    from gateway.settings import data_dir_from_env
+
+    chosen = data_dir_from_env(data_dir)
     result = run_demo(
         queries=queries,
         seed=seed,
-        data_dir=data_dir,
+        data_dir=str(chosen) if chosen is not None else None,
         fail_rate=fail_rate,
         workdir=Path(workdir) if workdir else None,
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.analytics.learning import LearningReport
-from gateway.cli.policy import _config
+from gateway.cli.options import load_config_or_exit, store_url
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -102,12 +101,12 @@ def train_from_store(
 ) -> None:
     from gateway.analytics.backtest import check_store_exists
     from gateway.analytics.learning import learn, load_store_data, write_candidate
-    from gateway.settings import DEFAULT_DATABASE_URL
+    from gateway.settings import cache_root_from_env, data_dir_from_env
     from gateway.store.database import create_engine, redact_url, to_async_url
     from predictors.service import load_artifact
 
-    _, cfg = _config(config)
-    url = os.environ.get("TOLLGATE_DATABASE_URL") or cfg.store.url or DEFAULT_DATABASE_URL
+    _, cfg = load_config_or_exit(config)
+    url = store_url(cfg)
     try:
         check_store_exists(url)
     except ValueError as exc:
@@ -130,9 +129,10 @@ def train_from_store(
             current,
             data,
             with_shared_data=with_shared_data,
-            data_dir=data_dir,
+            data_dir=data_dir_from_env(data_dir),
             min_labels=min_labels,
             seed=seed,
+            cache_dir=cache_root_from_env(),
         )
     except ValueError as exc:
         err.print(f"[red]error[/red] {exc}")

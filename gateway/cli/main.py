@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
@@ -14,6 +13,7 @@ from rich.table import Table
 
 from gateway.cli import calibrate, demo, fake_upstream, importer
 from gateway.cli import report as cli_report
+from gateway.cli.options import ConfigOpt, load_config_or_exit, store_url_for
 from gateway.cli.policy import app as policy_app
 from gateway.cli.policy import route_app
 
@@ -40,11 +40,6 @@ app.command("calibrate")(calibrate.calibrate)
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
-ConfigOpt = Annotated[
-    str | None,
-    typer.Option("--config", "-c", help="config file (default: $TOLLGATE_CONFIG or config.yaml)"),
-]
-
 
 def _mount_predictor() -> None:
     try:
@@ -68,19 +63,6 @@ def _settings(config: str | None, host: str | None = None, port: int | None = No
         for issue in exc.issues:
             err.print(f"[red]error[/red] {issue}", highlight=False, markup=True)
         raise typer.Exit(2) from None
-
-
-def _database_url(config: str | None) -> str:
-    """Store URL for CLI commands: the environment wins; the config file is optional here."""
-    from gateway.settings import DEFAULT_CONFIG, DEFAULT_DATABASE_URL
-
-    if os.environ.get("TOLLGATE_DATABASE_URL"):
-        return os.environ["TOLLGATE_DATABASE_URL"]
-    path = config or os.environ.get("TOLLGATE_CONFIG") or DEFAULT_CONFIG
-    if os.path.exists(path):
-        settings = _settings(path)
-        return str(settings.database_url)
-    return DEFAULT_DATABASE_URL
 
 
 @app.command()
@@ -145,9 +127,9 @@ def serve(
         highlight=False,
     )
     _prepare_store(settings)  # once, here, not racing in every worker
-    os.environ["TOLLGATE_CONFIG"] = str(settings.config_path)
-    os.environ["TOLLGATE_HOST"] = settings.host
-    os.environ["TOLLGATE_PORT"] = str(settings.port)
+    from gateway.settings import export_worker_env
+
+    export_worker_env(settings.config_path, settings.host, settings.port)
     # a worker imports litellm before it is ready: past uvicorn's 5 s it would be killed and
     # restarted forever on a busy host
     uvicorn.run(
@@ -187,16 +169,7 @@ def config_check(
     ] = None,
 ) -> None:
     """Validate a config file; print every error with its YAML path and line."""
-    from gateway.config import ConfigError, load_config
-
-    path = file or os.environ.get("TOLLGATE_CONFIG") or "config.yaml"
-    try:
-        cfg = load_config(path)
-    except ConfigError as exc:
-        for issue in exc.issues:
-            err.print(f"[red]error[/red] {issue}", highlight=False)
-        err.print(f"{len(exc.issues)} error(s) in {path}")
-        raise typer.Exit(1) from None
+    path, cfg = load_config_or_exit(file, code=1)
     from gateway.backends.litellm_adapter import LiteLLMCaller
     from gateway.pricing import resolve_price
 
@@ -245,7 +218,7 @@ def db_upgrade(
     from gateway.store.database import redact_url, to_async_url
     from gateway.store.migrate import current_revision, upgrade_database
 
-    url = _database_url(config)
+    url = store_url_for(config)
     upgrade_database(url, revision)
     out.print(
         f"database {redact_url(to_async_url(url))} "
@@ -292,7 +265,7 @@ def keys_create(
             raise typer.Exit(2)
     raw, record = _run(
         _with_keystore(
-            _database_url(config),
+            store_url_for(config),
             lambda ks: ks.create_key(tenant, name=name, max_budget_usd=budget),
         )
     )
@@ -310,7 +283,7 @@ def keys_list(
     config: ConfigOpt = None,
 ) -> None:
     """List keys (prefixes only; keys themselves are never stored)."""
-    records = _run(_with_keystore(_database_url(config), lambda ks: ks.list(tenant)))
+    records = _run(_with_keystore(store_url_for(config), lambda ks: ks.list(tenant)))
     table = Table()
     for col in ("id", "tenant", "name", "prefix", "budget USD", "created", "revoked"):
         table.add_column(col)
@@ -333,7 +306,7 @@ def keys_revoke(
     config: ConfigOpt = None,
 ) -> None:
     """Revoke a key (takes effect on every replica within the key-cache TTL)."""
-    record = _run(_with_keystore(_database_url(config), lambda ks: ks.revoke(key)))
+    record = _run(_with_keystore(store_url_for(config), lambda ks: ks.revoke(key)))
     if record is None:
         err.print(f"[red]error[/red] no key with id or prefix {key!r} (or the prefix is ambiguous)")
         raise typer.Exit(1)

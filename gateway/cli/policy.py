@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any
@@ -25,37 +24,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gateway.cli.options import ConfigOpt, load_config_or_exit, print_issues, store_url
+
 if TYPE_CHECKING:
     from gateway.analytics.backtest import BacktestResult, Summary
-    from gateway.config import Config
 
 app = typer.Typer(help="Backtest routing policies before rolling them out.", no_args_is_help=True)
 route_app = typer.Typer(help="Explain routing decisions.", no_args_is_help=True)
 err = Console(stderr=True, soft_wrap=True)
 
-ConfigOpt = Annotated[
-    str | None,
-    typer.Option("--config", "-c", help="config file (default: $TOLLGATE_CONFIG or config.yaml)"),
-]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object")]
-
-
-def _config(path: str | None) -> tuple[str, Config]:
-    from gateway.config import ConfigError, load_config
-    from gateway.settings import DEFAULT_CONFIG
-
-    path = path or os.environ.get("TOLLGATE_CONFIG") or DEFAULT_CONFIG
-    try:
-        return path, load_config(path)
-    except ConfigError as exc:
-        _issues(exc, path)
-        raise typer.Exit(2) from None
-
-
-def _issues(exc: Any, path: str) -> None:
-    for issue in exc.issues:
-        err.print(f"[red]error[/red] {issue}", highlight=False)
-    err.print(f"{len(exc.issues)} error(s) in {path}")
 
 
 # -- policy backtest --------------------------------------------------------------------------
@@ -235,15 +213,16 @@ def backtest(
         load_candidate,
     )
     from gateway.config import ConfigError
+    from gateway.settings import cache_root_from_env, data_dir_from_env
 
-    cfg_path, cfg = _config(config)
+    cfg_path, cfg = load_config_or_exit(config)
     if cfg.policy_set is None:
         err.print(f"[red]error[/red] {cfg_path} defines no policies to compare against")
         raise typer.Exit(2)
     try:
         candidate = load_candidate(policy, cfg)
     except ConfigError as exc:
-        _issues(exc, policy)
+        print_issues(exc, policy)
         raise typer.Exit(1) from None
     if on == "store" and (map_ or holdout):
         err.print("[red]error[/red] --map and --holdout only apply to dataset replays")
@@ -251,10 +230,7 @@ def backtest(
     overrides = _parse_map(map_)
     try:
         if on == "store":
-            from gateway.settings import DEFAULT_DATABASE_URL
-
-            url = os.environ.get("TOLLGATE_DATABASE_URL") or cfg.store.url or DEFAULT_DATABASE_URL
-            result = asyncio.run(backtest_on_store(cfg, candidate, url, limit))
+            result = asyncio.run(backtest_on_store(cfg, candidate, store_url(cfg), limit))
         else:
             result = backtest_on_dataset(
                 cfg,
@@ -264,8 +240,9 @@ def backtest(
                 limit=limit,
                 seed=seed,
                 overrides=overrides,
-                data_dir=data_dir,
+                data_dir=data_dir_from_env(data_dir),
                 holdout=holdout,
+                cache_dir=cache_root_from_env(),
                 progress=lambda message: err.print(message, style="dim"),
             )
     except BacktestError as exc:
@@ -298,7 +275,7 @@ def explain(
     from gateway.analytics.explain import explain_route
     from policies import render_table
 
-    cfg_path, cfg = _config(config)
+    cfg_path, cfg = load_config_or_exit(config)
     try:
         decision = explain_route(cfg, prompt, policy=policy, tenant=tenant, max_tokens=max_tokens)
     except ValueError as exc:

@@ -68,6 +68,14 @@ def train(
     as_json: Annotated[
         bool, typer.Option("--json", help="--from-store: print the report as JSON")
     ] = False,
+    embedder: Annotated[
+        str,
+        typer.Option(
+            "--embedder",
+            help="minilm (the MiniLM encoder) or static (its token-table distillation, about a "
+            "tenth of the cost per decision; docs/predictor.md)",
+        ),
+    ] = "minilm",
 ) -> None:
     """Train on recorded outcomes and write a versioned artifact."""
     if from_store:
@@ -85,11 +93,27 @@ def train(
             as_json=as_json,
         )
         return
+    from gateway.settings import cache_root_from_env, data_dir_from_env
+    from predictors.embedding import Embedder, EmbedderConfig
     from predictors.outcome_model import TrainConfig
+    from predictors.static_embedding import StaticEmbedder
     from predictors.training import train as run_train
 
+    if embedder not in ("minilm", "static"):
+        raise typer.BadParameter("--embedder is minilm or static")
+
     names = [d.strip() for d in datasets.split(",") if d.strip()]
-    meta = run_train(out, names, data_dir=data, cfg=TrainConfig(seed=seed))
+    meta = run_train(
+        out,
+        names,
+        data_dir=data_dir_from_env(data),
+        cfg=TrainConfig(seed=seed),
+        embedder=(
+            StaticEmbedder(cache_dir=cache_root_from_env())
+            if embedder == "static"
+            else Embedder(EmbedderConfig(), cache_dir=cache_root_from_env())
+        ),
+    )
     m = meta["metrics_holdout"]
     typer.echo(
         f"wrote {out} version={meta['version']} profiles={len(meta['profiles'])} "
@@ -116,6 +140,7 @@ def evaluate(
     """Report calibration (Brier, ECE, reliability table) and AUC of an artifact's recipe."""
     import numpy as np
 
+    from gateway.settings import cache_root_from_env, data_dir_from_env
     from predictors.datasets import read_dataset
     from predictors.embedding_cache import embed_cached
     from predictors.outcome_model import TrainConfig
@@ -124,10 +149,10 @@ def evaluate(
 
     pred = load_artifact(artifact)
     names = [d["name"] for d in pred.meta["training_data"]["datasets"]]
-    tables = [read_dataset(n, data) for n in names]
+    tables = [read_dataset(n, data_dir_from_env(data)) for n in names]
     keys, prompts, y = join_tables(tables)
     profiles = [m for t in tables for m in t.models]
-    x = embed_cached(pred.embedder, prompts)
+    x = embed_cached(pred.embedder, prompts, cache_dir=cache_root_from_env())
     if as_is:
         cols = [pred.model.profiles.index(p) for p in profiles]
         report = calibration_report(y, pred.model.predict_proba(x)[:, cols], profiles)

@@ -7,7 +7,6 @@ import asyncio
 import csv
 import io
 import json
-import os
 import sys
 from typing import Annotated, Any
 
@@ -16,14 +15,11 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.analytics.reports import GROUP_BYS, Report
+from gateway.cli.options import ConfigOpt, optional_config, store_url
 
 app = typer.Typer(help="Spend and cost-per-successful-task reports.", no_args_is_help=True)
 err = Console(stderr=True, soft_wrap=True)
 
-ConfigOpt = Annotated[
-    str | None,
-    typer.Option("--config", "-c", help="config file (default: $TOLLGATE_CONFIG or config.yaml)"),
-]
 GroupOpt = Annotated[str, typer.Option("--group-by", "-g", help=" | ".join(GROUP_BYS))]
 SinceOpt = Annotated[
     str | None, typer.Option("--since", help="start: ISO date/time or an age (7d, 12h)")
@@ -67,24 +63,9 @@ COMPACT = tuple(
 
 
 def _load(config: str | None) -> tuple[str, Any]:
-    """(database URL, config or None): the environment wins; the config file is optional."""
-    from gateway.config import ConfigError, load_config
-    from gateway.settings import DEFAULT_CONFIG, DEFAULT_DATABASE_URL
-
-    path = config or os.environ.get("TOLLGATE_CONFIG") or DEFAULT_CONFIG
-    cfg = None
-    if os.path.exists(path):
-        try:
-            cfg = load_config(path)
-        except ConfigError as exc:
-            for issue in exc.issues:
-                err.print(f"[red]error[/red] {issue}", highlight=False)
-            raise typer.Exit(2) from None
-    elif config is not None:
-        err.print(f"[red]error[/red] config file not found: {config}")
-        raise typer.Exit(2)
-    url = os.environ.get("TOLLGATE_DATABASE_URL") or (cfg.store.url if cfg else None)
-    return url or DEFAULT_DATABASE_URL, cfg
+    """(database URL, config or None): the config file is optional here."""
+    cfg = optional_config(config)
+    return store_url(cfg), cfg
 
 
 def _cell(value: Any) -> str:

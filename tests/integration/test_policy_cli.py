@@ -156,6 +156,22 @@ def test_route_explain(tmp_path: Path) -> None:
     assert unknown.exit_code == 2 and "unknown policy" in unknown.output
 
 
+def test_backtest_and_explain_read_config_and_data_dir_from_the_environment(
+    tmp_path: Path,
+) -> None:
+    """The CLIs take $TOLLGATE_CONFIG and $TOLLGATE_DATA_DIR through gateway.settings."""
+    cfg = routerbench_config(tmp_path)
+    candidate = write(
+        tmp_path / "candidate.yaml", {"policies": {"default": cheapest(0.9, ["small", "big"])}}
+    )
+    missing = tmp_path / "no-data-here"
+    env = {"TOLLGATE_CONFIG": cfg, "TOLLGATE_DATA_DIR": str(missing)}
+    result = run("policy", "backtest", "--policy", candidate, "--on", "routerbench", env=env)
+    assert result.exit_code == 2 and str(missing) in result.output
+    unknown = run("route", "explain", "hi", "--policy", "nope", env={"TOLLGATE_CONFIG": cfg})
+    assert unknown.exit_code == 2 and f"{cfg}: unknown policy 'nope'" in unknown.output
+
+
 # -- store replay ------------------------------------------------------------------------------
 P = {"local": 0.5, "mini": 0.8, "frontier": 0.95}
 STORE_CANDIDATES = ["local", "mini", "frontier"]

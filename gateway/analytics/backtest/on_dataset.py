@@ -41,11 +41,13 @@ def backtest_on_dataset(
     overrides: Mapping[str, str] | None = None,
     data_dir: str | Path | None = None,
     holdout: bool = False,
+    cache_dir: str | Path | None = None,
     progress: Callable[[str], None] = _quiet,
 ) -> BacktestResult:
     """Replay dataset ``spec`` (see ``load_dataset``) under the config's and the candidate's
     policy sets. ``overrides`` maps backend -> dataset model (over ``backend.profile``);
-    ``progress`` hears about the slow steps. Raises :class:`BacktestError`."""
+    ``cache_dir`` is the embedding cache's root; ``progress`` hears about the slow steps.
+    Raises :class:`BacktestError`."""
     from predictors.fitting import holdout_predictor, trained_on
 
     current = cfg.policy_set
@@ -73,7 +75,7 @@ def backtest_on_dataset(
     if holdout and predictor is not None and in_sample:
         try:
             progress("refitting the predictor on its recorded training split …")
-            held = holdout_predictor(predictor, data_dir)
+            held = holdout_predictor(predictor, data_dir, cache_dir)
         except (ValueError, FileNotFoundError) as exc:
             raise BacktestError(f"--holdout: {exc}") from None
         before = len(table)
@@ -96,7 +98,7 @@ def backtest_on_dataset(
         notes.append(f"--limit: a seeded sample (seed {seed}) of {len(table)} of {total} queries")
     notes += _method_notes(table)
     meta: dict[str, Any] = {"dataset": table.name, "queries": len(table), "mapping": mapping}
-    predictions = _predictions(predictor, table, in_sample, notes, meta, progress)
+    predictions = _predictions(predictor, table, in_sample, notes, meta, progress, cache_dir)
     facts = backend_facts(
         cfg,
         resolve_prices(cfg),
@@ -138,6 +140,7 @@ def _predictions(
     notes: list[str],
     meta: dict[str, Any],
     progress: Callable[[str], None],
+    cache_dir: str | Path | None,
 ) -> list[Any]:
     if predictor is None:
         notes.append("predictor disabled in the config: every decision is predictor_fallback")
@@ -151,4 +154,4 @@ def _predictions(
             "upper bound for predictor-driven policies (--holdout: out-of-sample numbers)"
         )
     progress(f"predicting {len(table)} prompts (embedding cache) …")
-    return list(predict_prompts(predictor, list(table.prompts)))
+    return list(predict_prompts(predictor, list(table.prompts), cache_dir))

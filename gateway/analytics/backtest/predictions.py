@@ -5,6 +5,7 @@ embedding cache)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.config import Config
@@ -16,11 +17,13 @@ if TYPE_CHECKING:
     from predictors.service import Predictor
 
 
-def predict_prompts(predictor: Predictor, prompts: Sequence[str]) -> list[PredictionFacts]:
-    """Predictions for many prompts, through the on-disk embedding cache."""
+def predict_prompts(
+    predictor: Predictor, prompts: Sequence[str], cache_dir: str | Path | None = None
+) -> list[PredictionFacts]:
+    """Predictions for many prompts, through the on-disk embedding cache (root ``cache_dir``)."""
     from predictors.prompt_vectors import embed_prompts
 
-    return predict_vectors(predictor, embed_prompts(predictor, prompts))
+    return predict_vectors(predictor, embed_prompts(predictor, prompts, cache_dir))
 
 
 def predict_vectors(predictor: Predictor, x: np.ndarray) -> list[PredictionFacts]:
