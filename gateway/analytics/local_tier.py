@@ -70,7 +70,9 @@ class LocalTier:
             "api_spend_usd": money(self.api_spend),
             "local_spend_usd": money(sum((b.spend for b in self.local), Decimal(0))),
             "gpu_cost_usd": money(sum((b.gpu_cost for b in self.local), Decimal(0))),
-            "saved_usd": money(sum(s for s in saved if s is not None)) if saved else None,
+            "saved_usd": money(sum((s for s in saved if s is not None), Decimal(0)))
+            if saved
+            else None,
             "backends": [
                 {
                     "backend": b.backend,
