@@ -80,11 +80,10 @@ def calibrate(
     if prompts is not None:
         mix, mix_name = read_mix(prompts), f"{prompts.name}"
     else:
-        if data_dir is None:
-            from predictors.datasets import default_data_dir
+        from gateway.settings import data_dir_from_env
+        from predictors.datasets import default_data_dir
 
-            data_dir = default_data_dir()
-        mix, mix_name = default_mix(data_dir)
+        mix, mix_name = default_mix(data_dir_from_env(data_dir) or default_data_dir())
 
     def progress(p: Point) -> None:
         err.print(

@@ -15,9 +15,11 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.analytics.reports import GROUP_BYS, Report
+from gateway.cli.local_report import local as local_report
 from gateway.cli.options import ConfigOpt, optional_config, store_url
 
 app = typer.Typer(help="Spend and cost-per-successful-task reports.", no_args_is_help=True)
+app.command("local")(local_report)  # the local tier: GPU cost, utilisation, savings
 err = Console(stderr=True, soft_wrap=True)
 
 GroupOpt = Annotated[str, typer.Option("--group-by", "-g", help=" | ".join(GROUP_BYS))]
