@@ -20,8 +20,8 @@ from gateway.auth import Principal
 from gateway.capacity import saturated_note, unsaturated
 from gateway.config import AUTO_POLICY, BackendConfig, Config
 from gateway.errors import InvalidRequest, NoBackendAvailable
-from gateway.pricing import Price
 from gateway.runtime import Runtime
+from gateway.serve.backend_facts import facts_for, learned_profile
 from gateway.serve.predictor_client import FALLBACK_LOG, header_value, outcome_of
 from gateway.serve.request import ClientRequest
 from gateway.snapshot import Snapshot, unavailable_reason
@@ -50,42 +50,6 @@ class PredictorLike(Protocol):
     version: str
 
     async def predict(self, prompt: str, timeout_s: float) -> Any: ...
-
-
-def facts_for(
-    backend: BackendConfig,
-    price: Price | None,
-    *,
-    healthy: bool = True,
-    unhealthy_reason: str | None = None,
-    circuit_open: bool = False,
-    p95_latency_ms: float | None = None,
-    profile: str | None = None,
-) -> BackendFacts:
-    """What the policy engine knows of one configured backend (live or in a replay)."""
-    return BackendFacts(
-        name=backend.name,
-        input_cost_per_token=price.input_per_token if price else None,
-        output_cost_per_token=price.output_per_token if price else None,
-        context_window=backend.context_window,
-        capabilities=frozenset(backend.capabilities),
-        tags=frozenset(backend.tags),
-        healthy=healthy,
-        unhealthy_reason=unhealthy_reason or "",
-        circuit_open=circuit_open,
-        p95_latency_ms=p95_latency_ms,
-        predictor_profile=profile or backend.profile,
-        typical_output_tokens=backend.typical_output_tokens,
-        allowed_tenants=backend.allowed_tenants,
-        denied_tenants=backend.denied_tenants,
-    )
-
-
-def learned_profile(backend: BackendConfig, profiles: set[str] | frozenset[str]) -> str | None:
-    """The predictor profile a backend is scored with: a profile the predictor learned for this
-    very backend from its logged outcomes (named after it, ``train --from-store``) beats the
-    configured mapping to a dataset model (``backend.profile``)."""
-    return backend.name if backend.name in profiles else backend.profile
 
 
 @dataclass
