@@ -9,15 +9,17 @@ This module owns ``python -m bench.overhead``. It starts, all on 127.0.0.1:
   is called pinned (``model: fake``) and routed (``model: tollgate/bench``: a policy over two
   backends on the same upstream, the shipped predictor unless ``--no-predictor``);
 * the LiteLLM proxy (``litellm[proxy]``, the pinned version, no database) with the same
-  backend and prices, ``--litellm-workers`` processes (default: the same N).
+  backend and prices, ``--litellm-workers`` processes (default 1: more are killed by
+  uvicorn's 5 s worker health check while they import litellm on a busy 2-core host).
 
 Then, in ``--rounds`` interleaved rounds, each target is measured in turn, the other servers
 paused with SIGSTOP so they take no CPU:
 
 * closed loop with ``wrk`` (``bench/wrk.py``) at each of ``--connections`` (default 32, 64):
   requests/s, p50/p99, and the latency *added* over direct in the same round;
-* open loop below saturation (``--rate`` req/s, aiohttp, latency from each request's scheduled
-  send time): the added p50/p99 a lightly loaded gateway costs;
+* open loop below saturation (``--rate`` req/s, by default half of what the slower Tollgate
+  path sustained in round 1; aiohttp, latency from each request's scheduled send time): the
+  added p50/p99 a gateway that is not saturated costs;
 * the CPU the target's processes used per request, and their resident memory.
 
 The table shows the median over rounds; ratios are to direct and to the LiteLLM proxy from the
@@ -460,7 +462,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 exe = VENV_BIN / "litellm"
                 cmd = [str(exe), "--config", str(litellm_config(upstream.base_url, tmp))]
                 cmd += ["--host", HOST, "--port", str(port)]
-                cmd += ["--num_workers", str(args.litellm_workers or args.workers)]
+                cmd += ["--num_workers", str(args.litellm_workers)]
                 log = logs / "litellm.log"
                 proc = procs.spawn(cmd, {**env, "LITELLM_MASTER_KEY": master}, log)
                 servers.append(proc)
@@ -473,18 +475,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 targets["litellm"].group = proc.pid
             order = [t for t in TARGETS if t in targets and (t in args.targets or t == "direct")]
-            loads = [f"c{c}" for c in args.connections] + [f"r{r:g}" for r in args.rate]
+            closed = [f"c{c}" for c in args.connections]
+            rates: list[float] = list(args.rate)
             for t in order:  # warm-up: connections, caches, lazy imports
                 await run_isolated(procs, servers, targets[t], "c8", 0, args, warm=True)
             for rnd in range(args.rounds):
-                for load in loads:
+                for step in [*closed, "open"]:
+                    if step == "open" and not rates:  # once, from round 1's closed loops
+                        rates = [below_saturation(samples, closed)]
+                    step_loads = [f"r{r:g}" for r in rates] if step == "open" else [step]
                     for t in order if rnd % 2 == 0 else list(reversed(order)):
-                        s = await run_isolated(procs, servers, targets[t], load, rnd, args)
-                        samples.append(s)
-                        log_line(
-                            f"round {rnd + 1} {load:>5} {t:>8}: {s.rps:8.1f} req/s "
-                            f"p50 {s.p50_ms:7.2f} p99 {s.p99_ms:8.2f} ms, errors {s.errors}"
-                        )
+                        for load in step_loads:
+                            s = await run_isolated(procs, servers, targets[t], load, rnd, args)
+                            samples.append(s)
+                            log_line(
+                                f"round {rnd + 1} {load:>5} {t:>8}: {s.rps:8.1f} req/s p50 "
+                                f"{s.p50_ms:7.2f} p99 {s.p99_ms:8.2f} ms, errors {s.errors}"
+                            )
             report["load_average"] = os.getloadavg()
             if "pinned" in targets:
                 report["store_check"] = await check_store(
@@ -497,6 +504,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     report["samples"] = [asdict(s) for s in samples]
     report["args"] = {k: v for k, v in vars(args).items() if k != "pg_url"}
     return report
+
+
+def below_saturation(samples: list[Sample], loads: list[str]) -> float:
+    """Half the requests/s the slower Tollgate path sustained at the lowest concurrency in the
+    first round: an open-loop rate every Tollgate target serves without queueing."""
+    first = [s for s in samples if s.round == 0 and s.load == loads[0]]
+    rps = [s.rps for s in first if s.target in ("pinned", "routed") and s.rps > 0]
+    return max(5.0, round(min(rps) / 2)) if rps else 50.0
 
 
 async def run_isolated(
@@ -520,10 +535,30 @@ async def run_isolated(
                 run_wrk, target.url, target.model, key=target.key, connections=8, duration_s=3
             )
             return Sample(target.name, "warm", rnd, 0, 0, 0, 0, 0, None, None, 1)
+        await settle(target)
         return await measure(target, load, rnd, args, procs)
     finally:
         for proc in servers:
             procs.resume(proc)
+
+
+async def settle(target: Target, timeout_s: float = 90.0) -> None:
+    """Wait until the target answers one request within 2 s again: an overloaded server keeps
+    working off the backlog the previous measurement left."""
+    headers = {"content-type": "application/json"}
+    if target.key:
+        headers["authorization"] = f"Bearer {target.key}"
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=30, trust_env=False) as client:
+        while time.monotonic() < deadline:
+            t0 = time.monotonic()
+            with contextlib.suppress(httpx.HTTPError):
+                resp = await client.post(
+                    target.url, content=chat_body(target.model), headers=headers
+                )
+                if resp.status_code == 200 and time.monotonic() - t0 < 2.0:
+                    return
+            await asyncio.sleep(1)
 
 
 async def first_answer(target: Target, timeout_s: float) -> None:
@@ -596,7 +631,7 @@ def print_report(report: dict[str, Any]) -> None:
         f"\nTollgate overhead (wrk closed loop, open loop at fixed rate), upstream latency "
         f"{a['upstream_latency_ms']:g} ms, {a['rounds']} interleaved rounds of {a['duration']:g} "
         f"s, tollgate --workers {a['workers']}, LiteLLM workers "
-        f"{a['litellm_workers'] or a['workers']}, load average {la[0]:.2f}/{la[1]:.2f}/{la[2]:.2f}"
+        f"{a['litellm_workers']}, load average {la[0]:.2f}/{la[1]:.2f}/{la[2]:.2f}"
         f" on {os.cpu_count()} cores\n"
     )
     head = (
@@ -650,11 +685,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--targets", default="pinned,routed,litellm", help="besides direct")
     p.add_argument("--connections", default="32,64", help="wrk connections, comma-separated")
-    p.add_argument("--rate", default="100", help="open-loop req/s below saturation ('' = none)")
+    p.add_argument(
+        "--rate",
+        default="",
+        help="open-loop req/s, comma-separated (default: half of what the slower Tollgate path "
+        "sustained at the lowest --connections in round 1, i.e. below saturation)",
+    )
     p.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--workers", type=int, default=2, help="tollgate serve --workers")
-    p.add_argument("--litellm-workers", type=int, default=None, help="default: --workers")
+    p.add_argument(
+        "--litellm-workers",
+        type=int,
+        default=1,
+        help="LiteLLM proxy --num_workers; its uvicorn workers are killed by uvicorn's 5 s "
+        "health check while they import litellm on a busy 2-core host, so 1 is the default",
+    )
     p.add_argument("--no-predictor", dest="predictor", action="store_false")
     p.add_argument("--upstream-latency-ms", type=float, default=20.0)
     p.add_argument(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import gc
 import io
@@ -34,6 +35,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +107,9 @@ def gateway_config(upstream: str, spool: Path, mode: str, predictor: bool) -> di
     return cfg
 
 
-async def serve_and_profile(args: argparse.Namespace, tmp: Path, upstream: str) -> None:
+async def serve_and_profile(
+    args: argparse.Namespace, tmp: Path, upstream: str, database_url: str | None
+) -> None:
     import uvicorn
 
     from gateway.app import create_app
@@ -113,11 +117,12 @@ async def serve_and_profile(args: argparse.Namespace, tmp: Path, upstream: str) 
     from gateway.settings import Settings
 
     data = gateway_config(upstream, tmp / "spool", args.mode, args.predictor)
+    environ = {"TOLLGATE_DATABASE_URL": database_url or f"sqlite:///{tmp}/tollgate.db"}
+    if args.redis_url:
+        environ["TOLLGATE_REDIS_URL"] = args.redis_url
+        data["redis"] = {"key_prefix": f"tgprofile:{os.getpid()}:"}
     settings = Settings.from_config(
-        Config.model_validate(data),
-        host=HOST,
-        port=free_port(),
-        environ={"TOLLGATE_DATABASE_URL": f"sqlite:///{tmp}/tollgate.db"},
+        Config.model_validate(data), host=HOST, port=free_port(), environ=environ
     )
     app = create_app(settings)
     server = uvicorn.Server(
@@ -164,7 +169,9 @@ async def serve_and_profile(args: argparse.Namespace, tmp: Path, upstream: str) 
     stats_path = out / f"profile_{args.mode}.prof"
     profiler.dump_stats(str(stats_path))
     print(
-        f"\n{args.mode} path, wrk {args.connections} connections x {args.duration:g} s under "
+        f"\n{args.mode} path ({'PostgreSQL' if database_url else 'SQLite'} store, "
+        f"{'Redis' if args.redis_url else 'in-process'} state), wrk {args.connections} "
+        f"connections x {args.duration:g} s under "
         f"cProfile: {result.requests} requests ({result.rps:.0f} req/s), non-2xx "
         f"{result.non_2xx}, server CPU {1000 * cpu_s / max(1, result.requests):.2f} ms/request "
         f"(profiler included); load average {os.getloadavg()[0]:.2f}\n"
@@ -185,6 +192,30 @@ async def serve_and_profile(args: argparse.Namespace, tmp: Path, upstream: str) 
     print(f"stats file: {stats_path}")
 
 
+@contextlib.contextmanager
+def throwaway_database(server: str | None) -> Iterator[str | None]:
+    """A fresh database on ``server`` for the run, dropped afterwards (None: SQLite)."""
+    if server is None:
+        yield None
+        return
+    import asyncpg
+
+    name = f"tollgate_profile_{os.getpid()}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(server, timeout=10)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{server.rsplit('/', 1)[0]}/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--mode", choices=("pinned", "routed"), default="pinned")
@@ -193,6 +224,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--latency-ms", type=float, default=20.0, help="upstream time to answer")
     p.add_argument("--top", type=int, default=30)
+    p.add_argument(
+        "--pg-url",
+        default=None,
+        help="a PostgreSQL server (e.g. postgresql://postgres@127.0.0.1:5432/postgres): the "
+        "store goes to a throw-away database there instead of SQLite",
+    )
+    p.add_argument("--redis-url", default=None, help="shared state in Redis (throw-away prefix)")
     return p.parse_args(argv)
 
 
@@ -207,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             import uvloop
 
             t0 = time.perf_counter()
-            uvloop.run(serve_and_profile(args, tmp, upstream.base_url))
+            with throwaway_database(args.pg_url) as database_url:
+                uvloop.run(serve_and_profile(args, tmp, upstream.base_url, database_url))
             print(f"done in {time.perf_counter() - t0:.0f} s")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -7,6 +7,8 @@ restarted (or lost its data) is noticed through an *epoch* token: each replica r
 epoch it last saw, a reservation under another epoch is refused by the script, and the replica
 first re-registers its own live holds, so requests in flight across a Redis restart still count
 against the budget. Redis errors become ``DependencyUnavailable`` (a 503 with retry-after).
+A breaker seen closed with no failure counted is trusted for ``BREAKER_CLEAN_TTL_S`` (0.5 s)
+by the replica that saw it, so a healthy backend costs no Redis round trip per request.
 The connection pool is bounded and blocking: past ``max_connections`` callers wait (up to the
 timeout) instead of failing.
 """
@@ -115,6 +117,22 @@ return 0
 """
 
 
+# A success resets a backend's failure count only when there is one (one round trip, not two).
+_BREAKER_OK = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
+redis.call('DEL', KEYS[1], KEYS[3])
+return 0
+"""
+# What this replica needs to know about a backend's breaker: open, and anything to reset.
+_BREAKER_STATE = """
+return {redis.call('EXISTS', KEYS[2]), redis.call('EXISTS', KEYS[1], KEYS[3])}
+"""
+# How long a replica trusts a breaker it saw closed and clean (no failure counted) without
+# asking Redis again: the healthy path then costs no round trip per request. An opening by
+# another replica is seen at most this late; an open or dirty breaker is never cached.
+BREAKER_CLEAN_TTL_S = 0.5
+
+
 class RedisState:
     """State shared by every replica through one Redis."""
 
@@ -156,6 +174,11 @@ class RedisState:
         self._spent = self._redis.register_script(_SPENT)
         self._restore = self._redis.register_script(_RESTORE)
         self._fail = self._redis.register_script(_BREAKER_FAIL)
+        self._ok = self._redis.register_script(_BREAKER_OK)
+        self._cb_state = self._redis.register_script(_BREAKER_STATE)
+        self._cb_clean: dict[str, float] = {}  # backend -> when it was last seen closed + clean
+        self._cb_reads: dict[str, asyncio.Future[Any]] = {}  # breaker reads in flight
+        self._cb_failed: dict[str, int] = {}  # failures this replica recorded, per backend
         self._epoch = ""
         # this replica's unsettled holds: scope -> hold -> (nano-USD, monotonic deadline)
         self._live: dict[str, dict[str, tuple[int, float]]] = {}
@@ -256,16 +279,50 @@ class RedisState:
         spent, reserved = await self._call(lambda: self._spent(keys=self._budget_keys(scope)))
         return int(spent), int(reserved)
 
+    def _clean(self, backend: str) -> bool:
+        seen = self._cb_clean.get(backend)
+        return seen is not None and time.monotonic() - seen < BREAKER_CLEAN_TTL_S
+
+    async def _breaker_state(self, backend: str) -> tuple[bool, bool]:
+        """(open, failures counted) of a backend's breaker, read once for every request that
+        asks while the read is in flight (no stampede when the cached view expires)."""
+        failures_before = self._cb_failed.get(backend, 0)
+        pending = self._cb_reads.get(backend)
+        if pending is None:
+            keys = [self._k("cb", backend, s) for s in ("fails", "open", "half")]
+            pending = asyncio.ensure_future(self._call(lambda: self._cb_state(keys=keys)))
+            self._cb_reads[backend] = pending
+
+            def forget(done: asyncio.Future[Any]) -> None:
+                if self._cb_reads.get(backend) is done:
+                    del self._cb_reads[backend]
+
+            pending.add_done_callback(forget)
+        opened, dirty = await asyncio.shield(pending)
+        # a read that may predate this replica's own latest failure does not make it clean
+        if not opened and not dirty and self._cb_failed.get(backend, 0) == failures_before:
+            if backend not in self._cb_reads:  # the read is not older than a newer one
+                self._cb_clean[backend] = time.monotonic()
+        return bool(opened), bool(dirty)
+
     async def breaker_allows(self, backend: str) -> bool:
-        key = self._k("cb", backend, "open")
-        return not await self._call(lambda: self._redis.exists(key))
+        if self._clean(backend):
+            return True
+        opened, _ = await self._breaker_state(backend)
+        return not opened
 
     async def breaker_record(self, backend: str, ok: bool, cfg: BreakerSettings) -> bool:
         fails, opened, half = (self._k("cb", backend, s) for s in ("fails", "open", "half"))
         if ok:
-            if not await self._call(lambda: self._redis.exists(opened)):
-                await self._call(lambda: self._redis.delete(fails, half))
+            if self._clean(backend):
+                return False  # nothing counted: nothing to reset
+            is_open, dirty = await self._breaker_state(backend)
+            if dirty and not is_open:
+                if not await self._call(lambda: self._ok(keys=[fails, opened, half])):
+                    self._cb_clean[backend] = time.monotonic()
             return False
+        self._cb_clean.pop(backend, None)
+        self._cb_failed[backend] = self._cb_failed.get(backend, 0) + 1
         args = [cfg.failure_threshold, int(cfg.window_s * 1000), int(cfg.cooldown_s * 1000)]
         return bool(await self._call(lambda: self._fail(keys=[fails, opened, half], args=args)))
 
