@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -156,7 +156,8 @@ class Embedder:
             if device == "cpu" and self.config.quantize_int8:
                 from torch.ao.quantization import quantize_dynamic
 
-                model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+                quantize = cast("Callable[..., Any]", quantize_dynamic)  # untyped in torch
+                model = quantize(model, {torch.nn.Linear}, dtype=torch.qint8)
             elif self.config.float16:
                 model = model.half()
             self.model = model

@@ -62,7 +62,7 @@ class OutcomeModel:
         return np.asarray(x @ a["w"].T + a["c"], dtype=np.float32)
 
     def raw_logits(self, x: np.ndarray) -> np.ndarray:
-        return self.features(x) @ self.arrays["u"].T + self.arrays["a"]
+        return np.asarray(self.features(x) @ self.arrays["u"].T + self.arrays["a"])
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Calibrated P(success), shape (n, n_profiles)."""

@@ -78,7 +78,7 @@ def aiq(hc: np.ndarray, hq: np.ndarray, c_max: float) -> float:
 def route_penalised(p: np.ndarray, est_cost: np.ndarray, lam: float) -> np.ndarray:
     """Per query, the backend maximising ``P(success) - lam * cost / max(cost)``."""
     scale = float(np.max(est_cost)) or 1.0
-    return np.argmax(p - lam * (est_cost / scale)[None, :], axis=1)
+    return np.asarray(np.argmax(p - lam * (est_cost / scale)[None, :], axis=1))
 
 
 def route_threshold(p: np.ndarray, est_cost: np.ndarray, threshold: float) -> np.ndarray:
@@ -89,4 +89,4 @@ def route_threshold(p: np.ndarray, est_cost: np.ndarray, threshold: float) -> np
     choice = order[first]
     none = ~ok.any(axis=1)
     choice[none] = np.argmax(p[none], axis=1)
-    return choice
+    return np.asarray(choice)

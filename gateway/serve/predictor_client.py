@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -376,7 +377,7 @@ class PredictorClient:
             else:
                 fut = self._submit(text, t0 + timeout_s)
                 self._inflight[key] = fut
-                fut.add_done_callback(lambda f, k=key: self._settle(k, f))
+                fut.add_done_callback(functools.partial(self._settle, key))
             remaining = t0 + timeout_s - time.monotonic()
             pred = await asyncio.wait_for(asyncio.shield(fut), max(remaining, 0.0))
             status = OK
