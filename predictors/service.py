@@ -27,8 +27,43 @@ import numpy as np
 from predictors.artifact import DEFAULT_ARTIFACT_DIR, read_artifact
 from predictors.embedding import Embedder, EmbedderConfig
 from predictors.outcome_model import OutcomeModel, fit_new_profile
+from predictors.static_embedding import StaticConfig, StaticEmbedder
 
 log = logging.getLogger(__name__)
+
+AnyEmbedder = Embedder | StaticEmbedder
+AnyEmbedderConfig = EmbedderConfig | StaticConfig
+
+
+def embedder_config_from_dict(d: Mapping[str, Any]) -> AnyEmbedderConfig:
+    """An artifact's embedder settings: MiniLM (onnx / torch) or the static token table."""
+    if d.get("runtime") == "static":
+        return StaticConfig.from_dict(dict(d))
+    return EmbedderConfig.from_dict(dict(d))
+
+
+def make_embedder(
+    config: AnyEmbedderConfig,
+    *,
+    device: str = "cpu",
+    threads: int | None = None,
+    cache_dir: str | Path | None = None,
+) -> AnyEmbedder:
+    """The embedder that produces ``config``'s vectors."""
+    if isinstance(config, StaticConfig):
+        return StaticEmbedder(config, cache_dir=cache_dir)
+    return Embedder(config, device=device, threads=threads, cache_dir=cache_dir)
+
+
+def resolve_artifact(path: str | Path | None) -> Path:
+    """An artifact directory: ``None`` is the shipped default, and a bare name (no path
+    separator) that names a shipped artifact (``static``) is that one."""
+    if path is None:
+        return DEFAULT_ARTIFACT_DIR
+    shipped = DEFAULT_ARTIFACT_DIR.parent / str(path)
+    if "/" not in str(path) and shipped.is_dir() and not Path(path).is_dir():
+        return shipped
+    return Path(path)
 
 
 @dataclass(frozen=True)
@@ -49,13 +84,13 @@ class Predictor:
         self,
         model: OutcomeModel,
         meta: Mapping[str, Any],
-        embedder: Embedder | None = None,
+        embedder: AnyEmbedder | None = None,
         aliases: Mapping[str, str] | None = None,
     ) -> None:
         self.model = model
         self.meta = dict(meta)
         self.version: str = str(meta.get("version", "unversioned"))
-        self.embedder_config = EmbedderConfig.from_dict(meta["embedder"])
+        self.embedder_config = embedder_config_from_dict(meta["embedder"])
         self._embedder = embedder
         # complexity: mean over the dataset-trained profiles (``complexity_profiles`` when an
         # artifact also learned backend profiles from a gateway's store)
@@ -64,9 +99,9 @@ class Predictor:
         self.aliases: dict[str, str] = dict(aliases or {})
 
     @property
-    def embedder(self) -> Embedder:
+    def embedder(self) -> AnyEmbedder:
         if self._embedder is None:  # lazy: loading torch + weights takes ~1 s
-            self._embedder = Embedder(self.embedder_config)
+            self._embedder = make_embedder(self.embedder_config)
         if self._embedder.fingerprint != self.embedder_config.fingerprint():
             raise ValueError("embedder settings differ from the ones the artifact was trained on")
         return self._embedder
@@ -99,9 +134,10 @@ class Predictor:
         return self.predict_embeddings(self.embedder.encode(list(prompts)))
 
 
-def load_artifact(path: str | Path | None = None, embedder: Embedder | None = None) -> Predictor:
-    """Load and verify an artifact directory (``None``: the shipped default artifact)."""
-    arrays, meta = read_artifact(path if path is not None else DEFAULT_ARTIFACT_DIR)
+def load_artifact(path: str | Path | None = None, embedder: AnyEmbedder | None = None) -> Predictor:
+    """Load and verify an artifact directory (``None``: the shipped default artifact; a bare
+    name: a shipped artifact, see :func:`resolve_artifact`)."""
+    arrays, meta = read_artifact(resolve_artifact(path))
     model = OutcomeModel(list(meta["profiles"]), arrays)
     return Predictor(model, meta, embedder)
 

@@ -266,14 +266,18 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
-    from predictors.artifact import DEFAULT_ARTIFACT_DIR, read_artifact
-    from predictors.embedding import Embedder, EmbedderConfig
-    from predictors.service import load_artifact
+    from predictors.artifact import read_artifact
+    from predictors.service import (
+        embedder_config_from_dict,
+        load_artifact,
+        make_embedder,
+        resolve_artifact,
+    )
 
-    _, meta = read_artifact(args.artifact or DEFAULT_ARTIFACT_DIR)
-    cfg = EmbedderConfig.from_dict(meta["embedder"])
-    device = pick_device(args.device, cfg.runtime, cfg.quantize_int8)
-    embedder = Embedder(cfg, device=device, threads=args.threads, cache_dir=args.cache_dir)
+    _, meta = read_artifact(resolve_artifact(args.artifact))
+    cfg = embedder_config_from_dict(meta["embedder"])
+    device = pick_device(args.device, cfg.runtime, bool(getattr(cfg, "quantize_int8", False)))
+    embedder = make_embedder(cfg, device=device, threads=args.threads, cache_dir=args.cache_dir)
     predictor = load_artifact(args.artifact, embedder=embedder)
     predictor.predict_batch(["warm up the predictor", "a second, longer warm-up prompt"])
     # the protocol owns stdout: anything a library prints goes to stderr instead

@@ -37,8 +37,8 @@ from types import MappingProxyType
 from typing import Any
 
 from gateway.settings import cache_root_from_env
-from predictors.embedding import EmbedderConfig, clip_text
-from predictors.service import Prediction
+from predictors.embedding import clip_text
+from predictors.service import AnyEmbedderConfig, Prediction, embedder_config_from_dict
 from predictors.serving import HEADER, decode_reply, encode_request
 
 log = logging.getLogger("tollgate.predictor")
@@ -181,7 +181,7 @@ class PredictorClient:
         self.device_used: str | None = None
         self._profiles: frozenset[str] = frozenset()
         self._profile_order: list[str] = []
-        self._embedder: EmbedderConfig | None = None
+        self._embedder: AnyEmbedderConfig | None = None
         self._workers = [_Worker(i) for i in range(self.n_workers)]
         self._cache: OrderedDict[str, Prediction] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[Prediction]] = {}
@@ -245,7 +245,7 @@ class PredictorClient:
         self.version = str(hello["version"])
         self.fingerprint = str(hello["fingerprint"])
         self.device_used = str(hello.get("device"))
-        self._embedder = EmbedderConfig.from_dict(hello["embedder"])
+        self._embedder = embedder_config_from_dict(hello["embedder"])
         worker.hello = hello
         worker.reader = asyncio.create_task(self._read_replies(worker), name="predictor-reader")
         log.info(
@@ -334,7 +334,8 @@ class PredictorClient:
     # ------------------------------------------------------------------ calls
 
     def _key(self, prompt: str) -> tuple[str, str]:
-        text = clip_text(prompt, self._embedder) if self._embedder is not None else prompt
+        # the static runtime reads the same head + tail window as MiniLM
+        text = clip_text(prompt, self._embedder) if self._embedder is not None else prompt  # type: ignore[arg-type]
         return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(), text
 
     def _cache_put(self, key: str, value: Prediction) -> None:

@@ -185,7 +185,10 @@ async def test_close_stops_the_workers() -> None:
     assert all(p is not None and p.returncode is not None for p in procs)
 
 
-async def test_shipped_artifact_in_a_worker_matches_the_in_process_predictor() -> None:
+@pytest.mark.parametrize("artifact", [None, "static"])
+async def test_shipped_artifact_in_a_worker_matches_the_in_process_predictor(
+    artifact: str | None,
+) -> None:
     from predictors.service import load_artifact
 
     prompts = [
@@ -193,14 +196,16 @@ async def test_shipped_artifact_in_a_worker_matches_the_in_process_predictor() -
         "Write a Python function that merges two sorted lists in linear time.",
         "Question: " + "a very long few-shot preamble. " * 200 + "Which option is correct?",
     ]
-    client = PredictorClient(start_timeout_s=600)
+    client = PredictorClient(artifact, start_timeout_s=600)
     await client.start()
     try:
         served = [await client.score(p, 60.0) for p in prompts]
+        batched = await asyncio.gather(*(client.score(p + " (again)", 60.0) for p in prompts))
     finally:
         await client.close()
-    local = load_artifact().predict_batch(prompts)
-    assert client.version == load_artifact().version
+    local = load_artifact(artifact).predict_batch(prompts)
+    assert client.version == load_artifact(artifact).version
+    assert all(b.status == "ok" for b in batched)
     for s, ref in zip(served, local, strict=True):
         assert s.status == "ok" and s.prediction is not None
         assert s.prediction.complexity == pytest.approx(ref.complexity, abs=1e-6)
