@@ -126,11 +126,26 @@ class Authenticator:
             tenant_budget_usd=record.tenant_max_budget_usd,
         )
 
+    def _admin_token(self, token: str | None) -> bool:
+        """The one admin-key comparison (constant time)."""
+        return (
+            bool(self.admin_key)
+            and token is not None
+            and hmac.compare_digest(token.encode(), str(self.admin_key).encode())
+        )
+
+    def is_admin(self, authorization: str | None) -> bool:
+        """Whether the header carries the admin key; never raises (a malformed header is not
+        the admin's)."""
+        try:
+            return self._admin_token(_bearer(authorization))
+        except AuthenticationFailed:
+            return False
+
     def require_admin(self, authorization: str | None) -> None:
         if not self.admin_key:
             raise PermissionDenied(
                 "the admin API is disabled: start the gateway with TOLLGATE_ADMIN_KEY set"
             )
-        token = _bearer(authorization)
-        if token is None or not hmac.compare_digest(token.encode(), self.admin_key.encode()):
+        if not self._admin_token(_bearer(authorization)):
             raise AuthenticationFailed("this endpoint needs the admin key (TOLLGATE_ADMIN_KEY)")

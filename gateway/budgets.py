@@ -10,14 +10,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
-
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing import TYPE_CHECKING
 
 from gateway.auth import Principal
 from gateway.errors import BudgetExceeded
 from gateway.state import RESERVATION_TTL_MS, SharedState, from_nano, to_nano
-from gateway.store.models import requests
+from gateway.store import queries
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 @dataclass
@@ -39,10 +40,10 @@ class BudgetLedger:
         if await self.state.budget_seeded(scope):
             return
         kind, _, ident = scope.partition(":")
-        column = requests.c.key_id if kind == "key" else requests.c.tenant_id
-        stmt = select(func.coalesce(func.sum(requests.c.cost_usd), 0)).where(column == ident)
-        async with self.engine.connect() as conn:
-            spent = Decimal(str(await conn.scalar(stmt) or 0))
+        if kind == "key":
+            spent = await queries.recorded_spend(self.engine, key_id=ident)
+        else:
+            spent = await queries.recorded_spend(self.engine, tenant_id=ident)
         await self.state.budget_seed(scope, to_nano(spent))
 
     @staticmethod

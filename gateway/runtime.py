@@ -9,10 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any
-
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing import TYPE_CHECKING, Any
 
 from gateway.auth import Authenticator, Principal
 from gateway.backends.upstream import BackendCaller
@@ -24,9 +21,13 @@ from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.snapshot import Snapshot, build_snapshot, unavailable_reason
 from gateway.state import SharedState, make_state
+from gateway.store import queries
 from gateway.store.database import create_engine
 from gateway.store.keys import KeyStore
 from gateway.store.writer import RecordWriter
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger("tollgate.runtime")
 
@@ -73,8 +74,7 @@ class Runtime:
     async def store_ok(self) -> bool:
         try:
             async with asyncio.timeout(2):
-                async with self.engine.connect() as conn:
-                    await conn.execute(text("SELECT 1"))
+                await queries.ping(self.engine)
             return True
         except Exception:
             return False

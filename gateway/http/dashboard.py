@@ -9,14 +9,12 @@ sent to the server) and calls the data endpoint with it.
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import select
 
 from gateway.analytics.reports import GROUP_BYS, ReportQuery, parse_when, recent_failures, report
 from gateway.analytics.reports.predictor_use import predictor_use
@@ -25,7 +23,7 @@ from gateway.http.feedback import settle_writes
 from gateway.http.openai import runtime_of
 from gateway.runtime import Runtime
 from gateway.snapshot import Snapshot
-from gateway.store.models import tenants
+from gateway.store import queries
 
 router = APIRouter()
 
@@ -37,27 +35,14 @@ class Scope:
     admin: bool
 
 
-def _is_admin(rt: Runtime, authorization: str | None) -> bool:
-    admin = rt.settings.admin_key
-    if not admin or not authorization:
-        return False
-    scheme, _, token = authorization.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        token.strip().encode(), admin.encode()
-    )
-
-
 async def resolve_scope(rt: Runtime, authorization: str | None, tenant: str | None) -> Scope:
-    if _is_admin(rt, authorization):
+    if rt.auth.is_admin(authorization):
         if tenant is None:
             return Scope(None, None, True)
-        async with rt.engine.connect() as conn:
-            tid = (
-                await conn.execute(select(tenants.c.id).where(tenants.c.name == tenant))
-            ).scalar()
+        tid = await queries.tenant_id_by_name(rt.engine, tenant)
         if tid is None:
             raise NotFound(f"no tenant {tenant!r}", param="tenant")
-        return Scope(str(tid), tenant, True)
+        return Scope(tid, tenant, True)
     principal = await rt.auth.authenticate(authorization)
     if tenant is not None and tenant != principal.tenant_name:
         raise InvalidRequest("a tenant key can only report on its own tenant", param="tenant")

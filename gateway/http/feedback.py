@@ -12,17 +12,15 @@ from typing import Any
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import NotFound
 from gateway.http.openai import runtime_of
 from gateway.outcomes.recording import MAX_COMMENT, Outcome, record_outcome
 from gateway.pricing import format_usd
+from gateway.runtime import Runtime
 from gateway.serve.context import task_uuid
 from gateway.serve.request import MAX_TASK_ID
-from gateway.store.models import requests as requests_table
-from gateway.store.models import tasks as tasks_table
+from gateway.store import queries
 
 router = APIRouter()
 
@@ -46,40 +44,19 @@ class FeedbackRequest(BaseModel):
 
 
 async def resolve_task(
-    engine: AsyncEngine, tenant_id: str, *, request_id: str | None, task_ref: str | None
+    rt: Runtime, tenant_id: str, *, request_id: str | None, task_ref: str | None
 ) -> tuple[str, str]:
     """(internal task id, client task id) of one of this tenant's requests or tasks; 404 else."""
-    async with engine.connect() as conn:
-        if request_id is not None:
-            row = (
-                await conn.execute(
-                    select(requests_table.c.task_id)
-                    .where(requests_table.c.request_id == request_id)
-                    .where(requests_table.c.tenant_id == tenant_id)
-                    .limit(1)
-                )
-            ).first()
-            if row is None:
-                raise NotFound(f"no request {request_id!r} for this tenant", param="request_id")
-            internal = str(row[0])
-            ref = (
-                await conn.execute(
-                    select(tasks_table.c.external_id).where(tasks_table.c.id == internal)
-                )
-            ).scalar()
-            return internal, str(ref) if ref is not None else ""
-        assert task_ref is not None
-        internal = task_uuid(tenant_id, task_ref)
-        found = (
-            await conn.execute(
-                select(tasks_table.c.id)
-                .where(tasks_table.c.id == internal)
-                .where(tasks_table.c.tenant_id == tenant_id)
-            )
-        ).first()
+    if request_id is not None:
+        found = await queries.task_of_request(rt.engine, tenant_id, request_id)
         if found is None:
-            raise NotFound(f"no task {task_ref!r} for this tenant", param="task_id")
-        return internal, task_ref
+            raise NotFound(f"no request {request_id!r} for this tenant", param="request_id")
+        return found
+    assert task_ref is not None
+    internal = task_uuid(tenant_id, task_ref)
+    if not await queries.tenant_has_task(rt.engine, tenant_id, internal):
+        raise NotFound(f"no task {task_ref!r} for this tenant", param="task_id")
+    return internal, task_ref
 
 
 def render_outcome(row: dict[str, Any], task_ref: str, status: str) -> dict[str, Any]:
@@ -116,7 +93,7 @@ async def post_feedback(
     principal = await rt.auth.authenticate(authorization)
     await settle_writes(rt.writer)  # a request answered a moment ago must be found
     internal, ref = await resolve_task(
-        rt.engine, principal.tenant_id, request_id=payload.request_id, task_ref=payload.task_id
+        rt, principal.tenant_id, request_id=payload.request_id, task_ref=payload.task_id
     )
     status, row = await record_outcome(
         rt.engine,

@@ -10,7 +10,6 @@ from typing import Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
-from sqlalchemy import select
 
 from gateway.auth import Principal
 from gateway.backends.upstream import json_bytes
@@ -22,7 +21,7 @@ from gateway.pricing import format_usd
 from gateway.runtime import Runtime
 from gateway.serve.pipeline import Pipeline, Stream
 from gateway.snapshot import POLICY_PREFIX, unavailable_reason
-from gateway.store.models import requests as requests_table
+from gateway.store import queries
 
 router = APIRouter()
 
@@ -179,14 +178,7 @@ async def get_request(
     rt = runtime_of(request)
     principal = await _authenticate(rt, authorization)
     await rt.writer.flush()
-    stmt = (
-        select(requests_table)
-        .where(requests_table.c.request_id == request_id)
-        .where(requests_table.c.tenant_id == principal.tenant_id)
-        .order_by(requests_table.c.attempt)
-    )
-    async with rt.engine.connect() as conn:
-        rows = (await conn.execute(stmt)).mappings().all()
+    rows = await queries.request_attempts(rt.engine, principal.tenant_id, request_id)
     if not rows:
         raise NotFound(f"no request {request_id!r} for this tenant", param="request_id")
     attempts = []

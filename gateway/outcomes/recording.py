@@ -24,14 +24,13 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from gateway.store.models import outcomes as outcomes_table
+from gateway.store import queries
 from policies import ValidationResult
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 Source = Literal["feedback", "validator", "judge"]
 SOURCES: tuple[Source, ...] = ("feedback", "judge", "validator")  # precedence order
@@ -67,20 +66,6 @@ class Outcome:
         return outcome_id(self.task_id, self.source, self.scope)
 
 
-_COMPARED = ("success", "score", "comment", "detail", "backend", "cost_usd", "request_id")
-
-
-def _same(row: Any, outcome: Outcome) -> bool:
-    for col in _COMPARED:
-        old, new = row[col], getattr(outcome, col)
-        if col == "cost_usd" and old is not None and new is not None:
-            if Decimal(str(old)) != Decimal(str(new)):
-                return False
-        elif old != new:
-            return False
-    return True
-
-
 async def record_outcome(engine: AsyncEngine, outcome: Outcome) -> tuple[str, dict[str, Any]]:
     """Insert or replace an outcome; returns (created|updated|unchanged, the stored row)."""
     now = datetime.now(UTC)
@@ -100,25 +85,7 @@ async def record_outcome(engine: AsyncEngine, outcome: Outcome) -> tuple[str, di
         "created_at": now,
         "updated_at": now,
     }
-    async with engine.begin() as conn:
-        existing = (
-            (await conn.execute(select(outcomes_table).where(outcomes_table.c.id == outcome.id)))
-            .mappings()
-            .first()
-        )
-        if existing is not None and _same(existing, outcome):
-            return "unchanged", dict(existing)
-        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(outcomes_table).values(values)
-        update = {k: v for k, v in values.items() if k not in ("id", "created_at")}
-        # a concurrent first write of the same id is a replace too, never a duplicate row
-        await conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=update))
-        row = (
-            (await conn.execute(select(outcomes_table).where(outcomes_table.c.id == outcome.id)))
-            .mappings()
-            .one()
-        )
-    return ("created" if existing is None else "updated"), dict(row)
+    return await queries.save_outcome(engine, values)
 
 
 _pending: set[asyncio.Task[Any]] = set()

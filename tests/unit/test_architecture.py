@@ -43,11 +43,6 @@ EXPECTED_BROKEN: dict[str, str] = {
     "acyclic: no import cycles among sibling modules": (
         "policies.objectives <-> policies.cascade (helper D's policies/ work in progress)"
     ),
-    "sql: sqlalchemy only in gateway.store, gateway.analytics, migrations": (
-        "SQL still written in gateway.budgets, gateway.runtime, gateway.http.{dashboard,"
-        "feedback,openai} and gateway.outcomes.recording; helper A moves it to "
-        "gateway/store/queries.py"
-    ),
 }
 
 #: Product modules over MAX_LINES -> why. TODO(issue 10): empty this.
