@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ import httpx
 import pytest
 
 from gateway.devtools.fake_upstream import FakeUpstream
-from tests.support.harness import GatewayProcess, backend, config_dict
+from tests.support.harness import VENV_BIN, GatewayProcess, backend, config_dict
 from tests.support.llamacpp import MODEL_ALIAS, LlamaServer, llama_server_or_skip
 
 pytestmark = pytest.mark.timeout(900)
@@ -101,15 +102,41 @@ def gateway_config(workdir: Path, llama: LlamaServer, api: FakeUpstream) -> dict
 def calibration(workdir: Path, llama: LlamaServer, api: FakeUpstream) -> dict[str, Any]:
     """``tollgate calibrate local --json`` against the real server, stored in the store."""
     prompts = workdir / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": p, "max_tokens": n}) + "\n" for p, n in PROMPTS))
+    prompts.write_text(
+        "".join(json.dumps({"prompt": p, "max_tokens": n}) + "\n" for p, n in PROMPTS)
+    )
     gw = GatewayProcess(gateway_config(workdir, llama, api), workdir, env(workdir))
-    done = gw.cli(
-        "calibrate", "local", "--json", "--max-concurrency", "2", "--requests-per-worker", "2",
-        "--min-requests", "4", "--prompts", str(prompts), "--slo-p95-ms", "120000",
-    )  # fmt: skip
+    done = subprocess.run(
+        [
+            str(VENV_BIN / "tollgate"),
+            "calibrate",
+            "local",
+            "--config",
+            str(gw.config_path),
+            "--json",
+            "--max-concurrency",
+            "2",
+            "--requests-per-worker",
+            "2",
+            "--min-requests",
+            "4",
+            "--prompts",
+            str(prompts),
+            "--slo-p95-ms",
+            "120000",
+        ],
+        env=gw.env,
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+        timeout=600,
+    )  # fmt: skip (2 shared cores: a point can take a minute)
     assert done.returncode == 0, done.stderr
     if os.environ.get("TOLLGATE_TEST_SHOW"):
-        print(done.stderr)
+        from gateway.analytics.calibrate import Calibration, table
+
+        record = json.loads(done.stdout)
+        print(done.stderr, table(Calibration(**record)), sep="\n")
     return dict(json.loads(done.stdout))
 
 
@@ -121,8 +148,12 @@ def env(workdir: Path) -> dict[str, str]:
 def gateway(
     workdir: Path, llama: LlamaServer, api: FakeUpstream, calibration: dict[str, Any]
 ) -> Iterator[GatewayProcess]:
-    with GatewayProcess(gateway_config(workdir, llama, api), workdir, env(workdir)) as gw:
+    gw = GatewayProcess(gateway_config(workdir, llama, api), workdir, env(workdir))
+    gw.start(timeout_s=240)  # 2 shared cores: start-up can be slow
+    try:
         yield gw
+    finally:
+        gw.stop()
 
 
 def chat(gw: GatewayProcess, prompt: str, max_tokens: int, **kw: Any) -> httpx.Response:
@@ -179,6 +210,7 @@ def test_real_generations_through_the_gateway_priced_by_the_calibration(
     assert answer["usage"]["completion_tokens"] > 0
 
     body = {"model": "auto", "stream": True, "max_tokens": 16, "temperature": 0,
+            "stream_options": {"include_usage": True},
             "messages": [{"role": "user", "content": "Name three primary colours."}]}  # fmt: skip
     text, usage = "", None
     with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=body, timeout=300) as s:
@@ -209,9 +241,12 @@ def test_spills_to_the_api_while_the_local_server_is_busy_and_comes_back(
     long_done: dict[str, Any] = {}
 
     def long_stream() -> None:
+        story = "Tell a long story about a lighthouse."
         body = {"model": "auto", "stream": True, "max_tokens": 160, "temperature": 0,
-                "messages": [{"role": "user", "content": "Tell a long story about a lighthouse."}]}  # fmt: skip
-        with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=body, timeout=300) as s:
+                "messages": [{"role": "user", "content": story}]}  # fmt: skip
+        with httpx.stream(
+            "POST", gateway.url + "/v1/chat/completions", json=body, timeout=300
+        ) as s:
             long_done["backend"] = s.headers.get("x-tollgate-backend")
             for line in s.iter_lines():
                 if line.startswith("data: ") and '"content"' in line:
@@ -238,3 +273,25 @@ def test_spills_to_the_api_while_the_local_server_is_busy_and_comes_back(
     time.sleep(0.3)  # the stream's slot is free: the local tier takes traffic again
     back = chat(gateway, "Say hi.", 8)
     assert back.status_code == 200 and back.headers["x-tollgate-backend"] == "local"
+
+
+def test_report_shows_the_local_tier_next_to_the_api(
+    gateway: GatewayProcess, workdir: Path, calibration: dict[str, Any]
+) -> None:
+    chat(gateway, "Say hi.", 8)  # at least one local answer, whatever ran before
+    time.sleep(0.5)
+    done = gateway.cli("report", "local", "--since", "2h", "--json")
+    assert done.returncode == 0, done.stderr
+    account = json.loads(done.stdout)
+    (local,) = account["backends"]
+    assert local["backend"] == "local" and local["completion_tokens"] > 0
+    assert account["reference"] == "api"
+    # its spend is its tokens at the calibrated price; the GPU is paid for the whole window
+    assert Decimal(local["spend_usd"]) > 0
+    assert Decimal(local["gpu_cost_usd"]) == pytest.approx(GPU_HOUR_USD * 2, rel=Decimal("0.01"))
+    api_price = (
+        Decimal(API_IN) * local["prompt_tokens"] + Decimal(API_OUT) * local["completion_tokens"]
+    )
+    assert Decimal(local["at_api_prices_usd"]) == pytest.approx(api_price, abs=Decimal("1e-6"))
+    saved = Decimal(local["at_api_prices_usd"]) - Decimal(local["gpu_cost_usd"])
+    assert Decimal(local["saved_usd"]) == pytest.approx(saved, abs=Decimal("2e-6"))
