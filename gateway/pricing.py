@@ -14,13 +14,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway.backends.upstream import BackendCaller
 from gateway.config import BackendConfig
-from gateway.store.calibrations import StoredCalibration
+
+if TYPE_CHECKING:  # an annotation only: pricing a config must not load the store's tables
+    from gateway.store.calibrations import StoredCalibration
 
 SECONDS_PER_HOUR = Decimal(3600)
+
+
+class CatalogSource(Protocol):
+    """Where catalog prices come from: a ``BackendCaller`` (litellm's cost map), or the bundled
+    map read without litellm (``gateway.backends.cost_map``) for offline commands."""
+
+    def catalog_price(self, backend: BackendConfig) -> tuple[Decimal, Decimal] | None: ...
 
 
 @dataclass(frozen=True)
@@ -50,7 +58,7 @@ class Price:
 
 
 def resolve_price(
-    backend: BackendConfig, caller: BackendCaller, calibration: StoredCalibration | None = None
+    backend: BackendConfig, caller: CatalogSource, calibration: StoredCalibration | None = None
 ) -> Price | None:
     if backend.input_cost_per_token is not None and backend.output_cost_per_token is not None:
         return Price(backend.input_cost_per_token, backend.output_cost_per_token, "config")

@@ -137,9 +137,10 @@ class Embedder:
         if self.config.runtime == "onnx":
             if device != "cpu":
                 raise ValueError("the onnx embedder runtime runs on CPU; use runtime='torch'")
-            from transformers import AutoTokenizer
+            from predictors.tokenizer import WordPieceTokenizer
 
-            self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            # not transformers' AutoTokenizer: it imports torch (seconds) for the same ids
+            self.tokenizer: Any = WordPieceTokenizer(path)
             self._onnx = OnnxEncoder(
                 path, int8=self.config.quantize_int8, threads=threads, cache_dir=cache_dir
             )

@@ -7,8 +7,8 @@ set (or they are local), circuits are closed, p95 latency is unknown, and prompt
 
 from __future__ import annotations
 
-from gateway.analytics.backtest.facts import backend_facts, credentials_ok, estimate_tokens
-from gateway.analytics.backtest.predictions import config_predictor
+from gateway.analytics.facts import backend_facts, credentials_ok, estimate_tokens
+from gateway.analytics.predictions import config_predictor
 from gateway.analytics.prices import resolve_prices
 from gateway.config import Config
 from policies import Decision, PredictionFacts, RequestFacts, decide, select

@@ -13,8 +13,9 @@ A logged request gives labels for the backends that answered it:
 
 Requests whose embedding is from another embedder space than the base artifact's are skipped
 (and counted). Profiles are named after the *backends*: the gateway scores a backend with the
-profile of its own name when the predictor has one (``gateway.serve.routing.learned_profile``), so
-a deployed candidate replaces the backend's mapping to a dataset model.
+profile of its own name when the predictor has one
+(``gateway.serve.backend_facts.learned_profile``), so a deployed candidate replaces the
+backend's mapping to a dataset model.
 
 Two recipes, both fitted by ``predictors.fitting`` (this module only reads the store and
 reports):
@@ -45,15 +46,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gateway.analytics.backtest import (
-    LoggedRequest,
-    Summary,
-    backend_facts,
-    predict_vectors,
-    replay_store,
-)
+from gateway.analytics.backtest import LoggedRequest, Summary, replay_store
+from gateway.analytics.facts import backend_facts
+from gateway.analytics.predictions import predict_vectors
 from gateway.analytics.prices import resolve_prices
-from gateway.serve.routing import learned_profile
+from gateway.serve.backend_facts import learned_profile
 from predictors import fitting
 from predictors.fitting import MIN_LABELS
 

@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from gateway.analytics.learning import LearningReport
 from gateway.cli.options import load_config_or_exit, store_url
+
+if TYPE_CHECKING:
+    from gateway.analytics.learning import LearningReport
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)

@@ -170,10 +170,9 @@ def config_check(
 ) -> None:
     """Validate a config file; print every error with its YAML path and line."""
     path, cfg = load_config_or_exit(file, code=1)
-    from gateway.backends.litellm_adapter import LiteLLMCaller
-    from gateway.pricing import resolve_price
+    from gateway.analytics.prices import resolve_prices
 
-    caller = LiteLLMCaller()  # prices come from litellm's bundled cost map
+    prices = resolve_prices(cfg)  # catalog prices: litellm's bundled cost map
     table = Table(title=f"{path}: OK", show_lines=False)
     for col in ("backend", "model", "credentials", "price per 1M tokens"):
         table.add_column(col)
@@ -184,7 +183,7 @@ def config_check(
             cred = f"${b.api_key.env} " + (
                 "set" if b.api_key.value() else "[yellow]NOT SET[/yellow]"
             )
-        resolved = resolve_price(b, caller)
+        resolved = prices[b.name]
         if resolved is None:
             price = "[yellow]UNPRICED[/yellow] (not in litellm's cost map: set prices)"
         else:
@@ -233,11 +232,11 @@ def _run(coro: Any) -> Any:
 async def _with_keystore(url: str, fn: Any) -> Any:
     from gateway.store.database import create_engine
     from gateway.store.keys import KeyStore
-    from gateway.store.migrate import upgrade_database
+    from gateway.store.schema_version import ensure_current
 
-    await asyncio.to_thread(upgrade_database, url)
     engine = create_engine(url)
     try:
+        await ensure_current(engine, url)
         return await fn(KeyStore(engine))
     finally:
         await engine.dispose()

@@ -429,3 +429,12 @@ def test_cli_report_agrees_with_http(
     assert unknown.exit_code == 1
     rebuilt = runner.invoke(app, ["report", "refresh", "--rebuild", "-c", str(path)])
     assert rebuilt.exit_code == 0 and "summarised 0 day(s)" in rebuilt.stderr  # all today
+
+
+def test_report_cli_group_choices_are_the_reports() -> None:
+    """``tollgate report --help`` spells the groupings out (to load no SQL); they must stay
+    the reports' own."""
+    from gateway.analytics.reports import GROUP_BYS
+    from gateway.cli.report import GROUP_CHOICES
+
+    assert GROUP_CHOICES == GROUP_BYS

@@ -4,17 +4,19 @@ The package owns ``tollgate policy backtest`` minus its printing (``gateway.cli.
 thing per module:
 
 * ``candidate``: the candidate policy file, validated against the config's backends;
-* ``facts``: prices and the policy engine's backend facts for the config's backends;
 * ``results``: replayed rows, a side's aggregates (:class:`Summary`) and the difference of the
   two sides (:class:`BacktestResult`);
 * ``dataset``: **dataset replays** scored with recorded outcomes and costs (pure);
-  ``dataset_source``: loading and sampling the datasets; ``predictions``: the predictor's
-  P(success) for many prompts (held-out refits are ``predictors.fitting``);
+  ``dataset_source``: loading and sampling the datasets (held-out refits are
+  ``predictors.fitting``);
 * ``store``: **store replays** of logged requests, estimated rows flagged (pure);
   ``store_load``: reading logged requests from the store;
 * ``on_dataset`` and ``on_store``: the two use cases of the command, short of printing.
 
-Callers import the public names from here.
+What replays share with ``route explain`` and learning lives beside the package:
+``gateway.analytics.facts`` (backend facts), ``gateway.analytics.predictions`` (the config's
+predictor and its P(success) for many prompts), ``gateway.analytics.prices``. Callers import
+the public names from here.
 """
 
 from gateway.analytics.backtest.candidate import CandidatePolicies, load_candidate
@@ -29,14 +31,8 @@ from gateway.analytics.backtest.dataset import (
     score_choice,
 )
 from gateway.analytics.backtest.dataset_source import load_dataset, sample_ids
-from gateway.analytics.backtest.facts import backend_facts, credentials_ok, estimate_tokens
 from gateway.analytics.backtest.on_dataset import backtest_on_dataset
 from gateway.analytics.backtest.on_store import backtest_on_store
-from gateway.analytics.backtest.predictions import (
-    config_predictor,
-    predict_prompts,
-    predict_vectors,
-)
 from gateway.analytics.backtest.results import (
     ESTIMATED,
     ESTIMATED_TEXT,
@@ -58,6 +54,12 @@ from gateway.analytics.backtest.store_load import (
     StoreLoad,
     check_store_exists,
     load_logged_requests,
+)
+from gateway.analytics.facts import backend_facts, credentials_ok, estimate_tokens
+from gateway.analytics.predictions import (
+    config_predictor,
+    predict_prompts,
+    predict_vectors,
 )
 
 __all__ = [

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from gateway.analytics.backtest.facts import estimate_tokens
 from gateway.analytics.backtest.results import BacktestResult, Replayed, Side
+from gateway.analytics.facts import estimate_tokens
 from gateway.config import Config
 from policies import (
     BackendFacts,

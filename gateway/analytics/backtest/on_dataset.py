@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 from gateway.analytics.backtest.candidate import CandidatePolicies
 from gateway.analytics.backtest.dataset import dataset_queries, map_backends, replay_dataset
 from gateway.analytics.backtest.dataset_source import load_dataset, sample_ids
-from gateway.analytics.backtest.facts import backend_facts
-from gateway.analytics.backtest.predictions import config_predictor, predict_prompts
 from gateway.analytics.backtest.results import BacktestError, BacktestResult
+from gateway.analytics.facts import backend_facts
+from gateway.analytics.predictions import config_predictor, predict_prompts
 from gateway.analytics.prices import resolve_prices
 from gateway.config import Config
 

@@ -8,10 +8,10 @@ trust the numbers: what was skipped, what is estimated, what cannot be re-evalua
 from __future__ import annotations
 
 from gateway.analytics.backtest.candidate import CandidatePolicies
-from gateway.analytics.backtest.facts import backend_facts
 from gateway.analytics.backtest.results import ESTIMATED_TEXT, BacktestError, BacktestResult
 from gateway.analytics.backtest.store import replay_store
 from gateway.analytics.backtest.store_load import check_store_exists, load_logged_requests
+from gateway.analytics.facts import backend_facts
 from gateway.analytics.prices import resolve_prices
 from gateway.config import Config
 

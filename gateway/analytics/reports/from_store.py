@@ -1,9 +1,9 @@
 """A report read straight from a store, as ``tollgate report`` asks for it: the schema brought up
-to date, the tenant found by name, tags and prices taken from the config (when there is one)."""
+to date (when it is behind: ``gateway.store.schema_version``), the tenant found by name, tags and
+prices taken from the config (when there is one)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from gateway.analytics.reports.assemble import report
@@ -36,13 +36,13 @@ async def store_report(
 
     from gateway.analytics.prices import resolve_prices
     from gateway.store.database import create_engine
-    from gateway.store.migrate import upgrade_database
     from gateway.store.models import tenants
+    from gateway.store.schema_version import ensure_current
 
     start, end = parse_when(since), parse_when(until)
-    await asyncio.to_thread(upgrade_database, url)
     engine = create_engine(url)
     try:
+        await ensure_current(engine, url)
         tenant_id = None
         if tenant is not None:
             async with engine.connect() as conn:
@@ -71,11 +71,11 @@ async def store_report(
 async def refresh_store(url: str, *, rebuild: bool = False) -> list[str]:
     """Bring the store's schema and daily roll-ups up to date; returns the days summarised."""
     from gateway.store.database import create_engine
-    from gateway.store.migrate import upgrade_database
+    from gateway.store.schema_version import ensure_current
 
-    await asyncio.to_thread(upgrade_database, url)
     engine = create_engine(url)
     try:
+        await ensure_current(engine, url)
         return await refresh_rollups(engine, rebuild=rebuild)
     finally:
         await engine.dispose()

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from gateway.config import BackendConfig, Config
 from gateway.pricing import Price
-from gateway.serve.routing import facts_for
+from gateway.serve.backend_facts import facts_for
 from policies import BackendFacts
 
 
