@@ -212,7 +212,7 @@ def test_real_generations_through_the_gateway_priced_by_the_calibration(
     body = {"model": "auto", "stream": True, "max_tokens": 16, "temperature": 0,
             "stream_options": {"include_usage": True},
             "messages": [{"role": "user", "content": "Name three primary colours."}]}  # fmt: skip
-    text, usage = "", None
+    text = ""
     with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=body, timeout=300) as s:
         assert s.status_code == 200 and s.headers["x-tollgate-backend"] == "local"
         streamed_id = s.headers["x-tollgate-request-id"]
@@ -221,8 +221,7 @@ def test_real_generations_through_the_gateway_priced_by_the_calibration(
                 chunk = json.loads(line[6:])
                 for choice in chunk.get("choices") or []:
                     text += (choice.get("delta") or {}).get("content") or ""
-                usage = chunk.get("usage") or usage
-    assert text.strip() and usage is not None and usage["completion_tokens"] > 0
+    assert text.strip()  # llama-cpp-python streams no usage: the gateway counts the tokens
 
     per_second = GPU_HOUR_USD / 3600
     price_in = per_second / Decimal(str(calibration["priced_input_tokens_per_second"]))
@@ -230,6 +229,7 @@ def test_real_generations_through_the_gateway_priced_by_the_calibration(
     for request_id in (resp.headers["x-tollgate-request-id"], streamed_id):
         row = row_of(workdir, request_id)
         assert row["backend"] == "local" and row["status"] == "ok"
+        assert row["completion_tokens"] > 0
         expected = price_in * row["prompt_tokens"] + price_out * row["completion_tokens"]
         assert Decimal(str(row["cost_usd"])) == pytest.approx(expected, rel=Decimal("1e-6"))
 
@@ -242,7 +242,7 @@ def test_spills_to_the_api_while_the_local_server_is_busy_and_comes_back(
 
     def long_stream() -> None:
         story = "Tell a long story about a lighthouse."
-        body = {"model": "auto", "stream": True, "max_tokens": 160, "temperature": 0,
+        body = {"model": "auto", "stream": True, "max_tokens": 40, "temperature": 0,
                 "messages": [{"role": "user", "content": story}]}  # fmt: skip
         with httpx.stream(
             "POST", gateway.url + "/v1/chat/completions", json=body, timeout=300
@@ -259,7 +259,7 @@ def test_spills_to_the_api_while_the_local_server_is_busy_and_comes_back(
     assert long_done.get("backend") == "local"
 
     spilled = [chat(gateway, "Say hi.", 8) for _ in range(2)]
-    worker.join(300)
+    worker.join(600)  # 2 shared cores: a few tokens a second
     assert "finished" in long_done
     for resp in spilled:
         assert resp.status_code == 200, resp.text
