@@ -5,7 +5,7 @@ The public API is re-exported here; see ``docs/policies.md``.
 """
 
 from policies.decision import CONSTRAINT_ORDER, CandidateRow, Decision
-from policies.engine import decide, escalation_cost, select
+from policies.engine import decide, decide_sweep, escalation_cost, select
 from policies.explain import render_table
 from policies.facts import BackendFacts, PredictionFacts, RequestFacts
 from policies.schema import Policy, PolicySet, yaml_loc
@@ -29,6 +29,7 @@ __all__ = [
     "ValidationResult",
     "all_passed",
     "decide",
+    "decide_sweep",
     "escalation_cost",
     "load_policy_set",
     "render_table",

@@ -6,12 +6,13 @@ This module owns the cascade's decisions, all pure:
   The policy's ``first`` (cheap) backend, unless the predictor says it is unlikely to succeed
   (``straight_up_below``): then the escalation tier right away;
 * :class:`CascadePlan`, carried by the ``Decision`` when the first call is the cheap one;
-* :func:`cascade_step`, which the gateway calls after each answer with the verdict
-  (``p_correct``: the probability that the *first* backend's answer is right, from the
-  predictor's learned verdict over the query and the answers, ``predictors.verdict``):
+* :func:`cascade_step`, which the gateway calls after each answer with the verdict: the
+  probability that keeping the *first* backend's answer loses nothing against escalating
+  (it is right, or the escalation tier would be wrong too), from the predictor's learned
+  verdict over the query and the answers (``predictors.verdict.VerdictModel.p_keep``):
 
   after the first answer (``checked=False``):
-    verdict >= ``skip_check_above``      -> accept (no check needed)
+    verdict >= max(``skip_check_above``, ``accept_confidence``) -> accept (no check needed)
     verdict <  ``escalate_below``        -> escalate (a check could not save it)
     otherwise, with a ``check`` backend  -> check (call it with the same request)
     without one: verdict >= ``accept_confidence`` -> accept, else escalate
@@ -22,7 +23,7 @@ This module owns the cascade's decisions, all pure:
   the first answer is accepted and the step says so.
 
 Every call of the cascade is paid for and counts toward the task (one task, several
-attempts). No verdict (``p_correct=None``, e.g. no verdict model) escalates.
+attempts). No verdict (``verdict=None``, e.g. no verdict model) escalates.
 """
 
 from __future__ import annotations
@@ -48,9 +49,11 @@ class CascadePlan:
     accept_confidence: float
     skip_check_above: float
     escalate_below: float
-    #: The predictor's P(success) of the first and the check backend (verdict inputs).
+    #: The predictor's P(success) of the first, the check and the escalation backend (the
+    #: verdict's inputs besides the answers).
     p_first: float | None
     p_check: float | None
+    p_escalation: float | None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +65,7 @@ class CascadePlan:
             "escalate_below": self.escalate_below,
             "p_first": self.p_first,
             "p_check": self.p_check,
+            "p_escalation": self.p_escalation,
         }
 
 
@@ -134,13 +138,15 @@ def plan_for(obj: Cascade, chosen: Cand, eligible: Sequence[Cand]) -> CascadePla
         escalate_below=obj.escalate_below,
         p_first=chosen.p,
         p_check=check.p if check is not None else None,
+        p_escalation=tier.p if tier is not None else None,
     )
 
 
-def cascade_step(plan: CascadePlan, *, checked: bool, p_correct: float | None) -> CascadeStep:
+def cascade_step(plan: CascadePlan, *, checked: bool, verdict: float | None) -> CascadeStep:
     """Accept, check or escalate after the first answer (``checked=False``) or after the
-    check's answer (``checked=True``); ``p_correct`` is the verdict on the first answer."""
-    v = p_correct
+    check's answer (``checked=True``); ``verdict`` is P(keeping the first answer loses
+    nothing), computed with the answers seen so far."""
+    v = verdict
 
     def escalate(why: str) -> CascadeStep:
         if plan.escalate_to is None:
@@ -158,10 +164,9 @@ def cascade_step(plan: CascadePlan, *, checked: bool, p_correct: float | None) -
         if v >= tau:
             return CascadeStep("accept", None, f"verdict {v:.3f} >= {tau:.3f}: accept")
         return escalate(f"verdict {v:.3f} < {tau:.3f}")
-    if v >= plan.skip_check_above:
-        return CascadeStep(
-            "accept", None, f"verdict {v:.3f} >= {plan.skip_check_above:.3f}: accept unchecked"
-        )
+    skip = max(plan.skip_check_above, tau)  # never accept below the accept bar
+    if v >= skip:
+        return CascadeStep("accept", None, f"verdict {v:.3f} >= {skip:.3f}: accept unchecked")
     if v < plan.escalate_below:
         return escalate(f"verdict {v:.3f} < {plan.escalate_below:.3f}")
     return CascadeStep("check", plan.check, f"verdict {v:.3f}: check with {plan.check}")

@@ -32,7 +32,7 @@ from policies.objectives import usd as _usd
 from policies.rules import select
 from policies.schema import Cascade, Policy
 
-__all__ = ["decide", "escalation_cost", "select"]
+__all__ = ["decide", "decide_sweep", "escalation_cost", "select"]
 
 
 def _by_choice(choice: str, cs: Sequence[_Cand]) -> list[_Cand]:
@@ -111,39 +111,83 @@ def decide(
 ) -> Decision:
     """Apply ``policy`` to one request. Never raises for a routing outcome: a request that
     cannot be served gets a decision with ``backend=None`` and an ``error`` code."""
+    return decide_sweep([policy], policy_name, request, backends, prediction, rule=rule)[0]
+
+
+def decide_sweep(
+    policies: Sequence[Policy],
+    policy_name: str,
+    request: RequestFacts,
+    backends: Mapping[str, BackendFacts],
+    prediction: PredictionFacts | None,
+    *,
+    rule: str,
+) -> list[Decision]:
+    """:func:`decide` for several variants of one policy that share candidates and
+    constraints (an objective's knob swept, as the routing benchmark does): the candidates'
+    costs, constraints and dominance are worked out once. The same decisions as calling
+    :func:`decide` once per policy."""
+    base = policies[0]
+    for other in policies[1:]:
+        if other.candidates != base.candidates or other.constraints != base.constraints:
+            raise ValueError("decide_sweep needs policies with the same candidates/constraints")
     cands: list[_Cand] = []
-    for idx, name in enumerate(policy.candidates):
+    for idx, name in enumerate(base.candidates):
         backend = backends.get(name)
         cost = expected_cost(backend, request) if backend is not None else None
         p = None
         if backend is not None and prediction is not None:
             p = prediction.p_success.get(backend.profile)
-        cands.append(_Cand(idx, name, cost, p, removal(policy, request, name, backend, cost)))
+        cands.append(_Cand(idx, name, cost, p, removal(base, request, name, backend, cost)))
     eligible = [c for c in cands if c.removed is None]
-    removed_note = _removed_summary(cands)
     dominated = dominated_by(eligible)
+    memo: dict[tuple[int, bool | None, Decimal | None], CandidateRow] = {}
+    return [
+        _decide(pol, policy_name, prediction, rule, cands, eligible, dominated, memo)
+        for pol in policies
+    ]
 
+
+def _decide(
+    policy: Policy,
+    policy_name: str,
+    prediction: PredictionFacts | None,
+    rule: str,
+    cands: Sequence[_Cand],
+    eligible: Sequence[_Cand],
+    dominated: Mapping[str, str],
+    memo: dict[tuple[int, bool | None, Decimal | None], CandidateRow],
+) -> Decision:
+    removed_note = _removed_summary(cands)
     predictor_version = prediction.predictor_version if prediction is not None else None
+
+    def row(c: _Cand, adequate: bool | None, score: Decimal | None) -> CandidateRow:
+        key = (c.idx, adequate, score)
+        found = memo.get(key)
+        if found is None:
+            found = memo[key] = CandidateRow(
+                name=c.name,
+                p_success=c.p,
+                expected_cost_usd=c.cost,
+                eligible=c.removed is None,
+                adequate=adequate,
+                score=score,
+                removed_by=c.removed[0] if c.removed else None,
+                detail=c.removed[1] if c.removed else _dominance_note(c.name, dominated),
+            )
+        return found
 
     def rows(
         adequate: set[str] | None, scores: Mapping[str, Decimal | None]
     ) -> tuple[CandidateRow, ...]:
-        out = []
-        for c in cands:
-            elig = c.removed is None
-            out.append(
-                CandidateRow(
-                    name=c.name,
-                    p_success=c.p,
-                    expected_cost_usd=c.cost,
-                    eligible=elig,
-                    adequate=(c.name in adequate) if (adequate is not None and elig) else None,
-                    score=scores.get(c.name),
-                    removed_by=c.removed[0] if c.removed else None,
-                    detail=c.removed[1] if c.removed else _dominance_note(c.name, dominated),
-                )
+        return tuple(
+            row(
+                c,
+                (c.name in adequate) if (adequate is not None and c.removed is None) else None,
+                scores.get(c.name),
             )
-        return tuple(out)
+            for c in cands
+        )
 
     def fail(
         error: str,

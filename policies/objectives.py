@@ -18,7 +18,7 @@ Pure and deterministic like the engine.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
@@ -79,22 +79,22 @@ def dominated_by(eligible: Sequence[Cand]) -> dict[str, str]:
     ``cost_e <= cost_d`` and ``p_e >= p_d``, one strictly; of several dominators the cheapest
     (then the most capable, then the first listed) is named.
     """
-    known = [c for c in eligible if c.cost is not None and c.p is not None]
+    known = cheapest(c for c in eligible if c.cost is not None and c.p is not None)
     out: dict[str, str] = {}
-    for d in known:
-        assert d.cost is not None and d.p is not None
-        better = [
-            e
-            for e in known
-            if e is not d
-            and e.cost is not None
-            and e.p is not None
-            and e.cost <= d.cost
-            and e.p >= d.p
-            and (e.cost < d.cost or e.p > d.p)
-        ]
-        if better:
-            out[d.name] = cheapest(better)[0].name
+    best = -1.0  # highest P among the candidates before the current group of equals
+    seen = -1.0  # highest P so far
+    prev: tuple[Decimal | None, float | None] | None = None
+    for i, d in enumerate(known):
+        assert d.p is not None
+        if (d.cost, d.p) != prev:  # candidates with equal cost and P never dominate each other
+            best, prev = seen, (d.cost, d.p)
+        seen = max(seen, d.p)
+        if best >= d.p:  # cheapest order: the first earlier one with P >= p is the cheapest
+            out[d.name] = next(
+                e.name
+                for e in known[:i]
+                if e.p is not None and e.p >= d.p and (e.cost, e.p) != (d.cost, d.p)
+            )
     return out
 
 
@@ -266,7 +266,7 @@ def _max_quality_within(obj: MaxQualityWithin, eligible: Sequence[Cand], skip: s
     )
 
 
-def rank(policy: Policy, eligible: Sequence[Cand], dominated: dict[str, str]) -> Ranked:
+def rank(policy: Policy, eligible: Sequence[Cand], dominated: Mapping[str, str]) -> Ranked:
     """The objective's adequate candidates, best first (dominated ones are never adequate)."""
     obj = policy.objective
     skip = set(dominated)

@@ -231,7 +231,8 @@ class Cascade(_Strict):
     #: The verdict's P(the first answer is right) needed to accept it.
     accept_confidence: Probability
     #: After the first answer (before any check): accept at once at or above this verdict
-    #: (the check is skipped); escalate at once below ``escalate_below``; check in between.
+    #: (and ``accept_confidence``; the check is skipped); escalate at once below
+    #: ``escalate_below``; check in between.
     skip_check_above: Probability = 1.0
     escalate_below: Probability = 0.0
     #: Predicted P(success) of ``first`` below which the request goes straight to the

@@ -1,9 +1,11 @@
-"""Probability calibration: scoring rules, reliability tables and Platt scaling.
+"""Probability calibration: scoring rules, reliability tables, Platt scaling, isotonic maps.
 
 This module owns the answer to "does P(success) = 0.8 mean 80 %?": Brier score, log loss,
-expected calibration error (ECE) with a reliability table, ROC AUC, and the per-profile Platt
-map that turns out-of-fold logits into calibrated probabilities. All functions ignore NaN
-labels (queries a model has no record for). Labels may be 0/1 or soft scores in [0, 1].
+expected calibration error (ECE) with a reliability table, ROC AUC, the per-profile Platt
+map that turns out-of-fold logits into probabilities, and the per-profile monotone (isotonic)
+map fitted on held-out predictions that makes the final probabilities calibrated. All
+functions ignore NaN labels (queries a model has no record for). Labels may be 0/1 or soft
+scores in [0, 1].
 """
 
 from __future__ import annotations
@@ -125,3 +127,36 @@ def fit_platt(logits: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> tuple[floa
         if np.max(np.abs(step)) < 1e-9:
             break
     return float(w[0]), float(w[1])
+
+
+#: Knots of a stored monotone calibration map: P is looked up at 0, 1/(K-1), ..., 1.
+CALIBRATION_GRID = 101
+
+
+def fit_isotonic_map(p: np.ndarray, y: np.ndarray, min_labels: int = 50) -> np.ndarray:
+    """A monotone map ``p -> P(y = 1 | p)`` as values on ``CALIBRATION_GRID`` equal steps of
+    [0, 1] (apply with :func:`apply_calibration_map`).
+
+    Isotonic regression (pool adjacent violators, via scikit-learn) of the outcomes on held-out
+    predictions, clipped to [0.001, 0.999]. With fewer than ``min_labels`` labels, or labels of
+    one class only, the identity map is returned (nothing to learn from).
+    """
+    from sklearn.isotonic import IsotonicRegression
+
+    grid = np.linspace(0.0, 1.0, CALIBRATION_GRID)
+    t, q = _clean(y, p)
+    if t.size < min_labels or t.min() == t.max():
+        return grid.astype(np.float32)
+    iso = IsotonicRegression(y_min=0.001, y_max=0.999, out_of_bounds="clip")
+    iso.fit(q, t)
+    return np.asarray(iso.predict(grid), dtype=np.float32)
+
+
+def apply_calibration_map(p: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    """Apply per-column maps ``maps`` (columns, ``CALIBRATION_GRID``) to ``p`` (n, columns),
+    interpolating linearly between knots. NaN stays NaN."""
+    grid = np.linspace(0.0, 1.0, maps.shape[1])
+    out = np.empty_like(np.asarray(p, dtype=np.float32))
+    for j in range(maps.shape[0]):
+        out[:, j] = np.interp(p[:, j], grid, maps[j])
+    return np.asarray(np.where(np.isnan(p), np.nan, out), dtype=np.float32)

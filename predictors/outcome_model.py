@@ -12,7 +12,10 @@ new backend's profile is fitted from a few hundred outcomes by learning only ``(
 outcomes; a query's P(success) is averaged with the mean outcome of its ``knn_k`` most
 cosine-similar training queries (measured: +0.002-0.004 AIQ over the factor model alone, and
 it is what lets the router beat an MLP on MMLU-Pro). Profiles with no memory labels (fitted
-or aliased later) use the factor part alone. Training uses torch; inference is numpy.
+or aliased later) use the factor part alone. Last, a per-profile isotonic map fitted on the
+out-of-fold blend (``calib_map``) makes the blended probability itself calibrated: the
+memory's mean of 40 labels is noisy, and a noisy P(success) compared against a threshold
+picks the profiles whose noise is high. Training uses torch; inference is numpy.
 """
 
 from __future__ import annotations
@@ -24,7 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from predictors.calibration import fit_platt, sigmoid
+from predictors.calibration import (
+    CALIBRATION_GRID,
+    apply_calibration_map,
+    fit_isotonic_map,
+    fit_platt,
+    sigmoid,
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,10 @@ class TrainConfig:
     knn_weight: float = 0.5  # weight of the memory's estimate in the blend
     lr: float = 3e-3
     calibration_folds: int = 5
+    # "isotonic": a per-profile monotone map fitted on the out-of-fold *blended* probability
+    # (factor model + memory), so that P(success) = 0.8 means 80 % for every profile;
+    # "none": the blend as is (Platt-calibrated factor part, raw memory mean)
+    final_calibration: str = "isotonic"
     seed: int = 0
 
 
@@ -49,6 +62,9 @@ class OutcomeModel:
 
     profiles: list[str]
     arrays: dict[str, np.ndarray] = field(repr=False)
+    #: After :func:`fit_outcome_model`: the out-of-fold P(success) of the training rows
+    #: (calibrated; NaN without calibration folds). Not stored in artifacts.
+    oof_proba: np.ndarray | None = field(default=None, repr=False, compare=False)
     _memory: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
     _labels: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
     _labelled: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
@@ -69,11 +85,11 @@ class OutcomeModel:
         x = np.asarray(x, dtype=np.float32)
         z = self.raw_logits(x)
         p = sigmoid(z * self.arrays["platt_scale"] + self.arrays["platt_bias"])
-        if "knn_x" not in self.arrays:
-            return np.asarray(p)
-        memory = self.memory_proba(x)
-        w = float(self.arrays["knn_params"][1])
-        return np.asarray(np.where(np.isnan(memory), p, (1 - w) * p + w * memory))
+        if "knn_x" in self.arrays:
+            p = _blend(p, self.memory_proba(x), float(self.arrays["knn_params"][1]))
+        if "calib_map" in self.arrays:
+            p = apply_calibration_map(p, self.arrays["calib_map"])
+        return np.asarray(p)
 
     def memory_proba(self, x: np.ndarray) -> np.ndarray:
         """Mean outcome of the ``k`` most similar training queries (NaN: no labelled one)."""
@@ -105,6 +121,8 @@ class OutcomeModel:
             "platt_scale": np.float32(scale),
             "platt_bias": np.float32(bias),
         }
+        if "calib_map" in arrays:  # a new ability is fitted as a probability: identity map
+            row["calib_map"] = np.linspace(0.0, 1.0, CALIBRATION_GRID, dtype=np.float32)
         if name in profiles:
             i = profiles.index(name)
             for k, v in row.items():
@@ -119,6 +137,31 @@ class OutcomeModel:
                 col = np.full((arrays["knn_y"].shape[0], 1), np.nan, dtype=arrays["knn_y"].dtype)
                 arrays["knn_y"] = np.concatenate([arrays["knn_y"], col], axis=1)
         return OutcomeModel(profiles, arrays)
+
+
+def _blend(p: np.ndarray, memory: np.ndarray, w: float) -> np.ndarray:
+    """``(1 - w) * p + w * memory`` where the memory has labels, ``p`` elsewhere."""
+    return np.asarray(np.where(np.isnan(memory), p, (1 - w) * p + w * memory), dtype=np.float32)
+
+
+def _memory_mean(x: np.ndarray, mem_x: np.ndarray, mem_y: np.ndarray, k: int) -> np.ndarray:
+    """Mean label of the ``k`` most similar rows of an int8 memory (numpy; for training)."""
+    memory = mem_x.astype(np.float32) / 127.0
+    labelled = ~np.isnan(mem_y)
+    labels = np.nan_to_num(mem_y, nan=0.0)
+    k = min(k, memory.shape[0])
+    out = np.empty((x.shape[0], mem_y.shape[1]), dtype=np.float32)
+    for start in range(0, x.shape[0], 512):
+        sims = x[start : start + 512] @ memory.T
+        nn = np.argpartition(-sims, kth=k - 1, axis=1)[:, :k]
+        total, count = labels[nn].sum(axis=1), labelled[nn].sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start : start + 512] = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return out
+
+
+def _quantize(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(np.asarray(x) * 127.0), -127, 127).astype(np.int8)
 
 
 def _similarity(memory: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
@@ -220,33 +263,51 @@ def fit_outcome_model(
 ) -> OutcomeModel:
     """Fit on embeddings ``x`` (n, d) and outcomes ``y`` (n, m; NaN = no record).
 
-    Platt maps are fitted on out-of-fold logits (``cfg.calibration_folds`` folds), then the
-    final weights are refitted on all rows.
+    Out of fold (``cfg.calibration_folds`` folds of the given rows, nothing else): the Platt
+    maps are fitted on the factor model's logits; then, with ``final_calibration="isotonic"``,
+    a per-profile isotonic map on the blended probability (factor + the memory of the other
+    folds). The final weights are refitted on all rows.
     """
     cfg = cfg or TrainConfig()
+    x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y, dtype=np.float32)
     m = y.shape[1]
     scale = np.ones(m, dtype=np.float32)
     bias = np.zeros(m, dtype=np.float32)
+    maps = None
+    oof_p = np.full(y.shape, np.nan, dtype=np.float32)
     if cfg.calibration_folds >= 2:
         rng = np.random.default_rng(cfg.seed)
         fold = rng.permutation(len(x)) % cfg.calibration_folds
         oof = np.full(y.shape, np.nan, dtype=np.float32)
+        oof_memory = np.full(y.shape, np.nan, dtype=np.float32)
         for k in range(cfg.calibration_folds):
             tr, te = fold != k, fold == k
             arrays = _train_torch(x[tr], y[tr], cfg)
             part = OutcomeModel(list(profiles), arrays)
             oof[te] = part.raw_logits(x[te])
+            if cfg.knn_k > 0:
+                oof_memory[te] = _memory_mean(x[te], _quantize(x[tr]), y[tr], cfg.knn_k)
         for j in range(m):
             scale[j], bias[j] = fit_platt(oof[:, j], y[:, j])
+        oof_p = sigmoid(oof * scale + bias)
+        if cfg.knn_k > 0:
+            oof_p = _blend(oof_p, oof_memory, cfg.knn_weight)
+        if cfg.final_calibration == "isotonic":
+            maps = np.stack([fit_isotonic_map(oof_p[:, j], y[:, j]) for j in range(m)])
+            oof_p = apply_calibration_map(oof_p, maps)
+        elif cfg.final_calibration != "none":
+            raise ValueError(f"unknown final_calibration {cfg.final_calibration!r}")
     arrays = _train_torch(x, y, cfg)
     arrays["platt_scale"] = scale
     arrays["platt_bias"] = bias
+    if maps is not None:
+        arrays["calib_map"] = maps
     if cfg.knn_k > 0:
-        arrays["knn_x"] = np.clip(np.round(np.asarray(x) * 127.0), -127, 127).astype(np.int8)
+        arrays["knn_x"] = _quantize(x)
         arrays["knn_y"] = y.astype(np.float16)
         arrays["knn_params"] = np.array([cfg.knn_k, cfg.knn_weight], dtype=np.float32)
-    return OutcomeModel(list(profiles), arrays)
+    return OutcomeModel(list(profiles), arrays, oof_proba=oof_p)
 
 
 def fit_new_profile(

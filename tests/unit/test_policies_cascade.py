@@ -51,6 +51,7 @@ def test_first_call_is_the_cheap_tier_with_a_plan() -> None:
         escalate_below=0.0,
         p_first=0.7,
         p_check=0.65,
+        p_escalation=0.8,
     )
     assert d.to_dict()["cascade"]["escalate_to"] == "pro"
     assert "cascade: flash answers first" in d.reason
@@ -82,7 +83,7 @@ def test_references_are_checked() -> None:
         cascade(escalate_below=0.9, skip_check_above=0.5)
 
 
-PLAN = CascadePlan("flash", "deep", "pro", 0.8, 0.95, 0.3, 0.7, 0.65)
+PLAN = CascadePlan("flash", "deep", "pro", 0.8, 0.95, 0.3, 0.7, 0.65, 0.8)
 
 
 @pytest.mark.parametrize(
@@ -97,14 +98,14 @@ PLAN = CascadePlan("flash", "deep", "pro", 0.8, 0.95, 0.3, 0.7, 0.65)
     ],
 )
 def test_cascade_step(checked: bool, verdict: float | None, action: str, backend: str) -> None:
-    step = cascade_step(PLAN, checked=checked, p_correct=verdict)
+    step = cascade_step(PLAN, checked=checked, verdict=verdict)
     assert (step.action, step.backend) == (action, backend), step.reason
 
 
 def test_without_a_check_the_accept_bar_decides_at_once() -> None:
-    plan = CascadePlan("flash", None, "pro", 0.8, 1.0, 0.0, 0.7, None)
-    assert cascade_step(plan, checked=False, p_correct=0.81).action == "accept"
-    assert cascade_step(plan, checked=False, p_correct=0.79).action == "escalate"
-    top = CascadePlan("flash", None, None, 0.8, 1.0, 0.0, 0.7, None)
-    step = cascade_step(top, checked=False, p_correct=0.1)
+    plan = CascadePlan("flash", None, "pro", 0.8, 1.0, 0.0, 0.7, None, 0.9)
+    assert cascade_step(plan, checked=False, verdict=0.81).action == "accept"
+    assert cascade_step(plan, checked=False, verdict=0.79).action == "escalate"
+    top = CascadePlan("flash", None, None, 0.8, 1.0, 0.0, 0.7, None, None)
+    step = cascade_step(top, checked=False, verdict=0.1)
     assert step.action == "accept" and "no tier to escalate to" in step.reason
