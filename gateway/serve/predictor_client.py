@@ -36,15 +36,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from gateway.serve.predictor_outcome import ERROR, OK, OVERLOADED, TIMEOUT, UNAVAILABLE
 from gateway.settings import cache_root_from_env
 from predictors.embedding import clip_text
 from predictors.service import AnyEmbedderConfig, Prediction, embedder_config_from_dict
 from predictors.serving import HEADER, decode_reply, encode_request
 
 log = logging.getLogger("tollgate.predictor")
-
-OK, TIMEOUT, ERROR, UNAVAILABLE, OVERLOADED = "ok", "timeout", "error", "unavailable", "overloaded"
-FALLBACK_REASONS = (TIMEOUT, ERROR, UNAVAILABLE, OVERLOADED)
 
 
 @dataclass(frozen=True)
@@ -71,56 +69,6 @@ class ClientStats:
     coalesced: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     restarts: int = 0
-
-
-def outcome_of(fell_back: bool, called: dict[str, Any]) -> dict[str, Any]:
-    """What a decision records about the predictor: ``{"status": "ok", ...}``, or
-    ``{"status": "fallback", "reason": ...}`` when the policy's ``predictor_fallback`` chose.
-
-    ``called`` is :meth:`Scored.record` (or ``{"status": "disabled"}`` with no predictor);
-    ``fell_back`` is whether the decision was made without an estimate. The reason is why
-    there was none: the call's status, or ``no_estimate`` when the predictor answered but has
-    no profile for any eligible candidate.
-    """
-    out = dict(called)
-    status = out.pop("status", OK)
-    if not fell_back:
-        return {"status": OK, **out}
-    return {"status": "fallback", "reason": status if status != OK else "no_estimate", **out}
-
-
-def header_value(outcome: dict[str, Any]) -> str:
-    """``x-tollgate-predictor``: ``ok`` or ``fallback:<reason>``."""
-    if outcome.get("status") == "fallback":
-        return f"fallback:{outcome.get('reason', 'unknown')}"
-    return OK
-
-
-class FallbackLog:
-    """Logs predictor fallbacks without flooding: the first at once, then one summary line
-    per ``every_s`` with the counts by reason (a fallback is also counted in ``/metrics``)."""
-
-    def __init__(self, every_s: float = 30.0) -> None:
-        self.every_s = every_s
-        self._last = 0.0
-        self._counts: Counter[str] = Counter()
-
-    def note(self, reason: str, policy: str) -> None:
-        self._counts[f"{policy}:{reason}"] += 1
-        now = time.monotonic()
-        if now - self._last >= self.every_s:
-            summary = ", ".join(f"{k}={v}" for k, v in sorted(self._counts.items()))
-            log.warning(
-                "routing decisions made without the predictor (predictor_fallback applied) "
-                "in the last %.0f s: %s",
-                min(now - self._last, self.every_s) if self._last else 0.0,
-                summary,
-            )
-            self._last = now
-            self._counts.clear()
-
-
-FALLBACK_LOG = FallbackLog()
 
 
 class _Failed(Exception):
@@ -415,11 +363,4 @@ async def _read_frame(stream: asyncio.StreamReader) -> bytes | None:
         return None
 
 
-__all__ = [
-    "FALLBACK_REASONS",
-    "FallbackLog",
-    "PredictorClient",
-    "Scored",
-    "header_value",
-    "outcome_of",
-]
+__all__ = ["PredictorClient", "Scored"]

@@ -22,7 +22,7 @@ from gateway.config import AUTO_POLICY, BackendConfig, Config
 from gateway.errors import InvalidRequest, NoBackendAvailable
 from gateway.runtime import Runtime
 from gateway.serve.backend_facts import facts_for, learned_profile
-from gateway.serve.predictor_client import FALLBACK_LOG, header_value, outcome_of
+from gateway.serve.predictor_outcome import FALLBACK_LOG, header_value, outcome_of
 from gateway.serve.request import ClientRequest
 from gateway.snapshot import Snapshot, unavailable_reason
 from gateway.state import from_nano
