@@ -82,6 +82,14 @@ class Metrics:
         self.store_spooled = Gauge(
             "tollgate_store_spool_files", "Spool files waiting for replay", registry=r
         )
+        self.store_spool_bytes = Gauge(
+            "tollgate_store_spool_bytes", "Bytes of spool waiting for replay", registry=r
+        )
+        self.store_spool_full = Gauge(
+            "tollgate_store_spool_full",
+            "1 while the spool is at store.max_spool_mb: new requests get 503 (alert on it)",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -178,11 +178,38 @@ class StoreConfig(Strict):
     batch_size: int = Field(default=500, ge=1, le=10_000)
     flush_interval_ms: int = Field(default=200, ge=10, le=60_000)
     auto_migrate: bool = True
+    max_spool_mb: int = Field(
+        default=1024,
+        ge=1,
+        description="disk the spool may use while the store is down; past it new requests get "
+        "503 (retry-after) rather than answers that could not be recorded",
+    )
+    pool_size: int = Field(default=10, ge=1, le=1000, description="PostgreSQL connections kept")
+    max_overflow: int = Field(default=20, ge=0, le=1000, description="extra connections in bursts")
+    pool_timeout_s: float = Field(
+        default=5.0, gt=0, le=120, description="wait for a pooled connection before a 503"
+    )
 
 
 class RedisConfig(Strict):
     url: str | None = Field(default=None, description="overridden by TOLLGATE_REDIS_URL")
     key_prefix: str = "tg:"
+    max_connections: int = Field(
+        default=512, ge=1, le=100_000, description="connection pool per replica (blocking pool)"
+    )
+    timeout_s: float = Field(default=2.0, gt=0, le=60, description="per command and pool wait")
+    on_failure: Literal["closed", "open"] = Field(
+        default="closed",
+        description="Redis unreachable: closed = budgeted requests get 503 (retry-after); open = "
+        "serve on this replica's local share of the last-seen budget headroom, reconcile after",
+    )
+    local_share: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="with on_failure: open, the share of a budget's last-seen headroom this "
+        "replica may spend alone (1/replicas keeps the sum within the budget)",
+    )
 
 
 class ServerConfig(Strict):

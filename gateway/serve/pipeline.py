@@ -24,7 +24,7 @@ from typing import Any
 from gateway.auth import Principal
 from gateway.budgets import Reservation
 from gateway.config import BackendConfig
-from gateway.errors import NoBackendAvailable, UpstreamError
+from gateway.errors import DependencyUnavailable, NoBackendAvailable, UpstreamError
 from gateway.pricing import format_usd
 from gateway.runtime import Runtime
 from gateway.serve.attempts import start_task
@@ -119,6 +119,12 @@ class Pipeline:
         streamable: bool,
     ) -> Answer | Stream:
         rt = self.rt
+        if rt.writer.spool_full:  # the store is down and the disk bound reached: nothing new
+            raise DependencyUnavailable(  # is served that could not be recorded
+                "the gateway cannot record new requests right now (its store is unreachable and "
+                "its local spool is full); retry shortly",
+                retry_after_s=30,
+            )
         snap = rt.snapshot  # this request's config, to its end (a reload does not change it)
         route = snap.resolve(body["model"])
         request = parse_request(endpoint, body, headers, streamable=streamable)
