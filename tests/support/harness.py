@@ -173,7 +173,7 @@ class GatewayProcess:
             timeout=120,
         )
 
-    def start(self, timeout_s: float = 60) -> GatewayProcess:
+    def start(self, timeout_s: float = 180) -> GatewayProcess:
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [
