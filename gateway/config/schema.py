@@ -179,10 +179,7 @@ class StoreConfig(Strict):
     flush_interval_ms: int = Field(default=200, ge=10, le=60_000)
     auto_migrate: bool = True
     max_spool_mb: int = Field(
-        default=1024,
-        ge=1,
-        description="disk the spool may use while the store is down; past it new requests get "
-        "503 (retry-after) rather than answers that could not be recorded",
+        default=1024, ge=1, description="spool disk bound while the store is down; then 503"
     )
     pool_size: int = Field(default=10, ge=1, le=1000, description="PostgreSQL connections kept")
     max_overflow: int = Field(default=20, ge=0, le=1000, description="extra connections in bursts")
@@ -226,6 +223,13 @@ class ServerConfig(Strict):
     )
     access_log: bool = Field(
         default=True, description="one JSON line per request on stderr (logger tollgate.access)"
+    )
+    reservation_ttl_s: float = Field(
+        default=900.0,
+        ge=1,
+        le=86_400,
+        description="a budget hold lapses by itself this long after it was taken (a replica that "
+        "died mid-request never settles it); longer than the slowest request",
     )
 
 

@@ -179,7 +179,8 @@ class Pipeline:
         worst = worst_case(
             snap, routed.chain + routed.escalation, prompt_tokens, int(out_cap) * request.answers
         )
-        return await self.rt.budgets.reserve(ctx.principal, worst * tiers)
+        ttl_ms = int(snap.config.server.reservation_ttl_s * 1000)
+        return await self.rt.budgets.reserve(ctx.principal, worst * tiers, ttl_ms=ttl_ms)
 
     async def _answer(
         self, ctx: RequestContext, routed: Routed, policy: Policy | None, finish: Finish

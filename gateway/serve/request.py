@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from gateway.backends.upstream import BackendCaller
 from gateway.config import BackendConfig
 from gateway.errors import InvalidRequest
@@ -42,6 +44,16 @@ def _task_ref(headers: Mapping[str, str], body: Mapping[str, Any]) -> str:
             param=TASK_HEADER,
         )
     return ref or ""
+
+
+def _check_forwardable(body: Mapping[str, Any]) -> None:
+    """The body must be JSON a backend can read: a lone UTF-16 surrogate (``"\\ud800"``
+    decodes in Python but is not UTF-8) or an integer past 64 bits is the client's mistake, a
+    400, never a failed call."""
+    try:
+        orjson.dumps(body)
+    except TypeError as exc:
+        raise InvalidRequest(f"the request body cannot be forwarded as JSON: {exc}") from None
 
 
 def _needs_vision(messages: list[Any]) -> bool:
@@ -89,7 +101,8 @@ def parse_request(
     endpoint: str, body: dict[str, Any], headers: Mapping[str, str], *, streamable: bool
 ) -> ClientRequest:
     """Read ``body`` (already validated by its schema) and the request headers once; an
-    invalid task id is a 400 before anything else happens."""
+    invalid task id or a body no backend could read is a 400 before anything else happens."""
+    _check_forwardable(body)
     task_ref = _task_ref(headers, body)
     messages = body.get("messages") if "messages" in body else None
     raw = body.get("prompt") or body.get("input") or ""
