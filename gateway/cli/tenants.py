@@ -18,11 +18,19 @@ err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 RpmOpt = Annotated[
-    int | None, typer.Option("--rpm", min=1, help="requests per minute (every replica together)")
+    int | None,
+    typer.Option(
+        "--rpm", min=1, max=2_000_000_000, help="requests per minute (every replica together)"
+    ),
 ]
 TpmOpt = Annotated[
     int | None,
-    typer.Option("--tpm", min=1, help="tokens per minute: prompt + output, reserved up front"),
+    typer.Option(
+        "--tpm",
+        min=1,
+        max=2_000_000_000,
+        help="tokens per minute: prompt + output, reserved up front",
+    ),
 ]
 BackendsOpt = Annotated[
     list[str] | None,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import JSONResponse
 
 from gateway.errors import InvalidRequest, NotFound
@@ -28,6 +28,7 @@ def _limits(request: Request, payload: LimitsFields) -> Limits:
 
 
 router = APIRouter(prefix="/admin", tags=["admin"])
+TENANT = Path(min_length=1, max_length=128, description="tenant name")
 
 
 @router.post("/keys", status_code=201)
@@ -50,8 +51,8 @@ async def create_key(
 @router.put("/tenants/{tenant}/limits")
 async def set_tenant_limits(
     request: Request,
-    tenant: str,
     payload: TenantLimitsRequest,
+    tenant: str = TENANT,
     authorization: str | None = Header(default=None),
 ) -> dict[str, Any]:
     """Replace a tenant's rate limits and model access (the tenant is created if new); every
@@ -65,7 +66,7 @@ async def set_tenant_limits(
 
 @router.get("/tenants/{tenant}/limits")
 async def get_tenant_limits(
-    request: Request, tenant: str, authorization: str | None = Header(default=None)
+    request: Request, tenant: str = TENANT, authorization: str | None = Header(default=None)
 ) -> dict[str, Any]:
     rt = runtime_of(request)
     rt.auth.require_admin(authorization)

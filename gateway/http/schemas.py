@@ -64,12 +64,15 @@ class EmbeddingRequest(Loose):
     user: str | None = None
 
 
+MAX_RATE = 2_000_000_000  # the store's INTEGER columns
+
+
 class LimitsFields(BaseModel):
     """Rate limits and model access of a key or tenant (null: no limit)."""
 
     model_config = ConfigDict(extra="forbid")
-    rpm: int | None = Field(default=None, ge=1, description="requests per minute")
-    tpm: int | None = Field(default=None, ge=1, description="tokens per minute")
+    rpm: int | None = Field(default=None, ge=1, le=MAX_RATE, description="requests per minute")
+    tpm: int | None = Field(default=None, ge=1, le=MAX_RATE, description="tokens per minute")
     allowed_backends: list[str] | None = Field(default=None, description="null: every backend")
     allowed_policies: list[str] | None = Field(default=None, description="null: every policy")
 
