@@ -13,11 +13,11 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from gateway.errors import AuthenticationFailed, DependencyUnavailable, PermissionDenied
-from gateway.store.keys import KeyRecord, KeyStore, hash_key
+from gateway.store.keys import KeyRecord, KeyStore, Limits, hash_key
 
 log = logging.getLogger("tollgate.auth")
 ADMIN_KEY_MIN_LENGTH = 16
@@ -48,6 +48,9 @@ class Principal:
     key_id: str | None
     key_budget_usd: Decimal | None = None
     tenant_budget_usd: Decimal | None = None
+    key_budget_window: str = "total"  # total | day | month: the window of key_budget_usd
+    key_limits: Limits = field(default_factory=Limits)  # rpm, tpm, allowed backends/policies
+    tenant_limits: Limits = field(default_factory=Limits)
 
 
 def _bearer(authorization: str | None) -> str | None:
@@ -124,6 +127,9 @@ class Authenticator:
             key_id=record.id,
             key_budget_usd=record.max_budget_usd,
             tenant_budget_usd=record.tenant_max_budget_usd,
+            key_budget_window=record.budget_window,
+            key_limits=record.limits,
+            tenant_limits=record.tenant_limits,
         )
 
     def _admin_token(self, token: str | None) -> bool:

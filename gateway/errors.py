@@ -71,6 +71,24 @@ class BudgetExceeded(TollgateError):
     status, type, code = 429, "insufficient_quota", "budget_exceeded"
 
 
+class RateLimited(TollgateError):
+    """Over a requests- or tokens-per-minute limit: OpenAI's shape (``type`` is ``requests``
+    or ``tokens``, ``code`` ``rate_limit_exceeded``) with ``retry-after`` (seconds) and
+    ``retry-after-ms``; ``headers`` adds the ``x-ratelimit-*`` ones."""
+
+    status, type, code = 429, "requests", "rate_limit_exceeded"
+
+    def __init__(
+        self, message: str, *, retry_after_ms: int, kind: str = "requests", **kw: Any
+    ) -> None:
+        headers = dict(kw.pop("headers", None) or {})
+        headers["retry-after"] = str(max(1, -(-retry_after_ms // 1000)))
+        headers["retry-after-ms"] = str(max(1, retry_after_ms))
+        super().__init__(message, headers=headers, **kw)
+        self.type = kind
+        self.retry_after_ms = retry_after_ms
+
+
 class UpstreamError(TollgateError):
     """Every backend in the chain failed; carries the last upstream status."""
 

@@ -44,6 +44,13 @@ class Metrics:
         self.errors = Counter(
             "tollgate_errors", "Backend errors by type", ["backend", "error_type"], registry=r
         )
+        self.rate_limited = Counter(
+            "tollgate_rate_limited",
+            "Requests refused (key, tenant) or backend calls skipped (backend) at a rate limit, "
+            "by scope and kind (requests, tokens)",
+            ["scope", "kind"],
+            registry=r,
+        )
         self.breaker_open = Counter(
             "tollgate_circuit_opened", "Times a backend's circuit opened", ["backend"], registry=r
         )

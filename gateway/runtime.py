@@ -23,7 +23,7 @@ from gateway.snapshot import Snapshot, build_snapshot, unavailable_reason
 from gateway.state import SharedState, make_state
 from gateway.store import queries
 from gateway.store.database import create_engine
-from gateway.store.keys import KeyStore
+from gateway.store.keys import KeyStore, Limits
 from gateway.store.writer import RecordWriter
 
 if TYPE_CHECKING:
@@ -122,7 +122,10 @@ async def build_runtime(
     anonymous = None
     if cfg.server.anonymous_tenant:
         tenant_id = await keys.ensure_tenant(cfg.server.anonymous_tenant)
-        anonymous = Principal(tenant_id, cfg.server.anonymous_tenant, None)
+        limits = await keys.tenant_limits(cfg.server.anonymous_tenant)  # as at start-up
+        anonymous = Principal(
+            tenant_id, cfg.server.anonymous_tenant, None, tenant_limits=limits or Limits()
+        )
     auth = Authenticator(
         keys, ttl_s=cfg.server.key_cache_ttl_s, admin_key=settings.admin_key, anonymous=anonymous
     )

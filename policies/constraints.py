@@ -50,6 +50,8 @@ def removal(
         return "tenant", f"backend is not open to tenant {tenant!r}"
     if tenant is not None and tenant in backend.denied_tenants:
         return "tenant", f"backend denies tenant {tenant!r}"
+    if request.allowed_backends is not None and name not in request.allowed_backends:
+        return "tenant", "not among the backends the caller's API key or tenant may use"
     access = c.tenants.get(tenant) if tenant is not None else None
     if access is not None:
         if access.allow is not None and name not in access.allow:

@@ -71,6 +71,8 @@ class RequestFacts:
     required_tags: frozenset[str] = frozenset()
     #: Remaining budget of the tenant/key; ``None``: no budget applies.
     budget_remaining_usd: Decimal | None = None
+    #: Backends the caller's key and tenant may use (model access); ``None``: every backend.
+    allowed_backends: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         headers = {str(k).lower(): str(v) for k, v in self.headers.items()}

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gateway.cli import calibrate, demo, fake_upstream, importer
+from gateway.cli import calibrate, demo, fake_upstream, importer, tenants
 from gateway.cli import report as cli_report
 from gateway.cli.options import ConfigOpt, load_config_or_exit, store_url_for
 from gateway.cli.policy import app as policy_app
@@ -29,6 +29,7 @@ keys_app = typer.Typer(help="Create, list and revoke virtual API keys.", no_args
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+app.add_typer(tenants.app, name="tenants")
 app.add_typer(cli_report.app, name="report")
 app.add_typer(demo.app, name="demo")
 app.add_typer(policy_app, name="policy")
@@ -249,9 +250,21 @@ def keys_create(
     max_budget_usd: Annotated[
         str | None, typer.Option(help="spend limit for this key, USD")
     ] = None,
+    budget_window: Annotated[
+        str, typer.Option(help="the budget's window: total (lifetime), day or month")
+    ] = "total",
+    rpm: tenants.RpmOpt = None,
+    tpm: tenants.TpmOpt = None,
+    allow_backend: tenants.BackendsOpt = None,
+    allow_policy: tenants.PoliciesOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Create a key; it is printed once, as the last line of output."""
+    if budget_window not in ("total", "day", "month"):
+        err.print(
+            f"[red]error[/red] --budget-window must be total, day or month, not {budget_window!r}"
+        )
+        raise typer.Exit(2)
     budget = None
     if max_budget_usd is not None:
         try:
@@ -262,15 +275,24 @@ def keys_create(
         if budget < 0:
             err.print("[red]error[/red] --max-budget-usd must be >= 0")
             raise typer.Exit(2)
+    url, limits = tenants.limits_from_options(config, rpm, tpm, allow_backend, allow_policy)
     raw, record = _run(
         _with_keystore(
-            store_url_for(config),
-            lambda ks: ks.create_key(tenant, name=name, max_budget_usd=budget),
+            url,
+            lambda ks: ks.create_key(
+                tenant,
+                name=name,
+                max_budget_usd=budget,
+                budget_window=budget_window,
+                limits=limits,
+            ),
         )
     )
+    described = tenants.describe(limits)
     err.print(
         f"created key {record.id} for tenant {record.tenant_name!r}"
-        + (f" with budget ${budget}" if budget is not None else "")
+        + (f" with budget ${budget} ({budget_window})" if budget is not None else "")
+        + (f", {described}" if described else "")
         + " — store it now, it is not shown again:"
     )
     sys.stdout.write(raw + "\n")
@@ -284,7 +306,7 @@ def keys_list(
     """List keys (prefixes only; keys themselves are never stored)."""
     records = _run(_with_keystore(store_url_for(config), lambda ks: ks.list(tenant)))
     table = Table()
-    for col in ("id", "tenant", "name", "prefix", "budget USD", "created", "revoked"):
+    for col in ("id", "tenant", "name", "prefix", "budget USD", "limits", "created", "revoked"):
         table.add_column(col)
     for r in records:
         table.add_row(
@@ -292,7 +314,8 @@ def keys_list(
             r.tenant_name,
             r.name or "",
             r.prefix + "…",
-            str(r.max_budget_usd) if r.max_budget_usd is not None else "",
+            f"{r.max_budget_usd} ({r.budget_window})" if r.max_budget_usd is not None else "",
+            tenants.describe(r.limits),
             r.created_at.isoformat(timespec="seconds"),
             r.revoked_at.isoformat(timespec="seconds") if r.revoked_at else "",
         )

@@ -131,6 +131,8 @@ class BackendConfig(Strict):
     typical_output_tokens: int = Field(default=256, ge=1, description="for expected-cost estimates")
     allowed_tenants: frozenset[str] | None = None
     denied_tenants: frozenset[str] = frozenset()
+    rpm: int | None = Field(default=None, ge=1, description="requests per minute, all replicas")
+    tpm: int | None = Field(default=None, ge=1, description="tokens per minute, all replicas")
 
     _check_secret = field_validator("api_key", mode="before")(_parse_secret)
 

@@ -1,18 +1,34 @@
-"""The admin API (virtual keys), guarded by the admin key from ``TOLLGATE_ADMIN_KEY``."""
+"""The admin API (virtual keys and their limits, tenants' limits, config reloads), guarded by
+the admin key from ``TOLLGATE_ADMIN_KEY``."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import JSONResponse
 
-from gateway.errors import NotFound
+from gateway.errors import InvalidRequest, NotFound
 from gateway.http.openai import runtime_of
-from gateway.http.schemas import CreateKeyRequest
+from gateway.http.schemas import CreateKeyRequest, LimitsFields, TenantLimitsRequest
+from gateway.serve.access import unknown_names
+from gateway.store.keys import Limits
+
+
+def _limits(request: Request, payload: LimitsFields) -> Limits:
+    """The payload's limits; 400 naming the field when a backend or policy is unknown."""
+    problems = unknown_names(
+        runtime_of(request).config, payload.allowed_backends, payload.allowed_policies
+    )
+    if problems:
+        field, message = problems[0]
+        raise InvalidRequest(message, param=field)
+    return Limits.of(payload.rpm, payload.tpm, payload.allowed_backends, payload.allowed_policies)
+
 
 router = APIRouter(prefix="/admin", tags=["admin"])
+TENANT = Path(min_length=1, max_length=128, description="tenant name")
 
 
 @router.post("/keys", status_code=201)
@@ -22,8 +38,42 @@ async def create_key(
     rt = runtime_of(request)
     rt.auth.require_admin(authorization)
     budget = Decimal(str(payload.max_budget_usd)) if payload.max_budget_usd is not None else None
-    raw, record = await rt.keys.create_key(payload.tenant, name=payload.name, max_budget_usd=budget)
+    raw, record = await rt.keys.create_key(
+        payload.tenant,
+        name=payload.name,
+        max_budget_usd=budget,
+        budget_window=payload.budget_window,
+        limits=_limits(request, payload),
+    )
     return JSONResponse({"key": raw, **record.public()}, status_code=201)
+
+
+@router.put("/tenants/{tenant}/limits")
+async def set_tenant_limits(
+    request: Request,
+    payload: TenantLimitsRequest,
+    tenant: str = TENANT,
+    authorization: str | None = Header(default=None),
+) -> dict[str, Any]:
+    """Replace a tenant's rate limits and model access (the tenant is created if new); every
+    replica applies them within the key-cache TTL."""
+    rt = runtime_of(request)
+    rt.auth.require_admin(authorization)
+    limits = _limits(request, payload)
+    await rt.keys.set_tenant_limits(tenant, limits)
+    return {"tenant": tenant, **limits.public()}
+
+
+@router.get("/tenants/{tenant}/limits")
+async def get_tenant_limits(
+    request: Request, tenant: str = TENANT, authorization: str | None = Header(default=None)
+) -> dict[str, Any]:
+    rt = runtime_of(request)
+    rt.auth.require_admin(authorization)
+    limits = await rt.keys.tenant_limits(tenant)
+    if limits is None:
+        raise NotFound(f"no tenant {tenant!r}")
+    return {"tenant": tenant, **limits.public()}
 
 
 @router.get("/keys")

@@ -64,8 +64,25 @@ class EmbeddingRequest(Loose):
     user: str | None = None
 
 
-class CreateKeyRequest(BaseModel):
+MAX_RATE = 2_000_000_000  # the store's INTEGER columns
+
+
+class LimitsFields(BaseModel):
+    """Rate limits and model access of a key or tenant (null: no limit)."""
+
     model_config = ConfigDict(extra="forbid")
+    rpm: int | None = Field(default=None, ge=1, le=MAX_RATE, description="requests per minute")
+    tpm: int | None = Field(default=None, ge=1, le=MAX_RATE, description="tokens per minute")
+    allowed_backends: list[str] | None = Field(default=None, description="null: every backend")
+    allowed_policies: list[str] | None = Field(default=None, description="null: every policy")
+
+
+class CreateKeyRequest(LimitsFields):
     tenant: str = Field(min_length=1, max_length=128)
     name: str | None = Field(default=None, max_length=128)
     max_budget_usd: float | None = Field(default=None, ge=0)
+    budget_window: Literal["total", "day", "month"] = "total"
+
+
+class TenantLimitsRequest(LimitsFields):
+    """``PUT /admin/tenants/{name}/limits``: the tenant's limits, replaced as a whole."""

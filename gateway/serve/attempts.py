@@ -98,6 +98,9 @@ def record_attempt(
         cost = price.cost_of(usage.prompt_tokens, usage.completion_tokens, usage.reported)
     if cost is not None:
         ctx.total_cost += cost
+    if usage is not None:  # what token rate limits settle to
+        used = usage.prompt_tokens + usage.completion_tokens
+        ctx.tokens[backend.name] = ctx.tokens.get(backend.name, 0) + used
     latency_ms = clock.elapsed_ms()
     row = attempt_row(ctx, clock, status=status, usage=usage, cost=cost, latency_ms=latency_ms)
     row["error_type"] = failure.error_type if failure else None

@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.auth import Principal
 from gateway.config import BackendConfig
+from gateway.serve.limits import RateHolds
 from gateway.serve.request import ClientRequest
 from gateway.snapshot import Snapshot
 from gateway.store.keys import now
@@ -43,6 +44,8 @@ class RequestContext:
     last_attempt_id: str | None = None
     decision: dict[str, Any] | None = None  # the policy decision, stored with the 1st attempt
     rejections: int = 0
+    tokens: dict[str, int] = field(default_factory=dict)  # used, by backend (every attempt)
+    rates: RateHolds = field(default_factory=RateHolds)  # its rate-window entries
 
     def __post_init__(self) -> None:
         self.task_ref = self.request.task_ref or self.request_id

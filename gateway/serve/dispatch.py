@@ -1,6 +1,8 @@
 """Calling backends: retries with backoff, the fallback chain and circuit breakers.
 
-A request walks its chain of backends in order. A backend whose circuit is open is skipped.
+A request walks its chain of backends in order. A backend whose circuit is open is skipped,
+and so is one at its rate limit (``gateway.serve.limits``: every call is admitted in its
+windows).
 Each backend gets ``1 + max_retries`` tries for retryable failures (429, 5xx, timeouts,
 connection errors; ``retry-after`` honoured), then the next backend is tried. A failure that is
 the request's own fault (400/413/422 from upstream) is returned to the client at once: no other
@@ -23,6 +25,7 @@ from gateway.backends.upstream import UpstreamFailure
 from gateway.config import BackendConfig
 from gateway.errors import InvalidRequest, NoBackendAvailable, UpstreamError
 from gateway.runtime import Runtime
+from gateway.serve import limits
 from gateway.serve.attempts import begin_attempt, record_attempt
 from gateway.serve.context import AttemptClock, RequestContext
 from gateway.serve.usage import completion_text, usage_from
@@ -92,11 +95,16 @@ class Dispatcher:
         last: UpstreamFailure | None = None
         skipped: list[str] = []
         failed: dict[str, str] = {}  # backend -> its last failure, for the client's error
+        rate_limited: dict[str, int] = {}  # backend -> ms until its rate window has room
         for backend in chain:
             if not await self._allowed(backend):
                 skipped.append(backend.name)
                 continue
             for retry in range(backend.max_retries + 1):
+                wait = await limits.admit_backend(rt, ctx, backend)
+                if wait is not None:  # at its rate limit: skipped like an open circuit
+                    rate_limited[backend.name] = wait
+                    break
                 clock = AttemptClock(backend, ctx.attempts + 1, ctx.last_attempt_id)
                 begin_attempt(rt, ctx, clock)  # journalled: a kill -9 mid-call loses no row
                 try:
@@ -138,6 +146,8 @@ class Dispatcher:
                     continue
                 await record_breaker(rt, ctx.snap, backend, True)
                 return clock, result
+        if last is None and rate_limited:
+            raise limits.backends_limited(rate_limited)
         if last is None:
             raise NoBackendAvailable(
                 "every backend for this request is cooling down after repeated failures "
@@ -150,6 +160,8 @@ class Dispatcher:
         which = "; ".join(f"{name}: {why}" for name, why in failed.items())
         if skipped:
             which += f"; circuit open: {', '.join(skipped)}"
+        if rate_limited:
+            which += f"; at rate limit: {', '.join(rate_limited)}"
         raise UpstreamError(
             f"all {ctx.attempts} attempts failed ({which}); last error from upstream "
             f"({last.error_type}, status {last.status}): {last.message[:500]}",

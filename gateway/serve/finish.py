@@ -2,7 +2,8 @@
 
 It records a stream's serving attempt (its usage as reported, else counted from the text it
 carried) and tells that backend's breaker if the stream broke mid-way; settles the budget
-reservation to what the request really cost (every attempt, escalations included); and then
+reservation to what the request really cost (every attempt, escalations included) and its
+token rate-limit reservations to the tokens it really used; and then
 hands the success side what it needs — the validators' verdict on the answer and the served
 answer itself (for the judge) — through ``OutcomeHooks``, which the app factory wires to
 ``gateway.outcomes`` (the serve layer never imports it). Accounting is shielded from
@@ -19,6 +20,7 @@ import anyio
 
 from gateway.budgets import Reservation
 from gateway.runtime import Runtime
+from gateway.serve import limits
 from gateway.serve.attempts import record_attempt
 from gateway.serve.context import AttemptClock, RequestContext
 from gateway.serve.dispatch import record_breaker
@@ -83,6 +85,7 @@ class Finish:
                     await self._end_stream(*stream)
             finally:
                 await rt.budgets.settle(self.reservation, ctx.total_cost)
+                await limits.settle(rt, ctx)  # token windows: reserved -> really used
         if validation:
             self.hooks.validated(ctx, validation)
         if answer is not None:

@@ -6,7 +6,8 @@ The steps, in order:
 1. snapshot: the config snapshot current now is this request's to its end;
 2. resolve the ``model`` field and read the body once (``gateway.serve.request``);
 3. facts and route: a pinned backend, or the policy decision (``gateway.serve.routing``);
-4. budget: reserve the worst case the request may cost;
+4. budget: reserve the worst case the request may cost; rate limits: admit it in its key's
+   and tenant's windows (``gateway.serve.limits``; model access: ``gateway.serve.access``);
 5. dispatch: retries, fallbacks, breakers (``gateway.serve.dispatch``); a plain answer the
    policy's validators reject escalates to the next tier; a stream is relayed
    (``gateway.serve.relay``);
@@ -27,6 +28,7 @@ from gateway.config import BackendConfig
 from gateway.errors import DependencyUnavailable, NoBackendAvailable, UpstreamError
 from gateway.pricing import format_usd
 from gateway.runtime import Runtime
+from gateway.serve import access, limits
 from gateway.serve.attempts import start_task
 from gateway.serve.context import RequestContext
 from gateway.serve.dispatch import Dispatcher
@@ -80,6 +82,7 @@ def response_headers(
         "x-tollgate-task-id": ctx.task_ref,
         "x-tollgate-attempts": str(ctx.attempts + (0 if cost else 1)),
     }
+    headers.update(ctx.rates.headers)  # x-ratelimit-*: the caller's rate limits
     if backend is not None:
         headers["x-tollgate-backend"] = backend.name
     if ctx.policy and ctx.decision is None:
@@ -139,10 +142,11 @@ class Pipeline:
         # the token estimate feeds the policy facts and the budget reservation; a request
         # pinned to one backend with no budget needs neither, so it skips the tokenizer
         prompt_tokens = 0
-        if route.policy is not None or budgeted:
+        if route.policy is not None or budgeted or limits.needs_tokens(principal, route.chain):
             first_backend = route.chain[0] if route.chain else snap.config.backends[0]
             prompt_tokens = request.count_prompt(rt.caller, first_backend)
         if route.policy is None:
+            access.check_backend(principal, route.chain[0], snap.config)
             routed = Routed(None, snap.callable_chain(route))
         else:
             routed = await Router(rt, snap).route(
@@ -155,6 +159,7 @@ class Pipeline:
             reservation = await self._reserve(ctx, routed, policy, prompt_tokens)
         finish = Finish(rt, self.outcomes, ctx, reservation)
         try:
+            await limits.admit(rt, ctx, routed.chain + routed.escalation, prompt_tokens)
             start_task(rt, ctx)
             if request.stream:
                 return await self._stream(ctx, routed, finish)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -21,6 +21,7 @@ from gateway.capacity import saturated_note, unsaturated
 from gateway.config import AUTO_POLICY, BackendConfig, Config
 from gateway.errors import InvalidRequest, NoBackendAvailable
 from gateway.runtime import Runtime
+from gateway.serve import access
 from gateway.serve.backend_facts import facts_for, learned_profile
 from gateway.serve.predictor_outcome import FALLBACK_LOG, header_value, outcome_of
 from gateway.serve.request import ClientRequest
@@ -182,6 +183,8 @@ class Router:
         else:
             rule = "model"
         policy = policy_set.policies[policy_name]
+        allowed = access.check_policy(principal, policy_name, policy.candidates, self.config)
+        request = replace(request, allowed_backends=allowed)  # model access: only these
         backends, (prediction, logged, called) = await asyncio.gather(
             self.backend_facts(), self.prediction(request.prompt_text)
         )

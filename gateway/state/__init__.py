@@ -1,7 +1,8 @@
-"""Shared gateway state: budget ledgers and circuit breakers, in Redis (several replicas) or
-in-process (one replica); ``make_state`` picks one from the config. The contract and money
-units are in ``base``; ``redis`` owns every Redis key and script; ``failover`` keeps serving on
-local limits while Redis is down, when the config asks for it."""
+"""Shared gateway state: budget ledgers, rate-limit windows and circuit breakers, in Redis
+(several replicas) or in-process (one replica); ``make_state`` picks one from the config. The
+contract and money units are in ``base``; ``redis`` (and ``redis_rates``, its rate windows)
+owns every Redis key and script; ``failover`` keeps serving on local limits while Redis is
+down, when the config asks for it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from gateway.state.base import (
     NANO,
     RESERVATION_TTL_MS,
     BreakerSettings,
+    RateScope,
+    RateVerdict,
     SharedState,
     from_nano,
     to_nano,
@@ -23,6 +26,8 @@ __all__ = [
     "BreakerSettings",
     "FailoverState",
     "InProcessState",
+    "RateScope",
+    "RateVerdict",
     "RedisState",
     "SharedState",
     "from_nano",

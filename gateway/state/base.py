@@ -10,6 +10,12 @@ Each reservation is a *hold* with its own id and expiry: a replica that dies mid
 leaves holds that lapse at their own deadline, whatever traffic follows on the scope (a
 scope-wide TTL would be renewed by every new request and keep a dead replica's holds alive).
 
+Rate limits are exact sliding windows: each admission is an entry (hold id, time, amount) in a
+scope's log, and a request is admitted in all of its scopes at once, or in none, when every
+scope's sum over the last ``window_ms`` plus its amount stays within the scope's limit. A
+token reservation is *settled* to the real count later (the entry's amount changes while it is
+still in the window).
+
 Circuit breaker: ``failure_threshold`` failures within ``window_s`` open a backend's circuit
 for ``cooldown_s``; after the cool-down the circuit is half-open and the next failure opens it
 again at once, while a success closes it.
@@ -17,6 +23,7 @@ again at once, while a success closes it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import Protocol
@@ -41,6 +48,26 @@ class BreakerSettings:
     cooldown_s: float = 30.0
 
 
+@dataclass(frozen=True)
+class RateScope:
+    """One sliding-window limit a request is admitted in: ``amount`` of ``limit`` per window."""
+
+    name: str  # e.g. "key:<id>:requests"
+    limit: int
+    amount: int
+
+
+@dataclass(frozen=True)
+class RateVerdict:
+    """What a rate admission found, scope by scope (in the order asked)."""
+
+    admitted: bool
+    used: tuple[int, ...]  # the window's sum, this request included when admitted
+    reset_ms: tuple[int, ...]  # until the oldest entry leaves the window (0: empty)
+    refused: int | None = None  # index of the first scope over its limit
+    retry_after_ms: int | None = None  # when that scope could take the amount (None: never)
+
+
 class SharedState(Protocol):
     kind: str
 
@@ -51,6 +78,10 @@ class SharedState(Protocol):
     ) -> bool: ...
     async def budget_settle(self, scope: str, hold: str, actual_nano: int) -> None: ...
     async def budget_spent(self, scope: str) -> tuple[int, int]: ...
+    async def rate_admit(
+        self, scopes: Sequence[RateScope], hold: str, window_ms: int
+    ) -> RateVerdict: ...
+    async def rate_settle(self, scope: str, hold: str, amount: int) -> None: ...
     async def breaker_allows(self, backend: str) -> bool: ...
     async def breaker_record(self, backend: str, ok: bool, cfg: BreakerSettings) -> bool: ...
     # live load of self-hosted backends (gateway.capacity): a hash per backend, field -> value

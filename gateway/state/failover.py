@@ -7,6 +7,9 @@ saw is refused (it knows nothing of its spend). Settlements made meanwhile are q
 replayed into Redis when it answers again, so its counters converge on the real spend — unless
 Redis lost its data meanwhile (a new epoch): then its counters are re-seeded from the SQL store,
 which holds those attempts already, and replaying them would count them twice.
+Rate limits fall back to windows of this replica's own, at ``local_share`` of each limit (at
+least 1): a replica keeps admitting while Redis is down, within its share; what it admitted
+meanwhile is not replayed (a window is a minute long, it is over by the time Redis is back).
 Circuit breakers fall back to this replica's own. With ``on_failure: closed`` (the default)
 ``RedisState`` alone is used and a Redis outage is a 503 for budgeted requests.
 """
@@ -15,9 +18,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 from gateway.errors import DependencyUnavailable
-from gateway.state.base import BreakerSettings
+from gateway.state.base import BreakerSettings, RateScope, RateVerdict
 from gateway.state.memory import InProcessState
 from gateway.state.redis import RedisState
 
@@ -33,6 +37,7 @@ class FailoverState:
         self.local_share = local_share
         self._limits: dict[str, tuple[int, int]] = {}  # scope -> (limit, spent+held at last sight)
         self._local_holds: set[str] = set()
+        self._local_rates: set[tuple[str, str]] = set()  # (scope, hold) admitted locally
         self._pending: list[tuple[str, str, int]] = []  # settles to replay: scope, hold, actual
         self._down_since: float | None = None
         self._epoch_at_down = ""
@@ -115,6 +120,31 @@ class FailoverState:
             spent, held = await self.local.budget_spent(scope)
             _, used = self._limits.get(scope, (0, 0))
             return used + spent, held
+
+    async def rate_admit(
+        self, scopes: Sequence[RateScope], hold: str, window_ms: int
+    ) -> RateVerdict:
+        try:
+            return await self.redis.rate_admit(scopes, hold, window_ms)
+        except DependencyUnavailable as exc:
+            self._went_down(exc)
+            share = [
+                RateScope(s.name, max(1, int(s.limit * self.local_share)), s.amount) for s in scopes
+            ]
+            verdict = await self.local.rate_admit(share, hold, window_ms)
+            if verdict.admitted:
+                self._local_rates.update((s.name, hold) for s in scopes)
+            return verdict
+
+    async def rate_settle(self, scope: str, hold: str, amount: int) -> None:
+        if (scope, hold) in self._local_rates:
+            self._local_rates.discard((scope, hold))
+            await self.local.rate_settle(scope, hold, amount)
+            return
+        try:
+            await self.redis.rate_settle(scope, hold, amount)
+        except DependencyUnavailable as exc:
+            self._went_down(exc)  # the entry leaves the window by itself, unsettled
 
     async def breaker_allows(self, backend: str) -> bool:
         try:

@@ -5,8 +5,38 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
+from collections.abc import Sequence
 
-from gateway.state.base import BreakerSettings
+from gateway.state.base import BreakerSettings, RateScope, RateVerdict
+
+
+class _Window:
+    """One rate scope's sliding-window log: entries in admission order, amounts by hold."""
+
+    def __init__(self) -> None:
+        self.log: deque[tuple[float, str]] = deque()  # (time ms, hold)
+        self.amounts: dict[str, int] = {}
+        self.total = 0
+
+    def purge(self, now: float, window_ms: int) -> None:
+        while self.log and self.log[0][0] <= now - window_ms:
+            _, hold = self.log.popleft()
+            self.total -= self.amounts.pop(hold, 0)
+
+    def reset_ms(self, now: float, window_ms: int) -> int:
+        return int(self.log[0][0] + window_ms - now) if self.log else 0
+
+    def retry_ms(self, now: float, window_ms: int, limit: int, amount: int) -> int | None:
+        """When enough of the window has slid out for ``amount`` to fit (None: never)."""
+        if amount > limit:
+            return None
+        excess, freed = self.total + amount - limit, 0
+        for t, hold in self.log:
+            freed += self.amounts.get(hold, 0)
+            if freed >= excess:
+                return max(1, int(t + window_ms - now))
+        return window_ms
 
 
 class InProcessState:
@@ -24,6 +54,7 @@ class InProcessState:
         self._open_until: dict[str, float] = {}
         self._half_open: set[str] = set()
         self._lock = asyncio.Lock()
+        self._windows: dict[str, _Window] = {}
 
     async def budget_seeded(self, scope: str) -> bool:
         return scope in self._spent
@@ -57,6 +88,45 @@ class InProcessState:
     async def budget_spent(self, scope: str) -> tuple[int, int]:
         async with self._lock:
             return self._spent.get(scope, 0), self._reserved(scope)
+
+    def _rate_admit(
+        self, scopes: Sequence[RateScope], hold: str, window_ms: int, now: float
+    ) -> RateVerdict:
+        """All scopes or none (no await inside: atomic for this event loop)."""
+        windows = [self._windows.setdefault(s.name, _Window()) for s in scopes]
+        for w in windows:
+            w.purge(now, window_ms)
+        for i, (scope, w) in enumerate(zip(scopes, windows, strict=True)):
+            if w.total + scope.amount > scope.limit:
+                return RateVerdict(
+                    False,
+                    tuple(w.total for w in windows),
+                    tuple(w.reset_ms(now, window_ms) for w in windows),
+                    refused=i,
+                    retry_after_ms=w.retry_ms(now, window_ms, scope.limit, scope.amount),
+                )
+        for scope, w in zip(scopes, windows, strict=True):
+            if hold not in w.amounts:
+                w.log.append((now, hold))
+            w.amounts[hold] = w.amounts.get(hold, 0) + scope.amount
+            w.total += scope.amount
+        return RateVerdict(
+            True,
+            tuple(w.total for w in windows),
+            tuple(w.reset_ms(now, window_ms) for w in windows),
+        )
+
+    async def rate_admit(
+        self, scopes: Sequence[RateScope], hold: str, window_ms: int
+    ) -> RateVerdict:
+        return self._rate_admit(scopes, hold, window_ms, time.monotonic() * 1000)
+
+    async def rate_settle(self, scope: str, hold: str, amount: int) -> None:
+        w = self._windows.get(scope)
+        if w is None or hold not in w.amounts:
+            return  # already out of the window: nothing left to correct
+        w.total += amount - w.amounts[hold]
+        w.amounts[hold] = amount
 
     async def breaker_allows(self, backend: str) -> bool:
         until = self._open_until.get(backend)

@@ -1,5 +1,5 @@
-"""Shared state in Redis: every Redis key and Lua script of the gateway's budgets and circuit
-breakers lives here.
+"""Shared state in Redis: every Redis key and Lua script of the gateway's budgets, rate limits
+and circuit breakers lives here.
 
 Holds of a budget scope are a sorted set (hold id -> deadline in Redis server time) and a hash
 (hold id -> nano-USD); scripts purge expired holds atomically before they count. A Redis that
@@ -9,6 +9,7 @@ first re-registers its own live holds, so requests in flight across a Redis rest
 against the budget. Redis errors become ``DependencyUnavailable`` (a 503 with retry-after).
 A breaker seen closed with no failure counted is trusted for ``BREAKER_CLEAN_TTL_S`` (0.5 s)
 by the replica that saw it, so a healthy backend costs no Redis round trip per request.
+Rate-limit windows have their keys and script in ``redis_rates``, called through this class.
 The connection pool is bounded and blocking: past ``max_connections`` callers wait (up to the
 timeout) instead of failing.
 """
@@ -20,11 +21,12 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from gateway.errors import DependencyUnavailable
-from gateway.state.base import BreakerSettings
+from gateway.state.base import BreakerSettings, RateScope, RateVerdict
+from gateway.state.redis_rates import RedisRates
 
 T = TypeVar("T")
 log = logging.getLogger("tollgate.state")
@@ -176,6 +178,7 @@ class RedisState:
         self._fail = self._redis.register_script(_BREAKER_FAIL)
         self._ok = self._redis.register_script(_BREAKER_OK)
         self._cb_state = self._redis.register_script(_BREAKER_STATE)
+        self._rates = RedisRates(self._redis, prefix)
         self._cb_clean: dict[str, float] = {}  # backend -> when it was last seen closed + clean
         self._cb_reads: dict[str, asyncio.Future[Any]] = {}  # breaker reads in flight
         self._cb_failed: dict[str, int] = {}  # failures this replica recorded, per backend
@@ -278,6 +281,14 @@ class RedisState:
     async def budget_spent(self, scope: str) -> tuple[int, int]:
         spent, reserved = await self._call(lambda: self._spent(keys=self._budget_keys(scope)))
         return int(spent), int(reserved)
+
+    async def rate_admit(
+        self, scopes: Sequence[RateScope], hold: str, window_ms: int
+    ) -> RateVerdict:
+        return await self._call(lambda: self._rates.admit(scopes, hold, window_ms))
+
+    async def rate_settle(self, scope: str, hold: str, amount: int) -> None:
+        await self._call(lambda: self._rates.settle(scope, hold, amount))
 
     def _clean(self, backend: str) -> bool:
         seen = self._cb_clean.get(backend)

@@ -1,4 +1,6 @@
-"""Tenants and virtual API keys in the store: create, look up by hash, list, revoke.
+"""Tenants and virtual API keys in the store: create, look up by hash, list, revoke; and the
+operator limits of each (budget and its window, requests/tokens per minute, the backends and
+policies it may use), which a key's record carries for itself and its tenant.
 
 Only a SHA-256 hash of a key and a short display prefix are stored; the key itself is shown
 once, when it is created.
@@ -9,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Row, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.store.models import api_keys, requests, tenants
 
 KEY_PREFIX = "tg-"
+BUDGET_WINDOWS = ("total", "day", "month")
+BudgetWindow = Literal["total", "day", "month"]
 
 
 def hash_key(raw: str) -> str:
@@ -35,6 +39,40 @@ def now() -> datetime:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Rate limits and model access of a key or a tenant (None: no limit)."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    allowed_backends: tuple[str, ...] | None = None
+    allowed_policies: tuple[str, ...] | None = None
+
+    @classmethod
+    def of(cls, rpm: Any, tpm: Any, backends: Any, policies: Any) -> Limits:
+        return cls(
+            rpm,
+            tpm,
+            tuple(backends) if backends is not None else None,
+            tuple(policies) if policies is not None else None,
+        )
+
+    def public(self) -> dict[str, object]:
+        return {
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "allowed_backends": list(self.allowed_backends)
+            if self.allowed_backends is not None
+            else None,
+            "allowed_policies": list(self.allowed_policies)
+            if self.allowed_policies is not None
+            else None,
+        }
+
+    def columns(self) -> dict[str, object]:
+        return self.public()
+
+
+@dataclass(frozen=True)
 class KeyRecord:
     id: str
     tenant_id: str
@@ -45,6 +83,9 @@ class KeyRecord:
     tenant_max_budget_usd: Decimal | None
     created_at: datetime
     revoked_at: datetime | None
+    limits: Limits = field(default_factory=Limits)
+    budget_window: str = "total"
+    tenant_limits: Limits = field(default_factory=Limits)
 
     def public(self) -> dict[str, object]:
         return {
@@ -53,6 +94,8 @@ class KeyRecord:
             "name": self.name,
             "prefix": self.prefix,
             "max_budget_usd": str(self.max_budget_usd) if self.max_budget_usd is not None else None,
+            "budget_window": self.budget_window,
+            **self.limits.public(),
             "created_at": self.created_at.isoformat(),
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
         }
@@ -68,11 +111,34 @@ _KEY_COLUMNS = (
     tenants.c.max_budget_usd,
     api_keys.c.created_at,
     api_keys.c.revoked_at,
+    api_keys.c.rpm,
+    api_keys.c.tpm,
+    api_keys.c.allowed_backends,
+    api_keys.c.allowed_policies,
+    api_keys.c.budget_window,
+    tenants.c.rpm,
+    tenants.c.tpm,
+    tenants.c.allowed_backends,
+    tenants.c.allowed_policies,
 )
 
 
 def _record(row: Row[Any]) -> KeyRecord:
-    return KeyRecord(*tuple(row))
+    v = tuple(row)
+    return KeyRecord(
+        id=v[0],
+        tenant_id=v[1],
+        tenant_name=v[2],
+        name=v[3],
+        prefix=v[4],
+        max_budget_usd=v[5],
+        tenant_max_budget_usd=v[6],
+        created_at=v[7],
+        revoked_at=v[8],
+        limits=Limits.of(*v[9:13]),
+        budget_window=v[13] or "total",
+        tenant_limits=Limits.of(*v[14:18]),
+    )
 
 
 class KeyStore:
@@ -89,8 +155,16 @@ class KeyStore:
             return tenant_id
 
     async def create_key(
-        self, tenant: str, *, name: str | None = None, max_budget_usd: Decimal | None = None
+        self,
+        tenant: str,
+        *,
+        name: str | None = None,
+        max_budget_usd: Decimal | None = None,
+        budget_window: str = "total",
+        limits: Limits | None = None,
     ) -> tuple[str, KeyRecord]:
+        if budget_window not in BUDGET_WINDOWS:
+            raise ValueError(f"budget window must be one of {', '.join(BUDGET_WINDOWS)}")
         tenant_id = await self.ensure_tenant(tenant)
         raw = generate_key()
         key_id = uuid.uuid4().hex
@@ -103,12 +177,32 @@ class KeyStore:
                     key_hash=hash_key(raw),
                     prefix=raw[: len(KEY_PREFIX) + 6],
                     max_budget_usd=max_budget_usd,
+                    budget_window=budget_window,
                     created_at=now(),
+                    **(limits or Limits()).columns(),
                 )
             )
         record = await self.get(key_id)
         assert record is not None
         return raw, record
+
+    async def set_tenant_limits(self, tenant: str, limits: Limits) -> str:
+        """Set a tenant's rate limits and model access (created if new); returns its id. Keys
+        read them with their own record (within the key-cache TTL on every replica)."""
+        tenant_id = await self.ensure_tenant(tenant)
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                tenants.update().where(tenants.c.id == tenant_id).values(**limits.columns())
+            )
+        return tenant_id
+
+    async def tenant_limits(self, tenant: str) -> Limits | None:
+        stmt = select(
+            tenants.c.rpm, tenants.c.tpm, tenants.c.allowed_backends, tenants.c.allowed_policies
+        ).where(tenants.c.name == tenant)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(stmt)).first()
+        return Limits.of(*tuple(row)) if row is not None else None
 
     def _select(self):
         return select(*_KEY_COLUMNS).join(tenants, tenants.c.id == api_keys.c.tenant_id)

@@ -28,6 +28,18 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+
+def _operator_limits() -> list[Column]:
+    """Rate limits and model access of a key or a tenant (migration 0005); NULL: no limit.
+    The access lists are JSON lists of backend / policy names."""
+    return [
+        Column("rpm", Integer, nullable=True),
+        Column("tpm", Integer, nullable=True),
+        Column("allowed_backends", JSON, nullable=True),
+        Column("allowed_policies", JSON, nullable=True),
+    ]
+
+
 MONEY = Numeric(20, 10)
 
 tenants = Table(
@@ -37,6 +49,7 @@ tenants = Table(
     Column("name", String(128), nullable=False, unique=True),
     Column("max_budget_usd", MONEY, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    *_operator_limits(),
 )
 
 api_keys = Table(
@@ -50,6 +63,9 @@ api_keys = Table(
     Column("max_budget_usd", MONEY, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+    *_operator_limits(),
+    # total | day | month: the window max_budget_usd applies to (migration 0005)
+    Column("budget_window", String(16), nullable=False, server_default="total"),
 )
 
 tasks = Table(
