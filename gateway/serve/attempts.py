@@ -76,6 +76,8 @@ def record_attempt(
         "decision": ctx.decision if clock.number == 1 else None,
         "created_at": clock.created_at,
         "finished_at": now(),
+        "cache_hit": False,  # a hit is recorded by gateway.serve.cache
+        "cache_saved_usd": None,
     }
     rt.writer.submit_attempt(row)
     note_attempt(row)  # the request's access line and trace are written from its rows

@@ -43,6 +43,7 @@ class RequestContext:
     last_attempt_id: str | None = None
     decision: dict[str, Any] | None = None  # the policy decision, stored with the 1st attempt
     rejections: int = 0
+    cache: Any = None  # gateway.serve.cache.CacheProbe: the response cache's part in it
 
     def __post_init__(self) -> None:
         self.task_ref = self.request.task_ref or self.request_id

@@ -7,7 +7,8 @@ saw is refused (it knows nothing of its spend). Settlements made meanwhile are q
 replayed into Redis when it answers again, so its counters converge on the real spend — unless
 Redis lost its data meanwhile (a new epoch): then its counters are re-seeded from the SQL store,
 which holds those attempts already, and replaying them would count them twice.
-Circuit breakers fall back to this replica's own. With ``on_failure: closed`` (the default)
+Circuit breakers fall back to this replica's own; the response cache misses (nothing is cached
+meanwhile). With ``on_failure: closed`` (the default)
 ``RedisState`` alone is used and a Redis outage is a 503 for budgeted requests.
 """
 
@@ -139,6 +140,32 @@ class FailoverState:
             return await self.redis.load_read(backend)
         except DependencyUnavailable:
             return await self.local.load_read(backend)
+
+    async def cache_get(self, key: str) -> str | None:
+        try:
+            return await self.redis.cache_get(key)
+        except DependencyUnavailable:
+            return None
+
+    async def cache_put(self, key: str, value: str, ttl_ms: int) -> None:
+        try:
+            await self.redis.cache_put(key, value, ttl_ms)
+        except DependencyUnavailable:
+            return None
+
+    async def cache_vectors(self, scope: str) -> dict[str, str]:
+        try:
+            return await self.redis.cache_vectors(scope)
+        except DependencyUnavailable:
+            return {}
+
+    async def cache_vector_add(
+        self, scope: str, entry: str, vector: str, ttl_ms: int, keep: int
+    ) -> None:
+        try:
+            await self.redis.cache_vector_add(scope, entry, vector, ttl_ms, keep)
+        except DependencyUnavailable:
+            return None
 
     async def ping(self) -> bool:
         return await self.redis.ping()
