@@ -7,7 +7,7 @@ Keys, under the state's prefix:
 * ``cache:v:<scope>`` (hash entry -> base64 vector) and ``cache:vt:<scope>`` (sorted set
   entry -> deadline in Redis server time): the semantic entries of one scope (a tenant and a
   request shape). The scripts drop expired entries and keep only the newest ``keep``, so a
-  scope never grows past its bound; both keys expire with the newest entry.
+  scope never grows past its bound; both keys expire with the longest-lived entry.
 
 There is no vector index in plain Redis: the caller reads a scope's (bounded) vectors and
 compares them itself.
@@ -43,8 +43,10 @@ if over > 0 then
   redis.call('HDEL', KEYS[1], unpack(old))
   redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)
 end
-redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('PEXPIRE', KEYS[2], ttl)
+if redis.call('PTTL', KEYS[2]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
 return 1
 """
 )
