@@ -80,7 +80,7 @@ def _default_caller() -> BackendCaller:
 def load_predictor(settings: Settings) -> Any:
     """The predictor service the policies use, or None when disabled or not needed."""
     cfg = settings.config
-    if not cfg.predictor.enabled or not cfg.policies:
+    if not cfg.predictor.enabled or (not cfg.policies and cfg.cache.mode != "semantic"):
         return None
     from gateway.serve.predictor_client import PredictorClient
 

@@ -83,6 +83,15 @@ class Metrics:
             ["predictor"],
             registry=r,
         )
+        self.cache_lookups = Counter(
+            "tollgate_cache_lookups_total",
+            "Response cache lookups by result (exact_hit, semantic_hit, miss, bypass)",
+            ["result"],
+            registry=r,
+        )
+        self.cache_saved = Counter(
+            "tollgate_cache_saved_usd", "What the reused answers of cache hits cost", registry=r
+        )
         self.store_pending = Gauge(
             "tollgate_store_pending_rows", "Rows waiting for the SQL store", registry=r
         )

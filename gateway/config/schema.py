@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config.cache import CacheConfig
 from gateway.settings import env_secret
 from policies import Policy, PolicySet
 from policies.schema import Routing, Shadow
@@ -310,6 +311,7 @@ class Config(Strict):
     server: ServerConfig = ServerConfig()
     circuit_breaker: BreakerConfig = BreakerConfig()
     judge: JudgeConfig | None = None
+    cache: CacheConfig = CacheConfig()
 
     _policy_set: PolicySet | None = PrivateAttr(default=None)
 

@@ -191,5 +191,7 @@ async def get_request(
         if row["cost_usd"] is not None:
             total += Decimal(str(row["cost_usd"]))
             item["cost_usd"] = format_usd(Decimal(str(row["cost_usd"])))
+        if row.get("cache_saved_usd") is not None:  # a response-cache hit: what it saved
+            item["cache_saved_usd"] = format_usd(Decimal(str(row["cache_saved_usd"])))
         attempts.append(item)
     return {"request_id": request_id, "cost_usd": format_usd(total), "attempts": attempts}

@@ -63,6 +63,8 @@ def attempt_row(
         "decision": ctx.decision if clock.number == 1 else None,
         "created_at": clock.created_at,
         "finished_at": now(),
+        "cache_hit": False,  # a hit is recorded by gateway.serve.cache
+        "cache_saved_usd": None,
     }
 
 

@@ -28,7 +28,7 @@ from gateway.config import BackendConfig
 from gateway.errors import DependencyUnavailable, NoBackendAvailable, UpstreamError
 from gateway.pricing import format_usd
 from gateway.runtime import Runtime
-from gateway.serve import access, limits
+from gateway.serve import access, cache, limits
 from gateway.serve.attempts import start_task
 from gateway.serve.context import RequestContext
 from gateway.serve.dispatch import Dispatcher
@@ -89,6 +89,8 @@ def response_headers(
         headers["x-tollgate-policy"] = ctx.policy
     if cost:
         headers["x-tollgate-cost-usd"] = format_usd(None if ctx.unpriced else ctx.total_cost)
+    if ctx.cache is not None:
+        headers.update(ctx.cache.headers())  # x-tollgate-cache: hit | miss
     return headers
 
 
@@ -138,6 +140,13 @@ class Pipeline:
             policy=route.policy,
             request_id=request_id,
         )
+        if route.policy is None:  # the same access check for pinned and routed requests,
+            access.check_backend(principal, route.chain[0], snap.config)  # cache hits included
+        elif (named := snap.config.policies.get(route.policy)) is not None:
+            access.check_policy(principal, route.policy, named.candidates, snap.config)
+        ctx.cache = await cache.probe(rt, ctx, route)  # before routing and any reservation
+        if ctx.cache.hit is not None:
+            return self._cached(ctx)
         budgeted = principal.key_budget_usd is not None or principal.tenant_budget_usd is not None
         # the token estimate feeds the policy facts and the budget reservation; a request
         # pinned to one backend with no budget needs neither, so it skips the tokenizer
@@ -146,7 +155,6 @@ class Pipeline:
             first_backend = route.chain[0] if route.chain else snap.config.backends[0]
             prompt_tokens = request.count_prompt(rt.caller, first_backend)
         if route.policy is None:
-            access.check_backend(principal, route.chain[0], snap.config)
             routed = Routed(None, snap.callable_chain(route))
         else:
             routed = await Router(rt, snap).route(
@@ -167,6 +175,16 @@ class Pipeline:
         except BaseException:
             await finish()  # nothing served: settles the reservation (no-op if done)
             raise
+
+    def _cached(self, ctx: RequestContext) -> Answer | Stream:
+        """A response-cache hit: no upstream call and no reservation; recorded as one attempt
+        at zero cost (gateway.serve.cache)."""
+        start_task(self.rt, ctx)
+        ctx.cache.record_hit(self.rt, ctx)
+        headers = response_headers(ctx, None, cost=True)
+        if ctx.request.stream:
+            return Stream(ctx.cache.chunks(ctx), headers)
+        return Answer(ctx.cache.answer(), headers)
 
     async def _reserve(
         self, ctx: RequestContext, routed: Routed, policy: Policy | None, prompt_tokens: int
@@ -213,6 +231,8 @@ class Pipeline:
             except (UpstreamError, NoBackendAvailable):
                 break
         await finish(answer=resp, ok=rejection is None, validation=check.last if check else None)
+        if rejection is None:
+            await ctx.cache.keep_answer(self.rt, ctx, resp, backend)
         headers = {**routed.headers(), **response_headers(ctx, backend, cost=True)}
         if check is not None:
             headers["x-tollgate-validation"] = "passed" if rejection is None else "failed"
@@ -226,6 +246,7 @@ class Pipeline:
 
         async def on_end(end: StreamEnd) -> dict[str, Any]:
             await finish(answer=end.text, ok=end.status == "ok", stream=(clock, end))
+            await ctx.cache.keep_stream(self.rt, ctx, end, clock.backend, first.get("model"))
             # what the request cost, every attempt included: on the stream's last chunk
             cost = None if ctx.unpriced else format_usd(ctx.total_cost)
             return {"cost_usd": cost, "attempts": ctx.attempts, "request_id": ctx.request_id}

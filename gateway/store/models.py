@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -106,6 +107,10 @@ requests = Table(
     Column("decision", JSON, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=True),
+    # a response-cache hit (gateway.serve.cache; migration 0007): cost 0, and what the reused
+    # answer cost when it was made
+    Column("cache_hit", Boolean, nullable=False, default=False, server_default=false()),
+    Column("cache_saved_usd", MONEY, nullable=True),
     Index("ix_requests_tenant_created", "tenant_id", "created_at"),
     Index("ix_requests_request_id", "request_id"),
     Index("ix_requests_task_id", "task_id"),
