@@ -153,7 +153,7 @@ def replica_config(upstream: FakeUpstream, spool: Path, **sections: Any) -> dict
         "circuit_breaker": {"failure_threshold": 5, "window_s": 30, "cooldown_s": 30},
     }
     for name, value in sections.items():
-        cfg[name] = {**cfg.get(name, {}), **value}
+        cfg[name] = {**cfg.get(name, {}), **value} if isinstance(value, dict) else value
     return cfg
 
 

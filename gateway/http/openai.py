@@ -178,7 +178,9 @@ async def get_request(
     rt = runtime_of(request)
     principal = await _authenticate(rt, authorization)
     await rt.writer.flush()
-    rows = await queries.request_attempts(rt.engine, principal.tenant_id, request_id)
+    rows = await queries.peer_visible(  # answered by another replica a moment ago: wait
+        lambda: queries.request_attempts(rt.engine, principal.tenant_id, request_id)
+    )
     if not rows:
         raise NotFound(f"no request {request_id!r} for this tenant", param="request_id")
     attempts = []

@@ -1,19 +1,41 @@
 """The SQL the running gateway asks of its store outside the record writer: a liveness ping,
 a budget scope's recorded spend, one request's attempts, finding a tenant's task, a tenant by
-name, and writing a task outcome (an idempotent replace). Route handlers and services call
-these; they never build SQL themselves. Report queries live in ``gateway.analytics``.
+name, and writing a task outcome (an idempotent replace). ``peer_visible`` waits for a row a
+peer replica answered a moment ago (read-your-writes behind a load balancer). Route handlers
+and services call these; they never build SQL themselves. Report queries live in
+``gateway.analytics``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.store.models import outcomes, requests, tasks, tenants
+
+T = TypeVar("T")
+PEER_WAIT_S = 2.0  # a peer's writer flushes every store.flush_interval_ms (default 200 ms)
+
+
+async def peer_visible(fetch: Callable[[], Awaitable[T]], wait_s: float = PEER_WAIT_S) -> T:
+    """``fetch()`` until it finds something or ``wait_s`` passes: a request answered by another
+    replica reaches the store with that replica's next batch, so a client that asks this
+    replica right after the answer (feedback, ``GET /v1/requests/{id}``) still finds it."""
+    deadline = time.monotonic() + wait_s
+    delay = 0.05
+    while True:
+        found = await fetch()
+        if found or time.monotonic() >= deadline:
+            return found
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.4)
 
 
 async def ping(engine: AsyncEngine) -> None:
