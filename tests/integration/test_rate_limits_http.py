@@ -81,25 +81,31 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         a = GatewayProcess(cfg, work, env)
         b = GatewayProcess(cfg, work, env)
 
-        def key(*args: str) -> str:
-            made = a.cli("keys", "create", *args)
-            assert made.returncode == 0, made.stderr
-            return made.stdout.strip().splitlines()[-1]
-
-        keys = {
-            "rpm": key("--tenant", "acme", "--rpm", "3"),
-            "tpm": key("--tenant", "acme", "--tpm", "1000"),
-            "small_only": key("--tenant", "acme", "--allow-backend", "small"),
-            "large_only": key("--tenant", "acme", "--allow-backend", "large"),
-            "spill_only": key("--tenant", "acme", "--allow-policy", "spill"),
-            "plain": key("--tenant", "acme"),
-            "globex": key("--tenant", "globex"),
-        }
+        made = a.cli("keys", "create", "--tenant", "acme", "--rpm", "3")
+        assert made.returncode == 0, made.stderr
         tenant = a.cli("tenants", "set", "initech", "--rpm", "2")
         assert tenant.returncode == 0, tenant.stderr
-        keys["initech"] = key("--tenant", "initech")
-        keys["initech2"] = key("--tenant", "initech")
         with a, b:
+            admin = {"authorization": "Bearer admin-secret-0123456789"}
+
+            def key(tenant: str, **limits: Any) -> str:
+                resp = httpx.post(
+                    a.url + "/admin/keys", json={"tenant": tenant, **limits}, headers=admin
+                )
+                assert resp.status_code == 201, resp.text
+                return str(resp.json()["key"])
+
+            keys = {
+                "rpm": made.stdout.strip().splitlines()[-1],
+                "tpm": key("acme", tpm=1000),
+                "small_only": key("acme", allowed_backends=["small"]),
+                "large_only": key("acme", allowed_backends=["large"]),
+                "spill_only": key("acme", allowed_policies=["spill"]),
+                "plain": key("acme"),
+                "globex": key("globex"),
+                "initech": key("initech"),
+                "initech2": key("initech"),
+            }
             yield {"a": a, "b": b, "keys": keys, "upstream": upstream}
 
 
