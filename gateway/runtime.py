@@ -63,10 +63,11 @@ class Runtime:
         calibrations = self.capacity.calibrations if self.capacity is not None else None
         return build_snapshot(config, self.caller, self.predictor, calibrations)
 
-    async def allowed(self, backend: str) -> bool:
-        """False while the backend's circuit is open (shared state errors fail open)."""
+    async def allowed(self, backend: str, probe_lease_s: float = 0.0) -> bool:
+        """False while the backend's circuit is open (shared state errors fail open); with a
+        ``probe_lease_s`` the caller is about to call it and, half-open, claims the one probe."""
         try:
-            return await self.state.breaker_allows(backend)
+            return await self.state.breaker_allows(backend, int(probe_lease_s * 1000))
         except Exception:
             log.exception("circuit breaker read failed for %s; treating it as closed", backend)
             return True

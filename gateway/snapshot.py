@@ -105,6 +105,6 @@ def build_snapshot(
         prices=MappingProxyType(
             {b.name: resolve_price(b, caller, cal.get(b.name)) for b in config.backends}
         ),
-        breaker=BreakerSettings(cb.failure_threshold, cb.window_s, cb.cooldown_s),
+        breaker=BreakerSettings(cb.failure_threshold, cb.window_s, cb.cooldown_s, cb.probe_lease_s),
         learned_profiles=frozenset(getattr(predictor, "profiles", None) or ()),
     )

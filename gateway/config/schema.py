@@ -240,6 +240,7 @@ class BreakerConfig(Strict):
     failure_threshold: int = Field(default=5, ge=1)
     window_s: float = Field(default=30.0, gt=0)
     cooldown_s: float = Field(default=30.0, gt=0)
+    probe_lease_s: float = Field(default=30.0, gt=0, le=3600)  # the one probe's lease
 
 
 class PredictorConfig(Strict):

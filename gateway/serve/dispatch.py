@@ -79,7 +79,8 @@ class Dispatcher:
         self.ctx = ctx
 
     async def _allowed(self, backend: BackendConfig) -> bool:
-        return bool(await self.rt.allowed(backend.name))
+        # about to call it: after a cool-down only one caller across the replicas probes it
+        return bool(await self.rt.allowed(backend.name, self.ctx.snap.breaker.probe_lease_s))
 
     async def attempts(
         self,

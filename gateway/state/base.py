@@ -20,8 +20,9 @@ vectors (the newest ``keep``) that the semantic lookup compares in Python. Each 
 what it keeps; a lookup that cannot be answered is a miss for the caller.
 
 Circuit breaker: ``failure_threshold`` failures within ``window_s`` open a backend's circuit
-for ``cooldown_s``; after the cool-down the circuit is half-open and the next failure opens it
-again at once, while a success closes it.
+for ``cooldown_s``; after the cool-down the circuit is half-open: one caller across every
+replica claims the probe (a lease of ``probe_lease_s``) and the others keep skipping the backend
+until the probe's failure opens it again or its success closes it (or the lease lapses).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class BreakerSettings:
     failure_threshold: int = 5
     window_s: float = 30.0
     cooldown_s: float = 30.0
+    probe_lease_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,9 @@ class SharedState(Protocol):
         self, scopes: Sequence[RateScope], hold: str, window_ms: int
     ) -> RateVerdict: ...
     async def rate_settle(self, scope: str, hold: str, amount: int) -> None: ...
-    async def breaker_allows(self, backend: str) -> bool: ...
+    # probe_lease_ms 0: may it be called (read only); > 0: about to call it, and when the
+    # breaker is half-open, claim its single probe for that long (refused while one is out)
+    async def breaker_allows(self, backend: str, probe_lease_ms: int = 0) -> bool: ...
     async def breaker_record(self, backend: str, ok: bool, cfg: BreakerSettings) -> bool: ...
     # live load of self-hosted backends (gateway.capacity): a hash per backend, field -> value
     async def load_publish(self, backend: str, field: str, value: str, ttl_ms: int) -> None: ...

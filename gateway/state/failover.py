@@ -148,11 +148,11 @@ class FailoverState:
         except DependencyUnavailable as exc:
             self._went_down(exc)  # the entry leaves the window by itself, unsettled
 
-    async def breaker_allows(self, backend: str) -> bool:
+    async def breaker_allows(self, backend: str, probe_lease_ms: int = 0) -> bool:
         try:
-            return await self.redis.breaker_allows(backend)
+            return await self.redis.breaker_allows(backend, probe_lease_ms)
         except DependencyUnavailable:
-            return await self.local.breaker_allows(backend)
+            return await self.local.breaker_allows(backend, probe_lease_ms)
 
     async def breaker_record(self, backend: str, ok: bool, cfg: BreakerSettings) -> bool:
         try:

@@ -60,6 +60,7 @@ class InProcessState:
         self._fails: dict[str, list[float]] = {}
         self._open_until: dict[str, float] = {}
         self._half_open: set[str] = set()
+        self._probe_until: dict[str, float] = {}  # half-open backend -> its probe's lease end
         self._lock = asyncio.Lock()
         self._windows: dict[str, _Window] = {}
         self._answers: OrderedDict[str, tuple[str, float]] = OrderedDict()  # key -> value, deadline
@@ -139,21 +140,28 @@ class InProcessState:
         w.total += amount - w.amounts[hold]
         w.amounts[hold] = amount
 
-    async def breaker_allows(self, backend: str) -> bool:
+    async def breaker_allows(self, backend: str, probe_lease_ms: int = 0) -> bool:
+        now = time.monotonic()
         until = self._open_until.get(backend)
-        if until is None:
-            return True
-        if time.monotonic() >= until:
+        if until is not None:
+            if now < until:
+                return False
             del self._open_until[backend]
             self._half_open.add(backend)
+        if backend not in self._half_open:
             return True
-        return False
+        if self._probe_until.get(backend, 0.0) > now:
+            return False  # the probe is in flight: the others wait for its verdict
+        if probe_lease_ms > 0:
+            self._probe_until[backend] = now + probe_lease_ms / 1000
+        return True
 
     async def breaker_record(self, backend: str, ok: bool, cfg: BreakerSettings) -> bool:
         now = time.monotonic()
         if ok:
             self._fails.pop(backend, None)
             self._half_open.discard(backend)
+            self._probe_until.pop(backend, None)
             return False
         if backend in self._open_until:
             return False  # already open: this failure opened nothing
@@ -163,6 +171,7 @@ class InProcessState:
         if len(fails) >= cfg.failure_threshold or backend in self._half_open:
             self._open_until[backend] = now + cfg.cooldown_s
             self._half_open.discard(backend)
+            self._probe_until.pop(backend, None)
             self._fails.pop(backend, None)
             return True
         return False

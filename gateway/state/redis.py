@@ -1,6 +1,6 @@
 """Shared state in Redis: every Redis key and Lua script of the gateway's budgets, rate limits
 and circuit breakers lives here (the rate windows' in ``gateway.state.redis_rates``, the response
-cache's in ``gateway.state.redis_cache``).
+cache's in ``gateway.state.redis_cache``, the breakers' in ``gateway.state.redis_breaker``).
 
 Holds of a budget scope are a sorted set (hold id -> deadline in Redis server time) and a hash
 (hold id -> nano-USD); scripts purge expired holds atomically before they count. A Redis that
@@ -8,8 +8,7 @@ restarted (or lost its data) is noticed through an *epoch* token: each replica r
 epoch it last saw, a reservation under another epoch is refused by the script, and the replica
 first re-registers its own live holds, so requests in flight across a Redis restart still count
 against the budget. Redis errors become ``DependencyUnavailable`` (a 503 with retry-after).
-A breaker seen closed with no failure counted is trusted for ``BREAKER_CLEAN_TTL_S`` (0.5 s)
-by the replica that saw it, so a healthy backend costs no Redis round trip per request.
+Circuit breakers have their keys and scripts in ``redis_breaker``.
 Rate-limit windows have their keys and script in ``redis_rates``, called through this class.
 The connection pool is bounded and blocking: past ``max_connections`` callers wait (up to the
 timeout) instead of failing.
@@ -27,6 +26,7 @@ from typing import Any, TypeVar
 
 from gateway.errors import DependencyUnavailable
 from gateway.state.base import BreakerSettings, RateScope, RateVerdict
+from gateway.state.redis_breaker import RedisBreakers
 from gateway.state.redis_cache import RedisCache
 from gateway.state.redis_rates import RedisRates
 
@@ -106,36 +106,6 @@ if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('INCRBY', KEYS[1], ARGV[2]
 return 1
 """
 
-# KEYS: fails, open, half_open. ARGV: threshold, window_ms, cooldown_ms
-_BREAKER_FAIL = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-if n >= tonumber(ARGV[1]) or redis.call('EXISTS', KEYS[3]) == 1 then
-  redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
-  redis.call('SET', KEYS[3], '1', 'PX', tonumber(ARGV[3]) * 10)
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-return 0
-"""
-
-
-# A success resets a backend's failure count only when there is one (one round trip, not two).
-_BREAKER_OK = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
-redis.call('DEL', KEYS[1], KEYS[3])
-return 0
-"""
-# What this replica needs to know about a backend's breaker: open, and anything to reset.
-_BREAKER_STATE = """
-return {redis.call('EXISTS', KEYS[2]), redis.call('EXISTS', KEYS[1], KEYS[3])}
-"""
-# How long a replica trusts a breaker it saw closed and clean (no failure counted) without
-# asking Redis again: the healthy path then costs no round trip per request. An opening by
-# another replica is seen at most this late; an open or dirty breaker is never cached.
-BREAKER_CLEAN_TTL_S = 0.5
-
 
 class RedisState:
     """State shared by every replica through one Redis."""
@@ -177,19 +147,14 @@ class RedisState:
         self._settle = self._redis.register_script(_SETTLE)
         self._spent = self._redis.register_script(_SPENT)
         self._restore = self._redis.register_script(_RESTORE)
-        self._fail = self._redis.register_script(_BREAKER_FAIL)
-        self._ok = self._redis.register_script(_BREAKER_OK)
-        self._cb_state = self._redis.register_script(_BREAKER_STATE)
         self._rates = RedisRates(self._redis, prefix)
-        self._cb_clean: dict[str, float] = {}  # backend -> when it was last seen closed + clean
-        self._cb_reads: dict[str, asyncio.Future[Any]] = {}  # breaker reads in flight
-        self._cb_failed: dict[str, int] = {}  # failures this replica recorded, per backend
         self._epoch = ""
         # this replica's unsettled holds: scope -> hold -> (nano-USD, monotonic deadline)
         self._live: dict[str, dict[str, tuple[int, float]]] = {}
         self.last_seen: tuple[int, int] | None = None  # (spent, reserved) of the last reserve
         self._watch: asyncio.Task[None] | None = None
         self._cache = RedisCache(self._redis, self._k, self._call)
+        self._breakers = RedisBreakers(self._redis, self._k, self._call)
 
     @property
     def epoch(self) -> str:
@@ -293,52 +258,11 @@ class RedisState:
     async def rate_settle(self, scope: str, hold: str, amount: int) -> None:
         await self._call(lambda: self._rates.settle(scope, hold, amount))
 
-    def _clean(self, backend: str) -> bool:
-        seen = self._cb_clean.get(backend)
-        return seen is not None and time.monotonic() - seen < BREAKER_CLEAN_TTL_S
-
-    async def _breaker_state(self, backend: str) -> tuple[bool, bool]:
-        """(open, failures counted) of a backend's breaker, read once for every request that
-        asks while the read is in flight (no stampede when the cached view expires)."""
-        failures_before = self._cb_failed.get(backend, 0)
-        pending = self._cb_reads.get(backend)
-        if pending is None:
-            keys = [self._k("cb", backend, s) for s in ("fails", "open", "half")]
-            pending = asyncio.ensure_future(self._call(lambda: self._cb_state(keys=keys)))
-            self._cb_reads[backend] = pending
-
-            def forget(done: asyncio.Future[Any]) -> None:
-                if self._cb_reads.get(backend) is done:
-                    del self._cb_reads[backend]
-
-            pending.add_done_callback(forget)
-        opened, dirty = await asyncio.shield(pending)
-        # a read that may predate this replica's own latest failure does not make it clean
-        if not opened and not dirty and self._cb_failed.get(backend, 0) == failures_before:
-            if backend not in self._cb_reads:  # the read is not older than a newer one
-                self._cb_clean[backend] = time.monotonic()
-        return bool(opened), bool(dirty)
-
-    async def breaker_allows(self, backend: str) -> bool:
-        if self._clean(backend):
-            return True
-        opened, _ = await self._breaker_state(backend)
-        return not opened
+    async def breaker_allows(self, backend: str, probe_lease_ms: int = 0) -> bool:
+        return await self._breakers.allows(backend, probe_lease_ms)
 
     async def breaker_record(self, backend: str, ok: bool, cfg: BreakerSettings) -> bool:
-        fails, opened, half = (self._k("cb", backend, s) for s in ("fails", "open", "half"))
-        if ok:
-            if self._clean(backend):
-                return False  # nothing counted: nothing to reset
-            is_open, dirty = await self._breaker_state(backend)
-            if dirty and not is_open:
-                if not await self._call(lambda: self._ok(keys=[fails, opened, half])):
-                    self._cb_clean[backend] = time.monotonic()
-            return False
-        self._cb_clean.pop(backend, None)
-        self._cb_failed[backend] = self._cb_failed.get(backend, 0) + 1
-        args = [cfg.failure_threshold, int(cfg.window_s * 1000), int(cfg.cooldown_s * 1000)]
-        return bool(await self._call(lambda: self._fail(keys=[fails, opened, half], args=args)))
+        return await self._breakers.record(backend, ok, cfg)
 
     async def load_publish(self, backend: str, field: str, value: str, ttl_ms: int) -> None:
         key = self._k("load", backend)

@@ -47,6 +47,23 @@ def test_breaker_opens_half_opens_and_closes() -> None:
     asyncio.run(run())
 
 
+def test_half_open_breaker_lets_one_probe_through() -> None:
+    async def run() -> None:
+        state = InProcessState()
+        cfg = BreakerSettings(failure_threshold=1, window_s=60, cooldown_s=0.05)
+        assert await state.breaker_record("b", False, cfg)
+        await asyncio.sleep(0.06)
+        claims = await asyncio.gather(*(state.breaker_allows("b", 100) for _ in range(20)))
+        assert sum(claims) == 1  # one probe; the others skip the backend
+        assert not await state.breaker_allows("b")
+        await asyncio.sleep(0.11)
+        assert await state.breaker_allows("b", 100)  # the probe's lease lapsed: another goes
+        await state.breaker_record("b", True, cfg)  # it succeeded: closed for everyone
+        assert all(await asyncio.gather(*(state.breaker_allows("b", 100) for _ in range(5))))
+
+    asyncio.run(run())
+
+
 def test_price_precedence_and_self_hosted() -> None:
     caller = FakeCaller()
     cfg = BackendConfig(
