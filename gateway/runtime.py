@@ -81,6 +81,7 @@ class Runtime:
             return False
 
     async def close(self) -> None:
+        await self.latency.close()
         if self.capacity is not None:
             await self.capacity.close()
         if self.predictor is not None and hasattr(self.predictor, "close"):
@@ -147,7 +148,11 @@ async def build_runtime(
         snapshot=build_snapshot(cfg, caller, predictor, capacity.calibrations),
         predictor=predictor,
         capacity=capacity,
+        # merged across the replicas through Redis when there is one (batched, off the hot path)
+        latency=LatencyWindow(state=state if settings.redis_url else None),
     )
+    runtime.latency.want([b.name for b in cfg.backends])
+    runtime.latency.start()
     capacity.follow(
         lambda: runtime.config,
         on_calibration=lambda: runtime.install(runtime.snapshot_for(runtime.config)),

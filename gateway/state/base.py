@@ -27,7 +27,7 @@ until the probe's failure opens it again or its success closes it (or the lease 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import Protocol
@@ -91,6 +91,14 @@ class SharedState(Protocol):
     # breaker is half-open, claim its single probe for that long (refused while one is out)
     async def breaker_allows(self, backend: str, probe_lease_ms: int = 0) -> bool: ...
     async def breaker_record(self, backend: str, ok: bool, cfg: BreakerSettings) -> bool: ...
+    # backends' recent latencies (gateway.latency): a replica's batch of new samples, and the
+    # newest ``keep`` samples per backend of every replica, none older than ``max_age_ms``
+    async def latency_push(
+        self, samples: Mapping[str, Sequence[float]], keep: int, max_age_ms: int
+    ) -> None: ...
+    async def latency_read(
+        self, backends: Sequence[str], max_age_ms: int
+    ) -> dict[str, list[float]]: ...
     # live load of self-hosted backends (gateway.capacity): a hash per backend, field -> value
     async def load_publish(self, backend: str, field: str, value: str, ttl_ms: int) -> None: ...
     async def load_read(self, backend: str) -> dict[str, str]: ...

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from gateway.errors import DependencyUnavailable
 from gateway.state.base import BreakerSettings, RateScope, RateVerdict
@@ -159,6 +159,16 @@ class FailoverState:
             return await self.redis.breaker_record(backend, ok, cfg)
         except DependencyUnavailable:
             return await self.local.breaker_record(backend, ok, cfg)
+
+    async def latency_push(
+        self, samples: Mapping[str, Sequence[float]], keep: int, max_age_ms: int
+    ) -> None:
+        await self.redis.latency_push(samples, keep, max_age_ms)  # the caller keeps its own
+
+    async def latency_read(
+        self, backends: Sequence[str], max_age_ms: int
+    ) -> dict[str, list[float]]:
+        return await self.redis.latency_read(backends, max_age_ms)
 
     async def load_publish(self, backend: str, field: str, value: str, ttl_ms: int) -> None:
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from gateway.state.base import BreakerSettings, RateScope, RateVerdict
 
@@ -53,6 +53,7 @@ class InProcessState:
 
     def __init__(self) -> None:
         self._load: dict[str, dict[str, str]] = {}
+        self._latency: dict[str, deque[tuple[float, float]]] = {}  # backend -> (time, ms)
         self._spent: dict[str, int] = {}
         self._holds: dict[
             str, dict[str, tuple[int, float]]
@@ -175,6 +176,22 @@ class InProcessState:
             self._fails.pop(backend, None)
             return True
         return False
+
+    async def latency_push(
+        self, samples: Mapping[str, Sequence[float]], keep: int, max_age_ms: int
+    ) -> None:
+        now = time.monotonic()
+        for backend, values in samples.items():
+            kept = self._latency.get(backend)
+            if kept is None or kept.maxlen != keep:
+                kept = self._latency[backend] = deque(kept or (), maxlen=keep)
+            kept.extend((now, v) for v in values)
+
+    async def latency_read(
+        self, backends: Sequence[str], max_age_ms: int
+    ) -> dict[str, list[float]]:
+        oldest = time.monotonic() - max_age_ms / 1000
+        return {b: [v for t, v in self._latency.get(b, ()) if t >= oldest] for b in backends}
 
     async def load_publish(self, backend: str, field: str, value: str, ttl_ms: int) -> None:
         self._load.setdefault(backend, {})[field] = value

@@ -1,6 +1,7 @@
 """Shared state in Redis: every Redis key and Lua script of the gateway's budgets, rate limits
 and circuit breakers lives here (the rate windows' in ``gateway.state.redis_rates``, the response
-cache's in ``gateway.state.redis_cache``, the breakers' in ``gateway.state.redis_breaker``).
+cache's in ``gateway.state.redis_cache``, the breakers' in ``gateway.state.redis_breaker``, the
+shared latency samples' in ``gateway.state.redis_latency``).
 
 Holds of a budget scope are a sorted set (hold id -> deadline in Redis server time) and a hash
 (hold id -> nano-USD); scripts purge expired holds atomically before they count. A Redis that
@@ -21,13 +22,14 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from gateway.errors import DependencyUnavailable
 from gateway.state.base import BreakerSettings, RateScope, RateVerdict
 from gateway.state.redis_breaker import RedisBreakers
 from gateway.state.redis_cache import RedisCache
+from gateway.state.redis_latency import RedisLatency
 from gateway.state.redis_rates import RedisRates
 
 T = TypeVar("T")
@@ -155,6 +157,7 @@ class RedisState:
         self._watch: asyncio.Task[None] | None = None
         self._cache = RedisCache(self._redis, self._k, self._call)
         self._breakers = RedisBreakers(self._redis, self._k, self._call)
+        self._latency = RedisLatency(self._redis, self._k, self._call)
 
     @property
     def epoch(self) -> str:
@@ -263,6 +266,16 @@ class RedisState:
 
     async def breaker_record(self, backend: str, ok: bool, cfg: BreakerSettings) -> bool:
         return await self._breakers.record(backend, ok, cfg)
+
+    async def latency_push(
+        self, samples: Mapping[str, Sequence[float]], keep: int, max_age_ms: int
+    ) -> None:
+        await self._latency.push(samples, keep, max_age_ms)
+
+    async def latency_read(
+        self, backends: Sequence[str], max_age_ms: int
+    ) -> dict[str, list[float]]:
+        return await self._latency.read(backends, max_age_ms)
 
     async def load_publish(self, backend: str, field: str, value: str, ttl_ms: int) -> None:
         key = self._k("load", backend)
