@@ -5,12 +5,20 @@ snapshot (``gateway.snapshot``: prices resolved, derived settings built) that is
 one assignment. Requests in flight keep the snapshot they started with; an invalid config is
 rejected with every problem logged and the running config stays in force. Store and Redis URLs
 are read at start-up only: a change to them is reported and needs a restart.
+
+With Redis, a reload reaches every replica: the replica that reloads (admin API, SIGHUP or its
+file watcher) publishes the digest of the config files it loaded (``SharedState.config_publish``),
+and each replica's watcher polls that digest every ``interval_s`` and, when it differs from the
+digest of what it runs, reloads its own config file (the replicas share the config path). A
+replica reloading because of a peer does not publish in turn, so replicas whose files differ
+cannot bounce reloads between them; an invalid file is rejected there as here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import signal
 from dataclasses import dataclass
@@ -51,6 +59,45 @@ class Reloader:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stamps: dict[Path, float] = {}
+        self.digest: str | None = None  # of the config files this replica runs
+        self._seen: str | None = None  # the last digest a replica published, as seen here
+
+    @property
+    def _shared(self) -> bool:
+        return self.rt.settings.redis_url is not None and self.path is not None
+
+    def _digest(self) -> str | None:
+        """sha256 of the config files' bytes (None: one could not be read)."""
+        if self.path is None:
+            return None
+        h = hashlib.sha256()
+        try:
+            for p in config_files(self.path, self.rt.config):
+                h.update(str(p).encode() + b"\0" + p.read_bytes() + b"\0")
+        except OSError:
+            return None
+        return h.hexdigest()
+
+    async def _publish(self) -> None:
+        if not self._shared or self.digest is None:
+            return
+        try:
+            await self.rt.state.config_publish(self.digest)
+            self._seen = self.digest
+        except Exception as exc:  # a Redis blip: this replica's reload stands all the same
+            log.warning("could not tell the other replicas about this reload: %s", exc)
+
+    async def _follow_peers(self) -> None:
+        """Reload when another replica published a config digest unlike this one's."""
+        try:
+            published = await self.rt.state.config_published()
+        except Exception:
+            return  # Redis unreachable: each replica keeps its own config meanwhile
+        if published is None or published == self._seen:
+            return
+        self._seen = published
+        if published != self.digest:
+            await self.reload("another replica reloaded", publish=False)
 
     @property
     def path(self) -> str | None:
@@ -65,7 +112,13 @@ class Reloader:
                 stamps[p] = p.stat().st_mtime
         return stamps
 
-    async def reload(self, reason: str) -> ReloadResult:
+    async def reload(self, reason: str, *, publish: bool = True) -> ReloadResult:
+        result = await self._reload(reason)
+        if result.ok and publish:
+            await self._publish()
+        return result
+
+    async def _reload(self, reason: str) -> ReloadResult:
         async with self._lock:
             if self.path is None:
                 return ReloadResult(
@@ -94,6 +147,7 @@ class Reloader:
                 return ReloadResult(False, False, policy_version(self.rt.config), tuple(exc.issues))
             old = self.rt.config
             self._stamps = self._file_stamps()
+            self.digest = await asyncio.to_thread(self._digest)
             if new == old:
                 log.info("config reload (%s): unchanged", reason)
                 return ReloadResult(True, False, policy_version(old))
@@ -111,8 +165,17 @@ class Reloader:
 
     async def _watch(self) -> None:
         self._stamps = self._file_stamps()
+        self.digest = await asyncio.to_thread(self._digest)
+        if self._shared:
+            with contextlib.suppress(Exception):  # what was published before this one started
+                self._seen = await self.rt.state.config_published()
         while True:
             await asyncio.sleep(self.interval_s)
+            if self._shared:
+                try:
+                    await self._follow_peers()
+                except Exception:
+                    log.exception("config reload from a peer failed; the running config stays")
             if self._file_stamps() != self._stamps:
                 try:
                     await self.reload("file changed")

@@ -208,6 +208,12 @@ class FailoverState:
         except DependencyUnavailable:
             return None
 
+    async def config_publish(self, digest: str) -> None:
+        await self.redis.config_publish(digest)  # the reloader copes with an outage
+
+    async def config_published(self) -> str | None:
+        return await self.redis.config_published()
+
     async def ping(self) -> bool:
         return await self.redis.ping()
 

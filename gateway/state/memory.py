@@ -53,6 +53,7 @@ class InProcessState:
 
     def __init__(self) -> None:
         self._load: dict[str, dict[str, str]] = {}
+        self._config_digest: str | None = None
         self._latency: dict[str, deque[tuple[float, float]]] = {}  # backend -> (time, ms)
         self._spent: dict[str, int] = {}
         self._holds: dict[
@@ -241,6 +242,12 @@ class InProcessState:
             entries.popitem(last=False)
         while len(self._vectors) > CACHE_MAX_SCOPES:
             self._vectors.popitem(last=False)
+
+    async def config_publish(self, digest: str) -> None:
+        self._config_digest = digest
+
+    async def config_published(self) -> str | None:
+        return self._config_digest
 
     async def ping(self) -> bool:
         return True

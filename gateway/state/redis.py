@@ -306,6 +306,14 @@ class RedisState:
     ) -> None:
         await self._cache.vector_add(scope, entry, vector, ttl_ms, keep)
 
+    async def config_publish(self, digest: str) -> None:
+        key = self._k("config", "digest")
+        await self._call(lambda: self._redis.set(key, digest))
+
+    async def config_published(self) -> str | None:
+        key = self._k("config", "digest")
+        return await self._call(lambda: self._redis.get(key))  # type: ignore[no-any-return]
+
     async def ping(self) -> bool:
         try:
             return bool(await self._redis.ping())
