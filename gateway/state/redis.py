@@ -312,7 +312,7 @@ class RedisState:
 
     async def config_published(self) -> str | None:
         key = self._k("config", "digest")
-        return await self._call(lambda: self._redis.get(key))  # type: ignore[no-any-return]
+        return await self._call(lambda: self._redis.get(key))
 
     async def ping(self) -> bool:
         try:

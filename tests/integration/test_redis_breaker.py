@@ -96,7 +96,7 @@ async def test_concurrent_requests_share_one_read(redis_url: str, redis_prefix: 
         reads += 1
         return await real(**kw)
 
-    state._breakers._state_script = counted  # type: ignore[method-assign]
+    state._breakers._state_script = counted
     try:
         assert all(await asyncio.gather(*(state.breaker_allows("b") for _ in range(50))))
         await asyncio.gather(*(state.breaker_record("b", True, CFG) for _ in range(50)))
