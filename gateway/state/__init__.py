@@ -1,8 +1,9 @@
-"""Shared gateway state: budget ledgers, rate-limit windows and circuit breakers, in Redis
-(several replicas) or in-process (one replica); ``make_state`` picks one from the config. The
-contract and money units are in ``base``; ``redis`` (and ``redis_rates``, its rate windows)
-owns every Redis key and script; ``failover`` keeps serving on local limits while Redis is
-down, when the config asks for it."""
+"""Shared gateway state: budget ledgers, rate-limit windows, circuit breakers, the response
+cache, backends' latency samples and the published config digest, in Redis (several replicas)
+or in-process (one replica); ``make_state`` picks one from the config. The contract and money
+units are in ``base``; ``redis`` (with ``redis_rates``, ``redis_cache``, ``redis_breaker`` and
+``redis_latency``) owns every Redis key and script; ``failover`` keeps serving on local limits
+while Redis is down, when the config asks for it."""
 
 from __future__ import annotations
 
