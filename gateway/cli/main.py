@@ -307,7 +307,7 @@ def keys_list(
     records = _run(_with_keystore(store_url_for(config), lambda ks: ks.list(tenant)))
     table = Table()
     for col in ("id", "tenant", "name", "prefix", "budget USD", "limits", "created", "revoked"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("id", "prefix"))  # what `keys revoke` takes
     for r in records:
         table.add_row(
             r.id,
