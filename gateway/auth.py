@@ -48,6 +48,7 @@ class Principal:
     key_id: str | None
     key_budget_usd: Decimal | None = None
     tenant_budget_usd: Decimal | None = None
+    key_budget_window: str = "total"  # the key budget's window: total | day | month
 
 
 def _bearer(authorization: str | None) -> str | None:

@@ -71,6 +71,9 @@ class RequestFacts:
     required_tags: frozenset[str] = frozenset()
     #: Remaining budget of the tenant/key; ``None``: no budget applies.
     budget_remaining_usd: Decimal | None = None
+    #: Share of its limit the tightest applicable budget has left (0..1; ``None``: no budget
+    #: applies). ``Policy.budget_aware`` reads it.
+    budget_remaining_fraction: float | None = None
 
     def __post_init__(self) -> None:
         headers = {str(k).lower(): str(v) for k, v in self.headers.items()}

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config.budgets import BudgetsConfig
 from gateway.settings import env_secret
 from policies import Policy, PolicySet
 from policies.schema import Routing, Shadow
@@ -277,6 +278,7 @@ class Config(Strict):
     server: ServerConfig = ServerConfig()
     circuit_breaker: BreakerConfig = BreakerConfig()
     judge: JudgeConfig | None = None
+    budgets: BudgetsConfig = BudgetsConfig()
 
     _policy_set: PolicySet | None = PrivateAttr(default=None)
 

@@ -74,6 +74,7 @@ def record_attempt(
         "streamed": ctx.streamed,
         "fallback_of": clock.fallback_of,
         "decision": ctx.decision if clock.number == 1 else None,
+        "tags": ",{},".format(",".join(sorted(ctx.request.tags))) if ctx.request.tags else None,
         "created_at": clock.created_at,
         "finished_at": now(),
     }

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
-from decimal import Decimal
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from gateway.auth import Principal
@@ -25,7 +24,6 @@ from gateway.serve.backend_facts import facts_for, learned_profile
 from gateway.serve.predictor_outcome import FALLBACK_LOG, header_value, outcome_of
 from gateway.serve.request import ClientRequest
 from gateway.snapshot import Snapshot, unavailable_reason
-from gateway.state import from_nano
 from policies import (
     BackendFacts,
     Decision,
@@ -108,10 +106,8 @@ class Router:
     async def request_facts(
         self, principal: Principal, request: ClientRequest, prompt_tokens: int
     ) -> RequestFacts:
-        remaining: Decimal | None = None
-        if principal.key_id and principal.key_budget_usd is not None:
-            spent, reserved = await self.rt.state.budget_spent(f"key:{principal.key_id}")
-            remaining = principal.key_budget_usd - from_nano(spent + reserved)
+        """The request's facts, its budgets aside (``with_budget`` adds them once the policy
+        is known)."""
         return RequestFacts(
             tenant=principal.tenant_name,
             key_id=principal.key_id,
@@ -123,8 +119,20 @@ class Router:
             has_tools=request.has_tools,
             json_mode=request.json_mode,
             required_tags=request.required_tags,
-            budget_remaining_usd=remaining,
         )
+
+    async def with_budget(
+        self, facts: RequestFacts, principal: Principal, request: ClientRequest, policy: str
+    ) -> RequestFacts:
+        """``facts`` with the budget left: the tightest of the caller's budgets that apply to
+        this request under ``policy`` (in USD, and as a share of its limit)."""
+        limits = await self.rt.budgets.limits(
+            principal, self.config.budgets, policy=policy, tags=request.tags
+        )
+        if not limits:
+            return facts
+        left, share = await self.rt.budgets.remaining(limits)
+        return replace(facts, budget_remaining_usd=left, budget_remaining_fraction=share)
 
     async def prediction(
         self, prompt: str
@@ -181,6 +189,7 @@ class Router:
             policy_name, rule = select(policy_set, request)
         else:
             rule = "model"
+        request = await self.with_budget(request, principal, client_request, policy_name)
         policy = policy_set.policies[policy_name]
         backends, (prediction, logged, called) = await asyncio.gather(
             self.backend_facts(), self.prediction(request.prompt_text)
