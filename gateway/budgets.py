@@ -94,16 +94,20 @@ class BudgetLedger:
     async def stored_limits(self, cfg: BudgetsConfig) -> tuple[BudgetLimit, ...]:
         """The limits stored in the database, read at most every ``db_cache_s``; while the
         store is unreachable the last ones read stay in force."""
-        fresh = self._db_read_at is not None and time.monotonic() - self._db_read_at < cfg.db_cache_s
-        if fresh:
+
+        def fresh() -> bool:
+            at = self._db_read_at
+            return at is not None and time.monotonic() - at < cfg.db_cache_s
+
+        if fresh():
             return self._db
         async with self._db_lock:
-            if self._db_read_at is not None and time.monotonic() - self._db_read_at < cfg.db_cache_s:
+            if fresh():
                 return self._db
             try:
                 self._db = tuple(await budget_store.list_limits(self.engine))
             except Exception as exc:  # the store is down: keep enforcing what we knew
-                log.warning("cannot read stored budgets (%s); using the last ones", type(exc).__name__)
+                log.warning("stored budgets unreadable (%s); last ones apply", type(exc).__name__)
             self._db_read_at = time.monotonic()
         return self._db
 
@@ -149,6 +153,32 @@ class BudgetLedger:
                 add("tag", limit.name, limit.window, limit.max_usd)
         return list(found.values())
 
+    async def usage(
+        self, limit: BudgetLimit, cfg: BudgetsConfig = DEFAULT_BUDGETS
+    ) -> dict[str, object]:
+        """Where one limit stands in its current period (for the admin API): its ledger
+        scope, the period's bounds, spent and in flight (USD)."""
+        ident: str | None = limit.name
+        if limit.scope == "tenant":
+            ident = await queries.tenant_id_by_name(self.engine, limit.name)
+        now, zone = self.clock(), cfg.zone
+        since, until = window_bounds(limit.window, now, zone)
+        out: dict[str, object] = {
+            "period_start": since.isoformat() if since else None,
+            "period_end": until.isoformat() if until else None,
+            "spent_usd": "0",
+            "in_flight_usd": "0",
+        }
+        if ident is None:  # a tenant with no key yet has spent nothing
+            return out
+        scope = scope_id(limit.scope, ident, limit.window, now, zone)
+        entry = ScopeLimit(limit.scope, ident, limit.window, limit.max_usd, scope, since, until)
+        await self._seed(entry)
+        spent, held = await self.state.budget_spent(scope)
+        out["ledger_scope"] = scope
+        out.update(spent_usd=str(from_nano(spent)), in_flight_usd=str(from_nano(held)))
+        return out
+
     # -- the ledger ----------------------------------------------------------------------
     async def _seed(self, limit: ScopeLimit) -> None:
         if await self.state.budget_seeded(limit.scope):
@@ -167,9 +197,7 @@ class BudgetLedger:
             ttl_ms = max(1, int((limit.until + WINDOW_GRACE - self.clock()).total_seconds() * 1000))
         await self.state.budget_seed(limit.scope, to_nano(spent), ttl_ms)
 
-    async def remaining(
-        self, limits: list[ScopeLimit]
-    ) -> tuple[Decimal | None, float | None]:
+    async def remaining(self, limits: list[ScopeLimit]) -> tuple[Decimal | None, float | None]:
         """(USD left, share of its limit left) of the tightest of ``limits`` (None, None: no
         budget applies); what is reserved in flight counts as spent."""
         usd: Decimal | None = None

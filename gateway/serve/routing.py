@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from gateway.auth import Principal
 from gateway.capacity import saturated_note, unsaturated
 from gateway.config import AUTO_POLICY, BackendConfig, Config
-from gateway.errors import InvalidRequest, NoBackendAvailable
+from gateway.errors import BudgetExceeded, InvalidRequest, NoBackendAvailable, TollgateError
 from gateway.runtime import Runtime
 from gateway.serve.backend_facts import facts_for, learned_profile
 from gateway.serve.predictor_outcome import FALLBACK_LOG, header_value, outcome_of
@@ -216,9 +216,14 @@ class Router:
             record["prediction"] = logged
         if decision.backend is None:
             removed = {row.removed_by for row in decision.candidates if row.removed_by}
-            error = (
+            error: type[TollgateError] = (
                 InvalidRequest if removed and removed <= CLIENT_CONSTRAINTS else NoBackendAvailable
             )
+            if removed == {"budget"}:  # out of budget: the same 429 as a refused reservation
+                raise BudgetExceeded(
+                    f"budget exceeded: policy {policy_name!r} has no candidate within the "
+                    f"budget left: {decision.reason}"
+                )
             raise error(
                 f"policy {policy_name!r} cannot serve this request: {decision.reason}",
                 code=decision.error or "no_backend",
