@@ -169,19 +169,20 @@ class Pipeline:
         if out_cap is None:
             declared = [b.max_output_tokens for b in routed.chain + routed.escalation]
             out_cap = min(filter(None, declared), default=snap.config.server.reserve_output_tokens)
-            if request.endpoint != "embeddings":
-                request.body["max_tokens"] = out_cap
         tiers = 1 + (policy.escalation.max_escalations if policy and policy.escalation else 0)
         worst = worst_case(
             snap, routed.chain + routed.escalation, prompt_tokens, int(out_cap) * request.answers
         )
-        return await self.rt.budgets.reserve(
+        reservation = await self.rt.budgets.reserve(
             ctx.principal,
             worst * tiers,
             cfg=snap.config.budgets,
             policy=routed.policy,
             tags=request.tags,
         )
+        if reservation.scopes and request.max_tokens is None and request.endpoint != "embeddings":
+            request.body["max_tokens"] = out_cap  # the upstream cannot write past the hold
+        return reservation
 
     async def _answer(
         self, ctx: RequestContext, routed: Routed, policy: Policy | None, finish: Finish
