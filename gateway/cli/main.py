@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gateway.cli import budgets as cli_budgets
 from gateway.cli import calibrate, demo, fake_upstream, importer, tenants
 from gateway.cli import report as cli_report
 from gateway.cli.options import ConfigOpt, load_config_or_exit, store_url_for
@@ -30,6 +31,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(tenants.app, name="tenants")
+app.add_typer(cli_budgets.app, name="budgets")
 app.add_typer(cli_report.app, name="report")
 app.add_typer(demo.app, name="demo")
 app.add_typer(policy_app, name="policy")

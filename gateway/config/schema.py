@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config.budgets import BudgetsConfig
 from gateway.config.cache import CacheConfig
 from gateway.config.sections import (
     BreakerConfig,
@@ -224,6 +225,7 @@ class Config(Strict):
     circuit_breaker: BreakerConfig = BreakerConfig()
     judge: JudgeConfig | None = None
     cache: CacheConfig = CacheConfig()
+    budgets: BudgetsConfig = BudgetsConfig()
 
     _policy_set: PolicySet | None = PrivateAttr(default=None)
 
