@@ -5,7 +5,7 @@ runs in ``python -m predictors.serving`` worker processes (``predictor.workers``
 default): each prompt goes to the least busy one over its stdin; a worker batches whatever has
 queued up and answers on its stdout, which the event loop reads like any socket. So on a
 2-core host the loop and the encoder each get a core. (``predictor.workers: 0`` calls the
-predictor in this process instead: only for the static encoder, ~0.2 ms a prompt.)
+predictor in this process, unbatched: only for the static encoder; slower under load.)
 
 Every call ends in time with a :class:`Scored`: a prediction (``ok``), or ``None`` and why —
 ``timeout`` (not answered within the request's budget), ``error`` (the model raised or the
