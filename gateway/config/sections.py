@@ -87,7 +87,9 @@ class PredictorConfig(Strict):
     enabled: bool = True
     artifact: str | None = Field(default=None, description="artifact dir; null = shipped default")
     timeout_ms: float = Field(default=50.0, gt=0, description="hard limit; then predictor_fallback")
-    workers: int = Field(default=1, ge=1, le=64, description="predictor worker processes")
+    workers: int = Field(
+        default=1, ge=0, le=64, description="predictor worker processes; 0: in the gateway process"
+    )
     threads: int = Field(default=1, ge=1, le=64, description="encoder threads per worker")
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto: the GPU when the artifact's encoder can run there"
