@@ -14,6 +14,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support.fakes import FakeCaller, FakePredictor, Script
 from tests.support.harness import (
     app_client,
@@ -58,7 +60,11 @@ def admitted_until_refused(client: Any, key: str, limit: int = 50, **kw: Any) ->
     raise AssertionError("never refused")
 
 
-def test_daily_tenant_budget_rolls_over_in_its_time_zone(tmp_path: Path, sqlite_url: str) -> None:
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_daily_tenant_budget_rolls_over_in_its_time_zone(
+    db: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("sqlite_url" if db == "sqlite" else "pg_url")
     budgets = {
         "timezone": "Europe/Paris",
         "limits": [{"scope": "tenant", "name": "acme", "max_usd": "0.0001", "window": "day"}],
@@ -66,7 +72,7 @@ def test_daily_tenant_budget_rolls_over_in_its_time_zone(tmp_path: Path, sqlite_
     cfg = config_dict(tmp_path, budgets=budgets)
     # 22:30 UTC on Nov 30 is 23:30 in Paris: the Paris day ends in 30 minutes
     clock = Clock(datetime(2026, 11, 30, 22, 30, tzinfo=UTC))
-    with app_client(settings_for(cfg, sqlite_url)) as (client, _):
+    with app_client(settings_for(cfg, url)) as (client, _):
         client.app.state.runtime.budgets.clock = clock
         key = create_key(client, "acme")
         other = create_key(client, "globex")
@@ -82,21 +88,23 @@ def test_daily_tenant_budget_rolls_over_in_its_time_zone(tmp_path: Path, sqlite_
     # a new process (empty in-process ledger) seeds from the store since the window start;
     # the rows above carry the real time, so this reads the real clock: today (in Paris) the
     # budget is spent, tomorrow it is untouched
-    with app_client(settings_for(cfg, sqlite_url)) as (client, _):
+    with app_client(settings_for(cfg, url)) as (client, _):
         key = create_key(client, "acme")
         assert post(client, key).status_code == 429
-    with app_client(settings_for(cfg, sqlite_url)) as (client, _):
+    with app_client(settings_for(cfg, url)) as (client, _):
         tomorrow = Clock(datetime.now(UTC) + timedelta(days=1))
         client.app.state.runtime.budgets.clock = tomorrow
         key = create_key(client, "acme")
         assert post(client, key).status_code == 200
 
 
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
 def test_policy_and_tag_budgets_apply_to_their_requests_only(
-    tmp_path: Path, sqlite_url: str
+    db: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
+    url = request.getfixturevalue("sqlite_url" if db == "sqlite" else "pg_url")
     cfg = config_dict(tmp_path, budgets={"db_cache_s": 0})
-    with app_client(settings_for(cfg, sqlite_url)) as (client, _):
+    with app_client(settings_for(cfg, url)) as (client, _):
         key = create_key(client, "acme")
         put = client.put(
             "/admin/budgets",
