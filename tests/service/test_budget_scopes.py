@@ -26,7 +26,7 @@ from tests.support.harness import (
     settings_for,
 )
 
-ADMIN = {"authorization": "Bearer admin-secret"}
+ADMIN = {"authorization": "Bearer admin-secret-for-tests"}
 # FakeCaller: 3 prompt words, 8 answer words at 1e-6 / 2e-6 USD -> $0.000019 a request; the
 # reservation with max_tokens 8 is the same, so a $0.0001 budget admits exactly 5
 COST = Decimal("0.000019")
