@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from gateway import __version__
+from gateway.auth import WeakAdminKey, check_admin_key
 from gateway.backends.upstream import BackendCaller
 from gateway.config import load_settings
 from gateway.http import admin, anthropic, dashboard, docs, feedback, health, responses
@@ -48,6 +49,12 @@ def is_loopback(host: str) -> bool:
 
 
 def check_bind(settings: Settings) -> None:
+    """Refuse to start with a weak admin key (whatever the bind), or on a non-loopback address
+    without one or with anonymous access."""
+    try:
+        check_admin_key(settings.admin_key)
+    except WeakAdminKey as exc:
+        raise UnsafeBind(str(exc)) from None
     if is_loopback(settings.host):
         return
     if not settings.admin_key:
@@ -73,7 +80,7 @@ def _default_caller() -> BackendCaller:
 def load_predictor(settings: Settings) -> Any:
     """The predictor service the policies use, or None when disabled or not needed."""
     cfg = settings.config
-    if not cfg.predictor.enabled or not cfg.policies:
+    if not cfg.predictor.enabled or (not cfg.policies and cfg.cache.mode != "semantic"):
         return None
     from gateway.serve.predictor_client import PredictorClient
 

@@ -83,11 +83,28 @@ class Metrics:
             ["predictor"],
             registry=r,
         )
+        self.cache_lookups = Counter(
+            "tollgate_cache_lookups_total",
+            "Response cache lookups by result (exact_hit, semantic_hit, miss, bypass)",
+            ["result"],
+            registry=r,
+        )
+        self.cache_saved = Counter(
+            "tollgate_cache_saved_usd", "What the reused answers of cache hits cost", registry=r
+        )
         self.store_pending = Gauge(
             "tollgate_store_pending_rows", "Rows waiting for the SQL store", registry=r
         )
         self.store_spooled = Gauge(
             "tollgate_store_spool_files", "Spool files waiting for replay", registry=r
+        )
+        self.store_spool_bytes = Gauge(
+            "tollgate_store_spool_bytes", "Bytes of spool waiting for replay", registry=r
+        )
+        self.store_spool_full = Gauge(
+            "tollgate_store_spool_full",
+            "1 while the spool is at store.max_spool_mb: new requests get 503 (alert on it)",
+            registry=r,
         )
 
     def render(self) -> bytes:

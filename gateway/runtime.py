@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.auth import Authenticator, Principal
 from gateway.backends.upstream import BackendCaller
-from gateway.budgets import BudgetLedger
+from gateway.budgets import BudgetLedger, system_clock
 from gateway.capacity import CapacityMonitor
 from gateway.config import Config
 from gateway.latency import LatencyWindow
@@ -96,15 +96,28 @@ async def build_runtime(
     settings: Settings, caller: BackendCaller, metrics: Metrics, predictor: Any = None
 ) -> Runtime:
     cfg = settings.config
-    engine = create_engine(settings.database_url)
+    engine = create_engine(
+        settings.database_url,
+        pool_size=cfg.store.pool_size,
+        max_overflow=cfg.store.max_overflow,
+        pool_timeout_s=cfg.store.pool_timeout_s,
+    )
     writer = RecordWriter(
         engine,
         cfg.store.spool_dir,
         batch_size=cfg.store.batch_size,
         flush_interval_s=cfg.store.flush_interval_ms / 1000,
+        max_spool_bytes=cfg.store.max_spool_mb << 20,
     )
     await writer.start()
-    state = make_state(settings.redis_url, cfg.redis.key_prefix)
+    state = make_state(
+        settings.redis_url,
+        cfg.redis.key_prefix,
+        max_connections=cfg.redis.max_connections,
+        timeout_s=cfg.redis.timeout_s,
+        on_failure=cfg.redis.on_failure,
+        local_share=cfg.redis.local_share,
+    )
     keys = KeyStore(engine)
     anonymous = None
     if cfg.server.anonymous_tenant:
@@ -128,7 +141,7 @@ async def build_runtime(
         state=state,
         keys=keys,
         auth=auth,
-        budgets=BudgetLedger(state, engine),
+        budgets=BudgetLedger(state, engine, clock=system_clock(settings.clock_offset_s)),
         metrics=metrics,
         snapshot=build_snapshot(cfg, caller, predictor, capacity.calibrations),
         predictor=predictor,

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gateway.cli import budgets as cli_budgets
 from gateway.cli import calibrate, demo, fake_upstream, importer, tenants
 from gateway.cli import report as cli_report
 from gateway.cli.options import ConfigOpt, load_config_or_exit, store_url_for
@@ -30,6 +31,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(tenants.app, name="tenants")
+app.add_typer(cli_budgets.app, name="budgets")
 app.add_typer(cli_report.app, name="report")
 app.add_typer(demo.app, name="demo")
 app.add_typer(policy_app, name="policy")
@@ -307,7 +309,7 @@ def keys_list(
     records = _run(_with_keystore(store_url_for(config), lambda ks: ks.list(tenant)))
     table = Table()
     for col in ("id", "tenant", "name", "prefix", "budget USD", "limits", "created", "revoked"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("id", "prefix"))  # what `keys revoke` takes
     for r in records:
         table.add_row(
             r.id,

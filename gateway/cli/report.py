@@ -127,6 +127,14 @@ def render(rep: Report, fmt: str, out: Any = None, *, wide: bool = False) -> Non
             + (f" + {j['unpriced_verdicts']} unpriced" if j["unpriced_verdicts"] else ""),
             highlight=False,
         )
+    c = data.get("cache")
+    if c and c["hits"]:
+        console.print(
+            f"response cache: {c['hits']} hits of {c['requests']} requests "
+            f"({_pct(c['hit_rate'])}) served at $0, saving ${c['saved_usd']}"
+            + (f" + {c['unpriced_hits']} unpriced" if c["unpriced_hits"] else ""),
+            highlight=False,
+        )
     console.print(
         "tasks with no outcome are 'unknown', never successes; $/ok task = all spend ÷ "
         "succeeded tasks (docs/reports.md)",

@@ -14,14 +14,22 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     field_validator,
     model_validator,
 )
 
+from gateway.config.budgets import BudgetsConfig
+from gateway.config.cache import CacheConfig
+from gateway.config.sections import (
+    BreakerConfig,
+    PredictorConfig,
+    RedisConfig,
+    ServerConfig,
+    StoreConfig,
+    Strict,
+)
 from gateway.settings import env_secret
 from policies import Policy, PolicySet
 from policies.schema import Routing, Shadow
@@ -29,10 +37,6 @@ from policies.schema import Routing, Shadow
 ENV_REF = re.compile(r"^os\.environ/([A-Za-z_][A-Za-z0-9_]*)$")
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 Capability = Literal["tools", "json_mode", "vision", "streaming", "embeddings", "completions"]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class EnvSecret(Strict):
@@ -174,65 +178,6 @@ class BackendConfig(Strict):
             return False
 
 
-class StoreConfig(Strict):
-    url: str | None = Field(default=None, description="overridden by TOLLGATE_DATABASE_URL")
-    spool_dir: str = "var/spool"
-    batch_size: int = Field(default=500, ge=1, le=10_000)
-    flush_interval_ms: int = Field(default=200, ge=10, le=60_000)
-    auto_migrate: bool = True
-
-
-class RedisConfig(Strict):
-    url: str | None = Field(default=None, description="overridden by TOLLGATE_REDIS_URL")
-    key_prefix: str = "tg:"
-
-
-class ServerConfig(Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(default=4000, ge=1, le=65535)
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
-    anonymous_tenant: str | None = Field(
-        default=None,
-        description="tenant for requests without a key; only honoured on a loopback bind",
-    )
-    key_cache_ttl_s: float = Field(default=5.0, ge=0)
-    reserve_output_tokens: int = Field(
-        default=1024, ge=1, description="budget reservation when a request sets no max_tokens"
-    )
-    access_log: bool = Field(
-        default=True, description="one JSON line per request on stderr (logger tollgate.access)"
-    )
-
-
-class BreakerConfig(Strict):
-    failure_threshold: int = Field(default=5, ge=1)
-    window_s: float = Field(default=30.0, gt=0)
-    cooldown_s: float = Field(default=30.0, gt=0)
-
-
-class PredictorConfig(Strict):
-    """The complexity predictor used by policies (``predictors`` package)."""
-
-    enabled: bool = True
-    artifact: str | None = Field(default=None, description="artifact dir; null = shipped default")
-    timeout_ms: float = Field(default=50.0, gt=0, description="hard limit; then predictor_fallback")
-    workers: int = Field(default=1, ge=1, le=64, description="predictor worker processes")
-    threads: int = Field(default=1, ge=1, le=64, description="encoder threads per worker")
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        default="auto", description="auto: the GPU when the artifact's encoder can run there"
-    )
-    max_batch: int = Field(default=32, ge=1, le=1024, description="texts per forward pass, at most")
-    max_wait_ms: float = Field(
-        default=2.0, ge=0, description="ignored: a worker batches what is queued, without waiting"
-    )
-    cache_size: int = Field(default=10_000, ge=0)
-    record_embeddings: bool = Field(
-        default=True,
-        description="store each routed query's embedding (int8, not its text) with its decision,"
-        " so `tollgate predictor train --from-store` can learn from outcomes",
-    )
-
-
 DEFAULT_RUBRIC = """\
 You grade one answer of an AI assistant to a user's request. The answer succeeds when it
 does what the request asks: it is correct, complete enough to be used as it is, follows the
@@ -279,6 +224,8 @@ class Config(Strict):
     server: ServerConfig = ServerConfig()
     circuit_breaker: BreakerConfig = BreakerConfig()
     judge: JudgeConfig | None = None
+    cache: CacheConfig = CacheConfig()
+    budgets: BudgetsConfig = BudgetsConfig()
 
     _policy_set: PolicySet | None = PrivateAttr(default=None)
 

@@ -10,6 +10,7 @@ sent to the server) and calls the data endpoint with it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import resources
 from typing import Any
 
@@ -49,6 +50,14 @@ async def resolve_scope(rt: Runtime, authorization: str | None, tenant: str | No
     return Scope(principal.tenant_id, principal.tenant_name, False)
 
 
+def _when(text: str | None, param: str) -> datetime | None:
+    """A report bound from a query parameter; anything unreadable is a 400 naming it."""
+    try:
+        return parse_when(text)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidRequest(f"{param}: {exc}", param=param) from None
+
+
 def build_query(
     snap: Snapshot, scope: Scope, group_by: str, start: str | None, end: str | None
 ) -> ReportQuery:
@@ -56,10 +65,7 @@ def build_query(
         raise InvalidRequest(
             f"group_by must be one of {', '.join(GROUP_BYS)}, not {group_by!r}", param="group_by"
         )
-    try:
-        since, until = parse_when(start), parse_when(end)
-    except ValueError as exc:
-        raise InvalidRequest(str(exc), param="start") from None
+    since, until = _when(start, "start"), _when(end, "end")
     tags: dict[str, list[str]] = {}
     for backend in snap.config.backends:
         for tag in backend.tags:
@@ -136,7 +142,7 @@ async def dashboard_data(
         "total": by_policy["total"],
         "recent_failures": await recent_failures(rt.engine, scope.tenant_id),
         "predictor": await predictor_use(
-            rt.engine, scope.tenant_id, parse_when(start), parse_when(end)
+            rt.engine, scope.tenant_id, _when(start, "start"), _when(end, "end")
         ),
     }
 

@@ -12,7 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.errors import InvalidRequest, NotFound, TollgateError
+from gateway.errors import DependencyUnavailable, InvalidRequest, NotFound, TollgateError
+from gateway.store.database import is_outage
 
 log = logging.getLogger("tollgate.errors")
 
@@ -69,7 +70,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        rid = _request_id(request)
-        log.exception("unhandled error (request %s)", rid)
-        err = TollgateError(f"internal error; quote request id {rid} when reporting it")
-        return error_response(err, rid)
+        return unexpected_response(exc, _request_id(request))
+
+
+def unexpected_response(exc: BaseException, rid: str | None) -> JSONResponse:
+    """An exception no handler claimed: 503 with retry-after when the store is down or its
+    pool exhausted, else a 500 that quotes the request id (and logs the traceback once)."""
+    if is_outage(exc):  # the store is down or its pool exhausted: retry soon, not a bug
+        log.warning("store unavailable (request %s): %s", rid, exc)
+        return error_response(
+            DependencyUnavailable("the gateway's store is unavailable; retry shortly"), rid
+        )
+    log.error("unhandled error (request %s)", rid, exc_info=exc)
+    err = TollgateError(f"internal error; quote request id {rid} when reporting it")
+    return error_response(err, rid)

@@ -48,13 +48,17 @@ async def resolve_task(
 ) -> tuple[str, str]:
     """(internal task id, client task id) of one of this tenant's requests or tasks; 404 else."""
     if request_id is not None:
-        found = await queries.task_of_request(rt.engine, tenant_id, request_id)
+        found = await queries.peer_visible(
+            lambda: queries.task_of_request(rt.engine, tenant_id, request_id)
+        )
         if found is None:
             raise NotFound(f"no request {request_id!r} for this tenant", param="request_id")
         return found
     assert task_ref is not None
     internal = task_uuid(tenant_id, task_ref)
-    if not await queries.tenant_has_task(rt.engine, tenant_id, internal):
+    if not await queries.peer_visible(
+        lambda: queries.tenant_has_task(rt.engine, tenant_id, internal)
+    ):
         raise NotFound(f"no task {task_ref!r} for this tenant", param="task_id")
     return internal, task_ref
 

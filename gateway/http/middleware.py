@@ -7,13 +7,17 @@ must not buffer streamed responses.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import PayloadTooLarge
+from gateway.http.errors import unexpected_response
 from gateway.metrics import Metrics
+
+log = logging.getLogger("tollgate.errors")
 
 KNOWN_PATHS = frozenset(
     {
@@ -98,6 +102,13 @@ class GatewayMiddleware:
 
         try:
             await self.app(scope, replay, send_wrapper)
+        except Exception as exc:
+            # answered here, not re-raised: an exception that reaches the server closes the
+            # client's keep-alive connection (and the next request on it fails)
+            if "status" in status_holder:
+                log.error("error after the response started (request %s)", request_id, exc_info=exc)
+                return
+            await unexpected_response(exc, request_id)(scope, replay, send_wrapper)
         finally:
             self.metrics.requests.labels(endpoint, str(status_holder.get("status", 0))).inc()
 

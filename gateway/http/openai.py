@@ -180,7 +180,9 @@ async def get_request(
     rt = runtime_of(request)
     principal = await _authenticate(rt, authorization)
     await rt.writer.flush()
-    rows = await queries.request_attempts(rt.engine, principal.tenant_id, request_id)
+    rows = await queries.peer_visible(  # answered by another replica a moment ago: wait
+        lambda: queries.request_attempts(rt.engine, principal.tenant_id, request_id)
+    )
     if not rows:
         raise NotFound(f"no request {request_id!r} for this tenant", param="request_id")
     attempts = []
@@ -193,5 +195,7 @@ async def get_request(
         if row["cost_usd"] is not None:
             total += Decimal(str(row["cost_usd"]))
             item["cost_usd"] = format_usd(Decimal(str(row["cost_usd"])))
+        if row.get("cache_saved_usd") is not None:  # a response-cache hit: what it saved
+            item["cache_saved_usd"] = format_usd(Decimal(str(row["cache_saved_usd"])))
         attempts.append(item)
     return {"request_id": request_id, "cost_usd": format_usd(total), "attempts": attempts}

@@ -5,6 +5,7 @@ attempt's metrics and latency observation."""
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from gateway.backends.upstream import UpstreamFailure
 from gateway.request_record import note_attempt
@@ -25,6 +26,55 @@ def start_task(rt: Runtime, ctx: RequestContext) -> None:
             "last_seen_at": ctx.started_at,
         }
     )
+
+
+def attempt_row(
+    ctx: RequestContext,
+    clock: AttemptClock,
+    *,
+    status: str,
+    usage: Usage | None,
+    cost: Decimal | None,
+    latency_ms: float | None,
+) -> dict[str, Any]:
+    """The attempt's row as the store keeps it."""
+    return {
+        "id": clock.id,
+        "request_id": ctx.request_id,
+        "task_id": ctx.task_id,
+        "attempt": clock.number,
+        "tenant_id": ctx.principal.tenant_id,
+        "key_id": ctx.principal.key_id,
+        "endpoint": ctx.endpoint,
+        "policy": ctx.policy,
+        "backend": clock.backend.name,
+        "model": clock.backend.model,
+        "status": status,
+        "error_type": None,
+        "http_status": None,
+        "prompt_tokens": usage.prompt_tokens if usage else None,
+        "completion_tokens": usage.completion_tokens if usage else None,
+        "usage_source": usage.source if usage else None,
+        "cost_usd": cost,
+        "latency_ms": latency_ms,
+        "ttft_ms": clock.ttft_ms,
+        "streamed": ctx.streamed,
+        "fallback_of": clock.fallback_of,
+        "decision": ctx.decision if clock.number == 1 else None,
+        "created_at": clock.created_at,
+        "finished_at": now(),
+        "cache_hit": False,  # a hit is recorded by gateway.serve.cache
+        "cache_saved_usd": None,
+    }
+
+
+def begin_attempt(rt: Runtime, ctx: RequestContext, clock: AttemptClock) -> None:
+    """An upstream call is about to start: journal what to record should this replica die
+    before the attempt ends (an ``interrupted`` attempt, cost unknown: the upstream may have
+    been paid). The attempt's final row, of the same id, replaces it."""
+    stub = attempt_row(ctx, clock, status="interrupted", usage=None, cost=None, latency_ms=None)
+    stub["error_type"] = "gateway_died"
+    rt.writer.begin_attempt(stub)
 
 
 def record_attempt(
@@ -54,32 +104,10 @@ def record_attempt(
         used = usage.prompt_tokens + usage.completion_tokens
         ctx.tokens[backend.name] = ctx.tokens.get(backend.name, 0) + used
     latency_ms = clock.elapsed_ms()
-    row = {
-        "id": clock.id,
-        "request_id": ctx.request_id,
-        "task_id": ctx.task_id,
-        "attempt": clock.number,
-        "tenant_id": ctx.principal.tenant_id,
-        "key_id": ctx.principal.key_id,
-        "endpoint": ctx.endpoint,
-        "policy": ctx.policy,
-        "backend": backend.name,
-        "model": backend.model,
-        "status": status,
-        "error_type": failure.error_type if failure else None,
-        "http_status": http_status if failure is None else failure.status,
-        "prompt_tokens": usage.prompt_tokens if usage else None,
-        "completion_tokens": usage.completion_tokens if usage else None,
-        "usage_source": usage.source if usage else None,
-        "cost_usd": cost,
-        "latency_ms": latency_ms,
-        "ttft_ms": clock.ttft_ms,
-        "streamed": ctx.streamed,
-        "fallback_of": clock.fallback_of,
-        "decision": ctx.decision if clock.number == 1 else None,
-        "created_at": clock.created_at,
-        "finished_at": now(),
-    }
+    row = attempt_row(ctx, clock, status=status, usage=usage, cost=cost, latency_ms=latency_ms)
+    row["error_type"] = failure.error_type if failure else None
+    row["http_status"] = http_status if failure is None else failure.status
+    row["tags"] = ",{},".format(",".join(sorted(ctx.request.tags))) if ctx.request.tags else None
     rt.writer.submit_attempt(row)
     note_attempt(row)  # the request's access line and trace are written from its rows
     ctx.attempts += 1

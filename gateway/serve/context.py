@@ -46,6 +46,7 @@ class RequestContext:
     rejections: int = 0
     tokens: dict[str, int] = field(default_factory=dict)  # used, by backend (every attempt)
     rates: RateHolds = field(default_factory=RateHolds)  # its rate-window entries
+    cache: Any = None  # gateway.serve.cache.CacheProbe: the response cache's part in it
 
     def __post_init__(self) -> None:
         self.task_ref = self.request.task_ref or self.request_id

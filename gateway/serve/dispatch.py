@@ -26,7 +26,7 @@ from gateway.config import BackendConfig
 from gateway.errors import InvalidRequest, NoBackendAvailable, UpstreamError
 from gateway.runtime import Runtime
 from gateway.serve import limits
-from gateway.serve.attempts import record_attempt
+from gateway.serve.attempts import begin_attempt, record_attempt
 from gateway.serve.context import AttemptClock, RequestContext
 from gateway.serve.usage import completion_text, usage_from
 from gateway.snapshot import Snapshot
@@ -106,8 +106,20 @@ class Dispatcher:
                     rate_limited[backend.name] = wait
                     break
                 clock = AttemptClock(backend, ctx.attempts + 1, ctx.last_attempt_id)
+                begin_attempt(rt, ctx, clock)  # journalled: a kill -9 mid-call loses no row
                 try:
                     result = await start(backend, clock)
+                except asyncio.CancelledError:
+                    # the client went away (or the server is stopping) mid-call: the upstream
+                    # may still bill it, so the attempt is recorded, never against the backend
+                    gone = UpstreamFailure(
+                        "the request was cancelled before the backend answered",
+                        status=499,
+                        error_type="client_disconnected",
+                        retryable=False,
+                    )
+                    record_attempt(rt, ctx, clock, status="cancelled", usage=None, failure=gone)
+                    raise
                 except UpstreamFailure as failure:
                     record_attempt(rt, ctx, clock, status="error", usage=None, failure=failure)
                     if failure.client_fault:

@@ -25,10 +25,15 @@ from typing import Any
 from gateway.auth import Principal
 from gateway.budgets import Reservation
 from gateway.config import BackendConfig
-from gateway.errors import NoBackendAvailable, RateLimited, UpstreamError
+from gateway.errors import (
+    DependencyUnavailable,
+    NoBackendAvailable,
+    RateLimited,
+    UpstreamError,
+)
 from gateway.pricing import format_usd
 from gateway.runtime import Runtime
-from gateway.serve import access, limits
+from gateway.serve import access, cache, limits
 from gateway.serve.attempts import start_task
 from gateway.serve.context import RequestContext
 from gateway.serve.dispatch import Dispatcher
@@ -89,6 +94,8 @@ def response_headers(
         headers["x-tollgate-policy"] = ctx.policy
     if cost:
         headers["x-tollgate-cost-usd"] = format_usd(None if ctx.unpriced else ctx.total_cost)
+    if ctx.cache is not None:
+        headers.update(ctx.cache.headers())  # x-tollgate-cache: hit | miss
     return headers
 
 
@@ -122,6 +129,12 @@ class Pipeline:
         streamable: bool,
     ) -> Answer | Stream:
         rt = self.rt
+        if rt.writer.spool_full:  # the store is down and the disk bound reached: nothing new
+            raise DependencyUnavailable(  # is served that could not be recorded
+                "the gateway cannot record new requests right now (its store is unreachable and "
+                "its local spool is full); retry shortly",
+                retry_after_s=30,
+            )
         snap = rt.snapshot  # this request's config, to its end (a reload does not change it)
         route = snap.resolve(body["model"])
         request = parse_request(endpoint, body, headers, streamable=streamable)
@@ -132,7 +145,14 @@ class Pipeline:
             policy=route.policy,
             request_id=request_id,
         )
-        budgeted = principal.key_budget_usd is not None or principal.tenant_budget_usd is not None
+        if route.policy is None:  # the same access check for pinned and routed requests,
+            access.check_backend(principal, route.chain[0], snap.config)  # cache hits included
+        elif (named := snap.config.policies.get(route.policy)) is not None:
+            access.check_policy(principal, route.policy, named.candidates, snap.config)
+        ctx.cache = await cache.probe(rt, ctx, route)  # before routing and any reservation
+        if ctx.cache.hit is not None:
+            return self._cached(ctx)
+        budgeted = await rt.budgets.may_apply(principal, snap.config.budgets)
         # the token estimate feeds the policy facts and the budget reservation; a request
         # pinned to one backend with no budget needs neither, so it skips the tokenizer
         prompt_tokens = 0
@@ -140,7 +160,6 @@ class Pipeline:
             first_backend = route.chain[0] if route.chain else snap.config.backends[0]
             prompt_tokens = request.count_prompt(rt.caller, first_backend)
         if route.policy is None:
-            access.check_backend(principal, route.chain[0], snap.config)
             routed = Routed(None, snap.callable_chain(route))
         else:
             routed = await Router(rt, snap).route(
@@ -162,23 +181,43 @@ class Pipeline:
             await finish()  # nothing served: settles the reservation (no-op if done)
             raise
 
+    def _cached(self, ctx: RequestContext) -> Answer | Stream:
+        """A response-cache hit: no upstream call and no reservation; recorded as one attempt
+        at zero cost (gateway.serve.cache)."""
+        start_task(self.rt, ctx)
+        ctx.cache.record_hit(self.rt, ctx)
+        headers = response_headers(ctx, None, cost=True)
+        if ctx.request.stream:
+            return Stream(ctx.cache.chunks(ctx), headers)
+        return Answer(ctx.cache.answer(), headers)
+
     async def _reserve(
         self, ctx: RequestContext, routed: Routed, policy: Policy | None, prompt_tokens: int
     ) -> Reservation:
         """Reserve an upper bound of what the request may cost: every answer (n, list prompts)
-        at the priciest backend in reach, once per escalation tier that may also be paid for."""
+        at the priciest backend in reach, once per escalation tier that may also be paid for,
+        in every budget of the request (``gateway.budgets``). A request with no output cap is
+        capped at what was reserved, so no backend can write past the hold."""
         snap, request = ctx.snap, ctx.request
         out_cap = request.max_tokens
         if out_cap is None:
-            out_cap = (
-                max((b.max_output_tokens or 0 for b in routed.chain), default=0)
-                or snap.config.server.reserve_output_tokens
-            )
+            declared = [b.max_output_tokens for b in routed.chain + routed.escalation]
+            out_cap = min(filter(None, declared), default=snap.config.server.reserve_output_tokens)
         tiers = 1 + (policy.escalation.max_escalations if policy and policy.escalation else 0)
         worst = worst_case(
             snap, routed.chain + routed.escalation, prompt_tokens, int(out_cap) * request.answers
         )
-        return await self.rt.budgets.reserve(ctx.principal, worst * tiers)
+        reservation = await self.rt.budgets.reserve(
+            ctx.principal,
+            worst * tiers,
+            cfg=snap.config.budgets,
+            policy=routed.policy,
+            tags=request.tags,
+            ttl_ms=int(snap.config.server.reservation_ttl_s * 1000),
+        )
+        if reservation.scopes and request.max_tokens is None and request.endpoint != "embeddings":
+            request.body["max_tokens"] = out_cap  # the upstream cannot write past the hold
+        return reservation
 
     async def _answer(
         self, ctx: RequestContext, routed: Routed, policy: Policy | None, finish: Finish
@@ -206,6 +245,8 @@ class Pipeline:
             except (UpstreamError, NoBackendAvailable, RateLimited):
                 break
         await finish(answer=resp, ok=rejection is None, validation=check.last if check else None)
+        if rejection is None:
+            await ctx.cache.keep_answer(self.rt, ctx, resp, backend)
         headers = {**routed.headers(), **response_headers(ctx, backend, cost=True)}
         if check is not None:
             headers["x-tollgate-validation"] = "passed" if rejection is None else "failed"
@@ -219,6 +260,7 @@ class Pipeline:
 
         async def on_end(end: StreamEnd) -> dict[str, Any]:
             await finish(answer=end.text, ok=end.status == "ok", stream=(clock, end))
+            await ctx.cache.keep_stream(self.rt, ctx, end, clock.backend, first.get("model"))
             # what the request cost, every attempt included: on the stream's last chunk
             cost = None if ctx.unpriced else format_usd(ctx.total_cost)
             return {"cost_usd": cost, "attempts": ctx.attempts, "request_id": ctx.request_id}

@@ -40,6 +40,7 @@ class StreamEnd:
     failure: UpstreamFailure | None
     usage: dict[str, Any] | None  # the upstream's usage chunk, if one came
     text: str  # everything generated, as far as it got
+    finish_reason: str | None = None  # the last finish_reason a choice came with
 
 
 def sse(obj: dict[str, Any]) -> bytes:
@@ -79,6 +80,7 @@ async def relay(
     usage: dict[str, Any] | None = None
     status, failure = "ok", None
     held: list[dict[str, Any]] = []  # the closing chunks, sent once the answer is priced
+    finish: str | None = None
     ended = False
     try:
         chunk: dict[str, Any] | None = first
@@ -86,6 +88,8 @@ async def relay(
             if chunk.get("usage"):
                 usage = chunk["usage"]
             text.append(completion_text(chunk))
+            for choice in chunk.get("choices") or ():
+                finish = choice.get("finish_reason") or finish
             if not forward_usage and "usage" in chunk:
                 chunk = {k: v for k, v in chunk.items() if k != "usage"}
                 if not any(_carries_output(c) for c in chunk.get("choices") or []):
@@ -102,7 +106,7 @@ async def relay(
         ended = True
         with anyio.CancelScope(shield=True):
             await aclose_quietly(stream)
-            tail = await on_end(StreamEnd("ok", None, usage, "".join(text)))
+            tail = await on_end(StreamEnd("ok", None, usage, "".join(text), finish))
         if tail and held:
             held[-1] = _with_cost(held[-1], tail, forward_usage)
         for chunk in held:

@@ -11,6 +11,8 @@ Rate limits fall back to windows of this replica's own, at ``local_share`` of ea
 least 1): a replica keeps admitting while Redis is down, within its share; what it admitted
 meanwhile is not replayed (a window is a minute long, it is over by the time Redis is back).
 Circuit breakers fall back to this replica's own. With ``on_failure: closed`` (the default)
+Circuit breakers fall back to this replica's own; the response cache misses (nothing is cached
+meanwhile). With ``on_failure: closed`` (the default)
 ``RedisState`` alone is used and a Redis outage is a 503 for budgeted requests.
 """
 
@@ -76,8 +78,8 @@ class FailoverState:
             self._went_down(exc)
             return True  # nothing to seed locally: the local ledger starts from last sight
 
-    async def budget_seed(self, scope: str, spent_nano: int) -> None:
-        await self.redis.budget_seed(scope, spent_nano)
+    async def budget_seed(self, scope: str, spent_nano: int, ttl_ms: int | None = None) -> None:
+        await self.redis.budget_seed(scope, spent_nano, ttl_ms)
 
     async def budget_reserve(
         self, scope: str, limit_nano: int, amount_nano: int, hold: str, ttl_ms: int
@@ -169,6 +171,32 @@ class FailoverState:
             return await self.redis.load_read(backend)
         except DependencyUnavailable:
             return await self.local.load_read(backend)
+
+    async def cache_get(self, key: str) -> str | None:
+        try:
+            return await self.redis.cache_get(key)
+        except DependencyUnavailable:
+            return None
+
+    async def cache_put(self, key: str, value: str, ttl_ms: int) -> None:
+        try:
+            await self.redis.cache_put(key, value, ttl_ms)
+        except DependencyUnavailable:
+            return None
+
+    async def cache_vectors(self, scope: str) -> dict[str, str]:
+        try:
+            return await self.redis.cache_vectors(scope)
+        except DependencyUnavailable:
+            return {}
+
+    async def cache_vector_add(
+        self, scope: str, entry: str, vector: str, ttl_ms: int, keep: int
+    ) -> None:
+        try:
+            await self.redis.cache_vector_add(scope, entry, vector, ttl_ms, keep)
+        except DependencyUnavailable:
+            return None
 
     async def ping(self) -> bool:
         return await self.redis.ping()

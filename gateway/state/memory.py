@@ -1,11 +1,14 @@
 """Single-replica shared state kept in this process: the embedded default, and the local
-ledger a failover state falls back to while Redis is unreachable."""
+ledger a failover state falls back to while Redis is unreachable.
+
+The response cache here is a bounded LRU with a TTL per entry: at most ``CACHE_MAX_BYTES`` of
+answers in all (the least recently used go first), and per scope the newest ``keep`` vectors."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 
 from gateway.state.base import BreakerSettings, RateScope, RateVerdict
@@ -39,6 +42,10 @@ class _Window:
         return window_ms
 
 
+CACHE_MAX_BYTES = 64 * 1024 * 1024  # answers kept by one replica's in-process cache
+CACHE_MAX_SCOPES = 10_000  # semantic scopes (tenant x request shape) kept
+
+
 class InProcessState:
     """Single-replica state kept in this process (the embedded default)."""
 
@@ -55,11 +62,15 @@ class InProcessState:
         self._half_open: set[str] = set()
         self._lock = asyncio.Lock()
         self._windows: dict[str, _Window] = {}
+        self._answers: OrderedDict[str, tuple[str, float]] = OrderedDict()  # key -> value, deadline
+        self._answer_bytes = 0
+        # scope -> entry -> (vector, deadline), oldest first
+        self._vectors: OrderedDict[str, OrderedDict[str, tuple[str, float]]] = OrderedDict()
 
     async def budget_seeded(self, scope: str) -> bool:
         return scope in self._spent
 
-    async def budget_seed(self, scope: str, spent_nano: int) -> None:
+    async def budget_seed(self, scope: str, spent_nano: int, ttl_ms: int | None = None) -> None:
         self._spent.setdefault(scope, spent_nano)
 
     def _reserved(self, scope: str) -> int:
@@ -161,6 +172,49 @@ class InProcessState:
 
     async def load_read(self, backend: str) -> dict[str, str]:
         return dict(self._load.get(backend, {}))
+
+    async def cache_get(self, key: str) -> str | None:
+        item = self._answers.get(key)
+        if item is None:
+            return None
+        if item[1] <= time.monotonic():
+            self._drop_answer(key)
+            return None
+        self._answers.move_to_end(key)
+        return item[0]
+
+    def _drop_answer(self, key: str) -> None:
+        value, _ = self._answers.pop(key)
+        self._answer_bytes -= len(value)
+
+    async def cache_put(self, key: str, value: str, ttl_ms: int) -> None:
+        if key in self._answers:
+            self._drop_answer(key)
+        self._answers[key] = (value, time.monotonic() + ttl_ms / 1000)
+        self._answer_bytes += len(value)
+        while self._answer_bytes > CACHE_MAX_BYTES and self._answers:
+            self._drop_answer(next(iter(self._answers)))
+
+    async def cache_vectors(self, scope: str) -> dict[str, str]:
+        entries = self._vectors.get(scope)
+        if entries is None:
+            return {}
+        now = time.monotonic()
+        for entry in [e for e, (_, deadline) in entries.items() if deadline <= now]:
+            del entries[entry]
+        return {entry: vector for entry, (vector, _) in entries.items()}
+
+    async def cache_vector_add(
+        self, scope: str, entry: str, vector: str, ttl_ms: int, keep: int
+    ) -> None:
+        entries = self._vectors.setdefault(scope, OrderedDict())
+        self._vectors.move_to_end(scope)
+        entries.pop(entry, None)
+        entries[entry] = (vector, time.monotonic() + ttl_ms / 1000)
+        while len(entries) > keep:
+            entries.popitem(last=False)
+        while len(self._vectors) > CACHE_MAX_SCOPES:
+            self._vectors.popitem(last=False)
 
     async def ping(self) -> bool:
         return True

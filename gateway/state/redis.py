@@ -1,5 +1,6 @@
 """Shared state in Redis: every Redis key and Lua script of the gateway's budgets, rate limits
-and circuit breakers lives here.
+and circuit breakers lives here (the rate windows' in ``gateway.state.redis_rates``, the response
+cache's in ``gateway.state.redis_cache``).
 
 Holds of a budget scope are a sorted set (hold id -> deadline in Redis server time) and a hash
 (hold id -> nano-USD); scripts purge expired holds atomically before they count. A Redis that
@@ -26,6 +27,7 @@ from typing import Any, TypeVar
 
 from gateway.errors import DependencyUnavailable
 from gateway.state.base import BreakerSettings, RateScope, RateVerdict
+from gateway.state.redis_cache import RedisCache
 from gateway.state.redis_rates import RedisRates
 
 T = TypeVar("T")
@@ -187,6 +189,7 @@ class RedisState:
         self._live: dict[str, dict[str, tuple[int, float]]] = {}
         self.last_seen: tuple[int, int] | None = None  # (spent, reserved) of the last reserve
         self._watch: asyncio.Task[None] | None = None
+        self._cache = RedisCache(self._redis, self._k, self._call)
 
     @property
     def epoch(self) -> str:
@@ -210,9 +213,9 @@ class RedisState:
     async def budget_seeded(self, scope: str) -> bool:
         return bool(await self._call(lambda: self._redis.exists(self._k("budget", scope, "spent"))))
 
-    async def budget_seed(self, scope: str, spent_nano: int) -> None:
+    async def budget_seed(self, scope: str, spent_nano: int, ttl_ms: int | None = None) -> None:
         key = self._k("budget", scope, "spent")
-        await self._call(lambda: self._redis.set(key, spent_nano, nx=True))
+        await self._call(lambda: self._redis.set(key, spent_nano, nx=True, px=ttl_ms))
 
     async def _restore_holds(self) -> None:
         """Re-register every live hold of this replica (Redis lost them)."""
@@ -351,6 +354,20 @@ class RedisState:
     async def load_read(self, backend: str) -> dict[str, str]:
         key = self._k("load", backend)
         return dict(await self._call(lambda: self._redis.hgetall(key)))
+
+    async def cache_get(self, key: str) -> str | None:
+        return await self._cache.get(key)
+
+    async def cache_put(self, key: str, value: str, ttl_ms: int) -> None:
+        await self._cache.put(key, value, ttl_ms)
+
+    async def cache_vectors(self, scope: str) -> dict[str, str]:
+        return await self._cache.vectors(scope)
+
+    async def cache_vector_add(
+        self, scope: str, entry: str, vector: str, ttl_ms: int, keep: int
+    ) -> None:
+        await self._cache.vector_add(scope, entry, vector, ttl_ms, keep)
 
     async def ping(self) -> bool:
         try:

@@ -42,7 +42,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 10, max_overflow: int = 20, pool_timeout_s: float = 5.0
+) -> AsyncEngine:
+    """An async engine; the PostgreSQL pool is sized from the config (``store.pool_size``,
+    ``max_overflow``, ``pool_timeout_s``): a burst past it waits, then fails as a 503."""
     async_url = to_async_url(url)
     ensure_sqlite_dir(async_url)
     if make_url(async_url).get_backend_name() == "sqlite":
@@ -51,9 +55,42 @@ def create_engine(url: str) -> AsyncEngine:
         return engine
     return create_async_engine(
         async_url,
-        pool_size=10,
-        max_overflow=10,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
         pool_pre_ping=True,
-        pool_timeout=5,
+        pool_timeout=pool_timeout_s,
         connect_args={"timeout": 5, "command_timeout": 10},
     )
+
+
+# driver errors (asyncpg, aiosqlite) that mean "unreachable or too busy", not "bad query"
+_OUTAGE_ERRORS = {
+    "ConnectionDoesNotExistError",
+    "CannotConnectNowError",
+    "TooManyConnectionsError",
+    "ConnectionFailureError",
+    "ConnectionRejectionError",
+    "AdminShutdownError",
+    "CrashShutdownError",
+    "InterfaceError",
+}
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when ``exc`` means the store could not be reached or was too busy (a connection
+    refused or dropped, the pool exhausted, a timeout, SQLite locked), as opposed to a bug in a
+    query: the caller answers 503 with ``retry-after`` instead of 500."""
+    from sqlalchemy.exc import DBAPIError, DisconnectionError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if isinstance(exc, (PoolTimeout, DisconnectionError, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, DBAPIError):
+        orig = exc.orig
+        return (
+            bool(exc.connection_invalidated)
+            or isinstance(orig, (ConnectionError, OSError, TimeoutError))
+            or any(cls.__name__ in _OUTAGE_ERRORS for cls in type(orig).__mro__)
+            or "database is locked" in str(orig)
+        )
+    return isinstance(exc, OSError)

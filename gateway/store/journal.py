@@ -28,7 +28,7 @@ from typing import IO, Any
 log = logging.getLogger("tollgate.store")
 
 _DATETIME_COLS = {"created_at", "finished_at", "last_seen_at"}
-_DECIMAL_COLS = {"cost_usd"}
+_DECIMAL_COLS = {"cost_usd", "cache_saved_usd"}
 
 
 def encode_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -50,6 +50,9 @@ def decode_row(row: dict[str, Any]) -> dict[str, Any]:
     for col in _DECIMAL_COLS & out.keys():
         if out[col] is not None:
             out[col] = Decimal(out[col])
+    if "attempt" in out:  # an attempt row written before the cache columns existed
+        out.setdefault("cache_hit", False)
+        out.setdefault("cache_saved_usd", None)
     return out
 
 

@@ -1,19 +1,42 @@
 """The SQL the running gateway asks of its store outside the record writer: a liveness ping,
 a budget scope's recorded spend, one request's attempts, finding a tenant's task, a tenant by
-name, and writing a task outcome (an idempotent replace). Route handlers and services call
-these; they never build SQL themselves. Report queries live in ``gateway.analytics``.
+name, and writing a task outcome (an idempotent replace). ``peer_visible`` waits for a row a
+peer replica answered a moment ago (read-your-writes behind a load balancer). Route handlers
+and services call these; they never build SQL themselves. Report queries live in
+``gateway.analytics``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.store.models import outcomes, requests, tasks, tenants
+
+T = TypeVar("T")
+PEER_WAIT_S = 2.0  # a peer's writer flushes every store.flush_interval_ms (default 200 ms)
+
+
+async def peer_visible(fetch: Callable[[], Awaitable[T]], wait_s: float = PEER_WAIT_S) -> T:
+    """``fetch()`` until it finds something or ``wait_s`` passes: a request answered by another
+    replica reaches the store with that replica's next batch, so a client that asks this
+    replica right after the answer (feedback, ``GET /v1/requests/{id}``) still finds it."""
+    deadline = time.monotonic() + wait_s
+    delay = 0.05
+    while True:
+        found = await fetch()
+        if found or time.monotonic() >= deadline:
+            return found
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.4)
 
 
 async def ping(engine: AsyncEngine) -> None:
@@ -23,12 +46,29 @@ async def ping(engine: AsyncEngine) -> None:
 
 
 async def recorded_spend(
-    engine: AsyncEngine, *, key_id: str | None = None, tenant_id: str | None = None
+    engine: AsyncEngine,
+    *,
+    key_id: str | None = None,
+    tenant_id: str | None = None,
+    policy: str | None = None,
+    tag: str | None = None,
+    since: datetime | None = None,
 ) -> Decimal:
-    """The cost of every recorded attempt of one key (or, without ``key_id``, one tenant)."""
-    column = requests.c.key_id if key_id is not None else requests.c.tenant_id
-    ident = key_id if key_id is not None else tenant_id
-    stmt = select(func.coalesce(func.sum(requests.c.cost_usd), 0)).where(column == ident)
+    """The cost of the recorded attempts of one budget scope: every filter given must hold (a
+    key, a tenant, a policy, a request tag), and with ``since`` only attempts created then or
+    later (a windowed budget's period)."""
+    stmt = select(func.coalesce(func.sum(requests.c.cost_usd), 0))
+    if key_id is not None:
+        stmt = stmt.where(requests.c.key_id == key_id)
+    if tenant_id is not None:
+        stmt = stmt.where(requests.c.tenant_id == tenant_id)
+    if policy is not None:
+        stmt = stmt.where(requests.c.policy == policy)
+    if tag is not None:  # tags are stored as ",a,b,"; LIKE wildcards in the tag are escaped
+        pattern = "%," + tag.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ",%"
+        stmt = stmt.where(requests.c.tags.like(pattern, escape="\\"))
+    if since is not None:
+        stmt = stmt.where(requests.c.created_at >= since)
     async with engine.connect() as conn:
         return Decimal(str(await conn.scalar(stmt) or 0))
 

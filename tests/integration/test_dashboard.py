@@ -30,7 +30,7 @@ from tests.support.harness import ROOT, backend, config_dict, settings_for
 pytestmark = pytest.mark.integration
 
 CHROMIUM = Path("/usr/bin/chromium")
-ADMIN = "admin-secret"
+ADMIN = "admin-secret-for-tests"
 P_IN, P_OUT = Decimal("0.00001"), Decimal("0.00003")
 
 

@@ -69,7 +69,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         env = {
             "FAKE_KEY": "upstream-secret",
             "TOLLGATE_DATABASE_URL": f"sqlite:///{work}/tollgate.db",
-            "TOLLGATE_ADMIN_KEY": "admin-secret",
+            "TOLLGATE_ADMIN_KEY": "admin-secret-for-tests",
         }
         gw = GatewayProcess(gateway_config(upstream, work / "spool"), work, env)
         created = gw.cli("keys", "create", "--tenant", "acme")
@@ -341,7 +341,7 @@ def test_keys_cli_revoke_and_admin_api(stack: dict[str, Any]) -> None:
     assert gw.cli("keys", "revoke", key[:9]).returncode == 0
     with pytest.raises(openai.AuthenticationError):
         sdk.chat.completions.create(model="fake", messages=[{"role": "user", "content": "x"}])
-    admin = {"authorization": "Bearer admin-secret"}
+    admin = {"authorization": "Bearer admin-secret-for-tests"}
     made = httpx.post(gw.url + "/admin/keys", json={"tenant": "api-made"}, headers=admin)
     assert made.status_code == 201
     assert (
@@ -373,7 +373,11 @@ def test_health_ready_models_metrics(stack: dict[str, Any]) -> None:
 
 def test_keys_never_logged(stack: dict[str, Any]) -> None:
     log = stack["gw"].log_path.read_text()
-    assert stack["key"] not in log and "upstream-secret" not in log and "admin-secret" not in log
+    assert (
+        stack["key"] not in log
+        and "upstream-secret" not in log
+        and "admin-secret-for-tests" not in log
+    )
 
 
 def test_refuses_public_bind_without_admin_key(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ def gateway_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
         }
         env = {
             "TOLLGATE_DATABASE_URL": f"sqlite:///{work}/t.db",
-            "TOLLGATE_ADMIN_KEY": "admin-secret",
+            "TOLLGATE_ADMIN_KEY": "admin-secret-for-tests",
         }
         gw = GatewayProcess(cfg, work, env)
         key = gw.cli("keys", "create", "--tenant", "fuzz").stdout.strip().splitlines()[-1]
@@ -68,7 +68,9 @@ def test_gateway_never_fails_on_client_input(
             max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), database=None
         )
         def check(case: Any) -> None:
-            token = "admin-secret" if case.path.startswith("/admin") else gateway_stack["key"]
+            token = (
+                "admin-secret-for-tests" if case.path.startswith("/admin") else gateway_stack["key"]
+            )
             response = case.call(headers={"authorization": f"Bearer {token}"}, timeout=30)
             case.validate_response(response, checks=(not_a_server_error,))
             if response.status_code >= 400:

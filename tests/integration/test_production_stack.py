@@ -92,7 +92,7 @@ def test_store_outage_during_traffic_loses_nothing(pg_url: str, tmp_path: Path) 
                 ],
                 "store": {"spool_dir": str(tmp_path / "spool"), "flush_interval_ms": 20},
             }
-            env = {"TOLLGATE_DATABASE_URL": proxied, "TOLLGATE_ADMIN_KEY": "adm"}
+            env = {"TOLLGATE_DATABASE_URL": proxied, "TOLLGATE_ADMIN_KEY": "adm-prod-stack-key"}
             gw = GatewayProcess(cfg, tmp_path, env)
             key = gw.cli("keys", "create", "--tenant", "t").stdout.strip().splitlines()[-1]
             with gw:

@@ -71,3 +71,18 @@ def test_weak_admin_keys_are_refused(key: str) -> None:
 def test_strong_admin_keys_pass() -> None:
     check_admin_key("3f9c2a7d41b86e05c9d1a2b3")
     check_admin_key(None)
+
+
+def test_serve_refuses_to_start_with_a_weak_admin_key() -> None:
+    from gateway.app import UnsafeBind, check_bind
+    from gateway.config import Config
+    from gateway.settings import Settings
+
+    cfg = Config.model_validate({"backends": [{"name": "b", "model": "openai/m"}]})
+    for host in ("127.0.0.1", "0.0.0.0"):
+        settings = Settings(config=cfg, database_url="sqlite://", admin_key=" ", host=host)
+        with pytest.raises(UnsafeBind, match="too weak"):
+            check_bind(settings)
+    check_bind(
+        Settings(config=cfg, database_url="sqlite://", admin_key="3f9c2a7d41b86e05c9d1")
+    )

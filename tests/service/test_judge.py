@@ -35,7 +35,7 @@ from tests.support.harness import (
     settings_for,
 )
 
-ADMIN = {"authorization": "Bearer admin-secret"}
+ADMIN = {"authorization": "Bearer admin-secret-for-tests"}
 J_IN, J_OUT = Decimal("0.00001"), Decimal("0.00003")  # the judge's prices (traffic: 1e-6/2e-6)
 PASS = '{"success": true, "score": 0.8, "reason": "answers the question"}'
 FAIL = 'Verdict: ```json\n{"success": false, "score": 0.1, "reason": "off topic"}\n```'

@@ -265,9 +265,12 @@ def test_hot_reload_swaps_valid_and_rejects_invalid(tmp_path: Path, sqlite_url: 
     path.write_text(yaml.safe_dump(cfg))
     base = settings_for(cfg, sqlite_url)
     settings = Settings(
-        config=base.config, config_path=str(path), database_url=sqlite_url, admin_key="admin-secret"
+        config=base.config,
+        config_path=str(path),
+        database_url=sqlite_url,
+        admin_key="admin-secret-for-tests",
     )
-    admin = {"authorization": "Bearer admin-secret"}
+    admin = {"authorization": "Bearer admin-secret-for-tests"}
     with app_client(settings, predictor=FakePredictor(P)) as (client, _):
         key = create_key(client)
         assert served(client, key).headers["x-tollgate-backend"] == "mini"

@@ -19,7 +19,7 @@ from gateway.settings import Settings
 from tests.support.fakes import FakeCaller, Script
 from tests.support.harness import backend, chat_body, config_dict, create_key
 
-ADMIN = {"authorization": "Bearer admin-secret"}
+ADMIN = {"authorization": "Bearer admin-secret-for-tests"}
 OLD_IN, OLD_OUT = Decimal("0.000001"), Decimal("0.000002")
 NEW_IN, NEW_OUT = Decimal("0.000004"), Decimal("0.000008")
 PASS = '{"success": true, "score": 0.9, "reason": "fine"}'
@@ -37,7 +37,7 @@ def _settings(path: Path, cfg: dict[str, Any], url: str) -> Settings:
         config=Config.model_validate(cfg),
         config_path=str(path),
         database_url=url,
-        admin_key="admin-secret",
+        admin_key="admin-secret-for-tests",
     )
 
 

@@ -27,7 +27,7 @@ from tests.support.harness import (
     settings_for,
 )
 
-ADMIN = {"authorization": "Bearer admin-secret"}
+ADMIN = {"authorization": "Bearer admin-secret-for-tests"}
 P_IN, P_OUT = Decimal("0.00001"), Decimal("0.00003")
 
 

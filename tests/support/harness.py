@@ -81,7 +81,7 @@ def settings_for(
     config: dict[str, Any],
     database_url: str,
     *,
-    admin_key: str | None = "admin-secret",
+    admin_key: str | None = "admin-secret-for-tests",
     redis_url: str | None = None,
 ) -> Settings:
     return Settings(
@@ -105,7 +105,9 @@ def create_key(client: TestClient, tenant: str = "acme", budget: float | None = 
     body: dict[str, Any] = {"tenant": tenant}
     if budget is not None:
         body["max_budget_usd"] = budget
-    resp = client.post("/admin/keys", json=body, headers={"authorization": "Bearer admin-secret"})
+    resp = client.post(
+        "/admin/keys", json=body, headers={"authorization": "Bearer admin-secret-for-tests"}
+    )
     assert resp.status_code == 201, resp.text
     return str(resp.json()["key"])
 
@@ -171,7 +173,7 @@ class GatewayProcess:
             timeout=120,
         )
 
-    def start(self, timeout_s: float = 60) -> GatewayProcess:
+    def start(self, timeout_s: float = 180) -> GatewayProcess:
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [

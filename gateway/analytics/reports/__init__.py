@@ -4,7 +4,8 @@ and ``/dashboard``, and the daily roll-ups that keep them fast on millions of ro
 The package, one thing per module: ``query`` (what is asked), ``results`` (what a report
 holds), ``task_outcome`` (which outcome decides a task), ``cells`` (the per-cell SQL),
 ``latency`` (histogram buckets), ``rollups`` (daily summaries), ``assemble`` (building a
-report), ``judge_costs``, ``failures`` and ``from_store`` (a report as the CLI asks for it).
+report), ``judge_costs``, ``cache_savings``, ``failures`` and ``from_store`` (a report as the
+CLI asks for it).
 Callers import the public names from here.
 
 Definitions (docs/reports.md explains them with examples):
@@ -29,6 +30,9 @@ Definitions (docs/reports.md explains them with examples):
 * **Judge spend** (spend reports): the judge's verdicts recorded in the range and what its calls
   cost. It is evaluation overhead, recorded with the verdicts (``outcomes.cost_usd``), never as
   attempts: traffic spend and cost per successful task do not include it.
+* **Cache** (spend reports): response-cache hits in the range — attempt rows marked
+  ``cache_hit``, recorded at zero cost — and what they saved: the cost of the reused answers
+  when they were made. Hits count as requests and attempts of their group at zero spend.
 * **Savings**: what the recorded traffic would have cost on a baseline backend, priced from the
   recorded token counts of each successful attempt at the baseline's prices (the baseline
   defaults to the most expensive backend), against what it did cost.
@@ -43,12 +47,19 @@ from gateway.analytics.reports.from_store import UnknownTenant, refresh_store, s
 from gateway.analytics.reports.judge_costs import judge_spend
 from gateway.analytics.reports.latency import histogram_percentile, latency_bucket
 from gateway.analytics.reports.query import GROUP_BYS, GroupBy, ReportKind, ReportQuery, parse_when
-from gateway.analytics.reports.results import GroupStats, JudgeSpend, Report, Savings
+from gateway.analytics.reports.results import (
+    CacheSavings,
+    GroupStats,
+    JudgeSpend,
+    Report,
+    Savings,
+)
 from gateway.analytics.reports.rollups import refresh_rollups
 from gateway.analytics.reports.task_outcome import verdicts
 
 __all__ = [
     "GROUP_BYS",
+    "CacheSavings",
     "GroupBy",
     "GroupStats",
     "JudgeSpend",

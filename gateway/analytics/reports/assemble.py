@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway.analytics.reports.cache_savings import cache_savings
 from gateway.analytics.reports.cells import (
     ATTEMPT_SUMS,
     TASK_SUMS,
@@ -251,4 +252,5 @@ async def report(
             baseline_tasks_known=(on_base.succeeded + on_base.failed) if on_base else 0,
         )
     judge = await judge_spend(engine, q) if kind == "spend" else None
-    return Report(kind, q, rows, total, savings, judge)
+    cached = await cache_savings(engine, q) if kind == "spend" else None
+    return Report(kind, q, rows, total, savings, judge, cached)

@@ -1,7 +1,7 @@
 """What a report holds: one row per group (:class:`GroupStats`, with the derived rates: success
 rate, cost per successful task, error and fallback rates, latency percentiles), the savings
-against a baseline backend, the judge's spend, and the whole :class:`Report`, each with the
-JSON shape the CLI and ``GET /v1/spend`` print."""
+against a baseline backend, the judge's spend, the response cache's hits and savings, and the
+whole :class:`Report`, each with the JSON shape the CLI and ``GET /v1/spend`` print."""
 
 from __future__ import annotations
 
@@ -175,6 +175,30 @@ class JudgeSpend:
 
 
 @dataclass
+class CacheSavings:
+    """Response cache hits over a report's range and what they saved: the cost of the reused
+    answers when they were made (hits themselves are recorded at zero cost)."""
+
+    hits: int = 0
+    requests: int = 0
+    saved: Decimal = Decimal(0)
+    unpriced: int = 0  # hits whose reused answer was unpriced
+
+    @property
+    def hit_rate(self) -> float | None:
+        return self.hits / self.requests if self.requests else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "hits": self.hits,
+            "requests": self.requests,
+            "hit_rate": _round(self.hit_rate),
+            "saved_usd": format_usd(self.saved),
+            "unpriced_hits": self.unpriced,
+        }
+
+
+@dataclass
 class Report:
     kind: ReportKind
     query: ReportQuery
@@ -182,6 +206,7 @@ class Report:
     total: GroupStats
     savings: Savings | None = None
     judge: JudgeSpend | None = None  # spend reports only
+    cache: CacheSavings | None = None  # spend reports only
 
     def as_dict(self) -> dict[str, Any]:
         q = self.query
@@ -195,6 +220,7 @@ class Report:
             "total": self.total.as_dict(),
             "savings": self.savings.as_dict() if self.savings else None,
             "judge": self.judge.as_dict() if self.judge else None,
+            "cache": self.cache.as_dict() if self.cache else None,
         }
 
 
