@@ -9,7 +9,7 @@ from pathlib import Path
 from tests.support.fakes import FakeCaller, Script
 from tests.support.harness import app_client, backend, chat_body, settings_for
 
-ADMIN = {"authorization": "Bearer admin-secret"}
+ADMIN = {"authorization": "Bearer admin-secret-for-tests"}
 
 
 def config(tmp_path: Path) -> dict[str, object]:
