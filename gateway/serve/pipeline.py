@@ -25,7 +25,12 @@ from typing import Any
 from gateway.auth import Principal
 from gateway.budgets import Reservation
 from gateway.config import BackendConfig
-from gateway.errors import DependencyUnavailable, NoBackendAvailable, UpstreamError
+from gateway.errors import (
+    DependencyUnavailable,
+    NoBackendAvailable,
+    RateLimited,
+    UpstreamError,
+)
 from gateway.pricing import format_usd
 from gateway.runtime import Runtime
 from gateway.serve import access, cache, limits
@@ -237,7 +242,7 @@ class Pipeline:
             # returned, marked as failing validation
             try:
                 backend, resp, rejection = await dispatcher.call([tier], op, check)
-            except (UpstreamError, NoBackendAvailable):
+            except (UpstreamError, NoBackendAvailable, RateLimited):
                 break
         await finish(answer=resp, ok=rejection is None, validation=check.last if check else None)
         if rejection is None:
