@@ -180,6 +180,15 @@ class PrivateRedis:
             self.proc.kill()
             self.proc.wait(timeout=10)
 
+    def pause(self) -> None:
+        """SIGSTOP: unreachable (time-outs) but keeps its data, like a network blip."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
 
 class Replica:
     """One ``tollgate serve`` process; ``kill()`` is ``kill -9``; ``start()`` again restarts it

@@ -70,6 +70,7 @@ class Reply:
     retry_after: str | None
     tenant: str
     t: float
+    error: str | None = None  # a transport failure (status 599): what the client saw
 
 
 # -- load ------------------------------------------------------------------------------------
@@ -118,9 +119,10 @@ async def drive(
                     status = resp.status_code
                     rid = resp.headers.get("x-tollgate-request-id")
                     retry = resp.headers.get("retry-after")
-                except httpx.HTTPError:
-                    status, rid, retry = 599, None, None  # connection cut: counted as a 5xx
-                replies.append(Reply(status, rid, retry, tenant, time.monotonic() - start))
+                    error = None
+                except httpx.HTTPError as exc:  # connection cut: counted as a 5xx
+                    status, rid, retry, error = 599, None, None, f"{type(exc).__name__}: {exc}"
+                replies.append(Reply(status, rid, retry, tenant, time.monotonic() - start, error))
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return replies
@@ -380,7 +382,11 @@ def case_load(stack: Stack, scale: float) -> Row:
     wait_for(lambda: drained(gw), 60, "the store to catch up")
     row.rows_lost = rows_lost(stack.pg, replies)
     others = sorted({r.status for r in replies if r.status != 200})
-    row.notes.append(f"{concurrency} concurrent: statuses other than 200: {others or 'none'}")
+    errors = sorted({r.error for r in replies if r.error})
+    row.notes.append(
+        f"{concurrency} concurrent: statuses other than 200: {others or 'none'}"
+        + (f"; transport errors: {errors[:3]}" if errors else "")
+    )
     return row
 
 

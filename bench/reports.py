@@ -1,5 +1,6 @@
 """Report latency at scale: N attempt rows (default 1,000,000) in a fresh PostgreSQL database,
-then every report of ``gateway.analytics.reports`` timed (admin scope and one tenant, 30 days and 7 days).
+then every report of ``gateway.analytics.reports`` timed (admin scope and one tenant, 30 days
+and 7 days).
 
 Synthetic traffic is generated inside PostgreSQL (``generate_series``) so that loading a
 million rows takes seconds: 20 tenants, 100 keys, 3 policies, 5 backends over 30 days; one

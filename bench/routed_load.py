@@ -182,6 +182,8 @@ class Phase:
     latencies_ms: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     counter_delta: float | None = None  # the gateway's own fallback count over the phase
+    gateway_cpu_s: float | None = None  # CPU seconds the gateway process used in the phase
+    predictor_cpu_s: float | None = None  # ... and its predictor worker processes
 
     @property
     def rps(self) -> float:
@@ -217,6 +219,29 @@ class Prompts:
         return out
 
 
+def _cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def cpu_split(gateway_pid: int) -> tuple[float, float]:
+    """CPU seconds used so far by the gateway process and by its children (the predictor
+    workers), from /proc (Linux)."""
+    return _cpu_s(gateway_pid), sum(_cpu_s(c) for c in _children(gateway_pid))
+
+
 async def scrape_counter(session: aiohttp.ClientSession, base: str) -> float | None:
     try:
         async with session.get(f"{base}/metrics", timeout=aiohttp.ClientTimeout(total=10)) as r:
@@ -238,8 +263,10 @@ async def run_phase(
     prompts: list[str],
     duration_s: float,
     request_timeout_s: float,
+    gateway_pid: int | None = None,
 ) -> Phase:
     phase = Phase(mode, concurrency)
+    cpu0 = cpu_split(gateway_pid) if gateway_pid else None
     model = "auto" if mode == "routed" else PINNED_BACKEND
     before = await scrape_counter(session, base)
     queue = list(reversed(prompts))
@@ -287,6 +314,9 @@ async def run_phase(
     t0 = time.monotonic()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     phase.wall_s = time.monotonic() - t0
+    if cpu0 is not None and gateway_pid:
+        cpu1 = cpu_split(gateway_pid)
+        phase.gateway_cpu_s, phase.predictor_cpu_s = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
     after = await scrape_counter(session, base)
     if before is not None and after is not None:
         phase.counter_delta = after - before
@@ -302,11 +332,23 @@ def _f(v: float | None, digits: int = 1) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+def cpu_cell(routed: Phase, pinned: Phase) -> str:
+    """Gateway CPU per answered request, routed (its predictor workers' share) / pinned."""
+
+    def per(cpu: float | None, p: Phase) -> float | None:
+        return None if cpu is None or not p.ok else 1000 * cpu / p.ok
+
+    return (
+        f"{_f(per(routed.gateway_cpu_s, routed))}({_f(per(routed.predictor_cpu_s, routed))})"
+        f"/{_f(per(pinned.gateway_cpu_s, pinned))}"
+    )
+
+
 def print_table(rows: list[tuple[Phase, Phase]]) -> None:
     head = (
         f"{'conc':>4} | {'routed req/s':>12} | {'pinned req/s':>12} | {'routed/pinned':>13} | "
         f"{'fallbacks':>14} | {'gateway count':>13} | {'errors r/p':>10} | "
-        f"{'routed p50/p99 ms':>17} | {'pinned p50/p99 ms':>17}"
+        f"{'routed p50/p99 ms':>17} | {'pinned p50/p99 ms':>17} | {'CPU ms/req r(pred)/p':>21}"
     )
     print(head)
     print("-" * len(head))
@@ -320,7 +362,8 @@ def print_table(rows: list[tuple[Phase, Phase]]) -> None:
             f"{routed.concurrency:>4} | {routed.rps:>12.1f} | {pinned.rps:>12.1f} | "
             f"{_f(ratio, 2):>13} | {fb:>14} | {gw:>13} | {errs:>10} | "
             f"{_f(routed.pct(0.5)) + '/' + _f(routed.pct(0.99)):>17} | "
-            f"{_f(pinned.pct(0.5)) + '/' + _f(pinned.pct(0.99)):>17}"
+            f"{_f(pinned.pct(0.5)) + '/' + _f(pinned.pct(0.99)):>17} | "
+            f"{cpu_cell(routed, pinned):>21}"
         )
     versions: Counter[str] = Counter()
     for routed, _ in rows:
@@ -376,11 +419,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             env,
             up_log,
         )
-        cfg = args.config or tmp / "config.yaml"
-        if args.config is None:
-            data = bench_config(REPO / "config.yaml", upstream, args.timeout_ms, args.artifact)
-            data["store"] = {**data.get("store", {}), "spool_dir": str(tmp / "spool")}
-            cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+        cfg = tmp / "config.yaml"
+        source = args.config or REPO / "config.yaml"
+        data = bench_config(source, upstream, args.timeout_ms, args.artifact)
+        data["store"] = {**data.get("store", {}), "spool_dir": str(tmp / "spool")}
+        cfg.write_text(yaml.safe_dump(data, sort_keys=False))
         env_gw = {
             **env,
             "TOLLGATE_DATABASE_URL": f"sqlite:///{tmp / 'bench.db'}",
@@ -424,7 +467,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 got: dict[str, Phase] = {}
                 for mode in order:
                     got[mode] = await run_phase(
-                        session, base, mode, c, batch, args.duration, args.request_timeout
+                        session,
+                        base,
+                        mode,
+                        c,
+                        batch,
+                        args.duration,
+                        args.request_timeout,
+                        gateway_pid=gw_proc.pid,
                     )
                     if gw_proc.poll() is not None:
                         raise RuntimeError(f"the gateway exited\n{tail(gw_log)}")
@@ -483,7 +533,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout-ms", type=float, help="override predictor.timeout_ms")
     p.add_argument("--artifact", help="override predictor.artifact (a path, or: static)")
     p.add_argument("--request-timeout", type=float, default=30.0, help="per request, seconds")
-    p.add_argument("--config", type=Path, help="use this gateway config as it is")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="start from this config instead of the shipped config.yaml (its chat backends are "
+        "pointed at the fake upstream all the same)",
+    )
     p.add_argument("--data-dir", help="folder laid out like ../shared/data")
     p.add_argument(
         "--repeat", action="store_true", help="routed and pinned reuse prompts (warm cache)"

@@ -97,10 +97,12 @@ def run_seed(table: ReplayTable, x: np.ndarray, fp: str, seed: int, root: str | 
     curves["oracle"] = Curve(*_stack([_pick(oracle, y, c)]))
     notes = []
     if table.answers.any():
-        s = routing_cascade.setup(table, train, pr["ours_oof"])
-        q, cost, agree = routing_cascade.curve(table, test, pr["ours"], backends, s)
+        family = routing_cascade.setup(table, train, pr["ours_oof"])
+        q, cost, agree = routing_cascade.curve(table, test, pr["ours"], backends, family)
         curves["cascade"] = Curve(q, cost)
-        notes.append(f"seed {seed} cascade: {routing_cascade.describe(table, s)}")
+        one = len(routing_cascade.TAUS)  # the family's first: the single cascade
+        curves["cascade (one first tier)"] = Curve(q[:one], cost[:one])
+        notes.append(f"seed {seed} cascades: {routing_cascade.describe(table, family)}")
         if agree < 1.0:
             notes.append(f"seed {seed}: tier search replica agreed on {100 * agree:.2f}% cells")
     quality = {}
@@ -189,7 +191,8 @@ def benchmark(name: str, seeds: int, boot: int, root: str | None) -> list[str]:
     )
     lines += [header, "-" * len(header)]
     knobs = {g.name: g.knob for g in routing_replay.sweeps(table.models, table.cost[:5])}
-    knobs["cascade"] = "accept_confidence"
+    knobs["cascade"] = "first tier, accept_confidence"
+    knobs["cascade (one first tier)"] = "accept_confidence"
     order = [r for r in routers if not r.startswith("single:") and r != "oracle"]
     order = [r for r in order if r not in ("Zero router",)] + ["Zero router", "oracle"]
     order += sorted(

@@ -14,9 +14,15 @@ What is fitted, all on the split's training rows only:
 * the tiers: escalation tier = the best single model by training accuracy; ``first`` and
   ``check`` = the pair of cheaper models (and the cascade's fixed bands ``skip_check_above``,
   ``escalate_below``, ``straight_up_below``) with the lowest cost to reach the escalation
-  tier's training accuracy on the training rows (verdict cross-fitted there on two folds).
+  tier's training accuracy on the training rows (verdict cross-fitted there on two folds);
+* a family: that cascade, and one per cheap model on the training rows' cost/accuracy hull of
+  single models as first tier, each with the check and bands of the best training AIQ.
 
-The knob swept on the held-out rows is ``accept_confidence``.
+The knob swept on the held-out rows is ``accept_confidence``, for each cascade of the family:
+a cascade cannot answer for less than its first tier costs, so one cascade's curve starts
+there (AIQ counts nothing left of it); the family's first tiers span the cheap end, as the
+Zero router's single models do. The first member is the one chosen by cost to reach the
+escalation tier (the benchmark prints its row apart).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from bench.routing_data import ReplayTable
 from policies import BackendFacts, PredictionFacts, RequestFacts, decide_sweep
 from policies.cascade import cascade_step
 from policies.schema import Policy
-from predictors.routing_eval import cost_to_reach, hull
+from predictors.routing_eval import aiq, cost_to_reach, hull
 from predictors.verdict import AnswerFacts, VerdictModel, feature_matrix, fit_verdict, pair_rows
 
 TAUS = [round(v, 3) for v in np.linspace(0.3, 1.0, 25)]
@@ -198,20 +204,37 @@ def run(
     return correct, cost
 
 
-def setup(table: ReplayTable, train: np.ndarray, p_oof: np.ndarray) -> CascadeSetup:
-    """Tiers, bands and verdict chosen on the training rows only."""
+def _hull_tiers(table: ReplayTable, train: np.ndarray, strong: int) -> list[int]:
+    """Cheap single models (under 35 % of the escalation tier's cost) on the training rows'
+    cost/accuracy hull: the cheap end of what the Zero router mixes."""
+    acc = np.nanmean(table.outcome[train], axis=0)
+    cost = np.nanmean(table.cost[train], axis=0)
+    hc, _ = hull(cost, acc)
+    on_hull = [j for j in range(len(table.models)) if np.any(np.isclose(cost[j], hc))]
+    return [j for j in on_hull if j != strong and cost[j] < 0.35 * cost[strong]]
+
+
+def setup(table: ReplayTable, train: np.ndarray, p_oof: np.ndarray) -> list[CascadeSetup]:
+    """The family of cascades (see the module docstring), all chosen on the training rows
+    only; the first is the one with the lowest cost to reach the escalation tier."""
     acc = np.nanmean(table.outcome[train], axis=0)
     strong = int(np.argmax(acc))
-    cheap = _cheap_models(table, train, strong)
+    top = _cheap_models(table, train, strong)
+    tiers = _hull_tiers(table, train, strong)
+    cheap = top + [j for j in tiers if j not in top]
+    c_max = float(np.nanmean(table.cost[train], axis=0).max())
     # cross-fitted verdict on the training rows: fit on one half, score the other
     half = np.random.default_rng(0).permutation(len(train)) % 2
     halves = [(half != h, half == h) for h in (0, 1)]
     fitted = [_verdict(p_oof[f], table, train[f], cheap, strong) for f, _ in halves]
+    checks = top[:4]
     configs: list[tuple[int, int | None, tuple[float, float, float | None]]] = [
         (a, None, bands) for a in cheap for bands in BANDS if bands[:2] == (1.0, 0.0)
     ]
-    configs += [(a, b, bands) for a, b in itertools.permutations(cheap[:4], 2) for bands in BANDS]
-    best: tuple[float, float, int, int | None, tuple[float, float, float | None]] | None = None
+    configs += [(a, b, bands) for a in cheap for b in checks if b != a for bands in BANDS]
+    Config = tuple[int, int | None, tuple[float, float, float | None]]
+    best: tuple[tuple[float, float], Config] | None = None
+    by_first: dict[int, tuple[float, Config]] = {}
     for a, b, bands in configs:
         qs, cs = [], []
         for v, (_, score) in zip(fitted, halves, strict=True):
@@ -221,11 +244,16 @@ def setup(table: ReplayTable, train: np.ndarray, p_oof: np.ndarray) -> CascadeSe
         q, c = np.concatenate(qs, axis=1), np.concatenate(cs, axis=1)
         hc, hq = hull(c.mean(axis=1), q.mean(axis=1))
         key = (cost_to_reach(hc, hq, acc[strong]), -float(hq[-1]))
-        if best is None or key < best[:2]:
-            best = (*key, a, b, bands)
+        as_before = a in top and (b is None or a in checks)  # the single cascade, as before
+        if as_before and (best is None or key < best[0]):
+            best = (key, (a, b, bands))
+        area = aiq(hc, hq, c_max)
+        if a in tiers and (a not in by_first or area > by_first[a][0]):
+            by_first[a] = (area, (a, b, bands))
     assert best is not None
-    _, _, a, b, bands = best
-    return CascadeSetup(a, b, strong, bands, _verdict(p_oof, table, train, cheap, strong))
+    verdict = _verdict(p_oof, table, train, cheap, strong)
+    chosen = [best[1]] + [cfg for _, cfg in by_first.values() if cfg != best[1]]
+    return [CascadeSetup(a, b, strong, bands, verdict) for a, b, bands in chosen]
 
 
 def curve(
@@ -233,21 +261,30 @@ def curve(
     test: np.ndarray,
     p_test: np.ndarray,
     backends: dict[str, BackendFacts],
-    s: CascadeSetup,
+    family: list[CascadeSetup],
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """The held-out curve through the product's code, and the share of (query, knob) cells
-    where :func:`simulate` (used to choose tiers on training rows) agrees with it."""
-    pols = _policies(table, s.first, s.check, s.strong, s.bands, TAUS)
-    correct, cost = run(table, test, p_test, backends, pols, s.verdict)
-    q, c = simulate(table, test, p_test, s.verdict, s.first, s.check, s.strong, s.bands, TAUS)
-    agree = float(np.mean((correct == q) & np.isclose(cost, c)))
-    return correct, cost, agree
+    """The held-out curves through the product's code, ``(len(family) * len(TAUS), n)``, in
+    family order, and the share of (query, knob) cells where :func:`simulate` (used to choose
+    tiers on training rows) agrees with them."""
+    correct, cost, agree = [], [], []
+    for s in family:
+        pols = _policies(table, s.first, s.check, s.strong, s.bands, TAUS)
+        y, c = run(table, test, p_test, backends, pols, s.verdict)
+        qs, cs = simulate(table, test, p_test, s.verdict, s.first, s.check, s.strong, s.bands, TAUS)
+        agree.append(float(np.mean((y == qs) & np.isclose(c, cs))))
+        correct.append(y)
+        cost.append(c)
+    return np.concatenate(correct), np.concatenate(cost), float(np.mean(agree))
 
 
-def describe(table: ReplayTable, s: CascadeSetup) -> str:
-    check = table.models[s.check] if s.check is not None else "none"
-    skip, below, up = s.bands
-    return (
-        f"first {table.models[s.first]}, check {check}, escalate to {table.models[s.strong]}; "
-        f"skip_check_above {skip}, escalate_below {below}, straight_up_below {up}"
-    )
+def describe(table: ReplayTable, family: list[CascadeSetup]) -> str:
+    parts = []
+    for s in family:
+        check = table.models[s.check] if s.check is not None else "none"
+        skip, below, up = s.bands
+        parts.append(
+            f"first {table.models[s.first]}, check {check}, escalate to "
+            f"{table.models[s.strong]}; skip_check_above {skip}, escalate_below {below}, "
+            f"straight_up_below {up}"
+        )
+    return " | ".join(parts)

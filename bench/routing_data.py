@@ -19,7 +19,6 @@ check) and answer length, and each model's per-token prices:
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 from dataclasses import dataclass
@@ -28,15 +27,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from predictors.answers import mmlu_pro_answers, routerbench_answers
 from predictors.datasets import (
-    ROUTERBENCH_FILES,
     default_data_dir,
     read_alpacaeval,
     read_mmlu_pro,
     read_prices,
     read_routerbench,
 )
-from predictors.verdict import extract_choice
 
 #: USD per 1M input / output tokens (list prices when the answers were recorded). Only models
 #: whose answers AlpacaEval publishes (so their output length, hence cost, is known) are used.
@@ -81,31 +79,9 @@ class ReplayTable:
         return len(self.ids)
 
 
-def _literal_text(raw: object) -> str:
-    try:
-        value = ast.literal_eval(str(raw))
-    except (ValueError, SyntaxError):
-        return str(raw)
-    if isinstance(value, list | tuple):
-        return "\n".join(str(v) for v in value)
-    return str(value)
-
-
 def routerbench(data_dir: Path | None = None) -> ReplayTable:
     t = read_routerbench(data_dir).complete()
-    root = (data_dir or default_data_dir()) / "routerbench"
-    frames = [pd.read_csv(root / f"{f}.csv") for f in ROUTERBENCH_FILES]
-    raw = pd.concat(frames, ignore_index=True).drop_duplicates("sample_id")
-    raw = raw.set_index(raw["sample_id"].astype(str)).loc[t.ids]
-    texts = {m: raw[f"{m}|model_response"].map(_literal_text) for m in t.models}
-    closed = (t.groups != "mbpp").to_numpy()  # mbpp answers are code: no closed form
-    answers = np.column_stack(
-        [
-            [(extract_choice(s) or "") if c else "" for s, c in zip(texts[m], closed, strict=True)]
-            for m in t.models
-        ]
-    )
-    chars = np.column_stack([texts[m].str.len().to_numpy(dtype=float) for m in t.models])
+    ans = routerbench_answers(t.ids, t.models, data_dir)
     prompt_chars = t.prompts.str.len().to_numpy(dtype=float)
     return ReplayTable(
         name="routerbench",
@@ -116,9 +92,9 @@ def routerbench(data_dir: Path | None = None) -> ReplayTable:
         outcome=t.outcome.to_numpy(dtype=float),
         cost=t.cost.to_numpy(dtype=float),
         prompt_tokens=tokens(prompt_chars),
-        output_tokens=tokens(chars),
-        answers=answers.astype(str),
-        answer_chars=chars,
+        output_tokens=tokens(ans.chars),
+        answers=ans.choice,
+        answer_chars=ans.chars,
         prices=None,
         cost_note="cost: recorded per-query USD (<model>|total_cost); per-token prices for the "
         "policies' expected cost fitted (NNLS on ceil(chars/4) prompt and answer tokens) on each "
@@ -134,14 +110,7 @@ def mmlu_pro(data_dir: Path | None = None) -> ReplayTable:
     questions.index = questions.index.astype(str)
     q = questions.loc[t.ids]
     in_chars = q["question"].astype(str).str.len() + q["options"].astype(str).str.len()
-    long = pd.read_csv(root / "outputs_long.csv", dtype={"question_id": str, "pred": str})
-    long = long[long["question_id"].isin(set(t.ids))]
-    pred = long.pivot_table(index="question_id", columns="model", values="pred", aggfunc="first")
-    gen = long.pivot_table(
-        index="question_id", columns="model", values="gen_chars", aggfunc="first"
-    )
-    pred = pred.reindex(index=t.ids, columns=t.models).fillna("")
-    gen = gen.reindex(index=t.ids, columns=t.models).to_numpy(dtype=float)
+    ans = mmlu_pro_answers(t.ids, t.models, data_dir)
     prices = read_prices(data_dir).loc[t.models]
     return ReplayTable(
         name="mmlu-pro",
@@ -152,9 +121,9 @@ def mmlu_pro(data_dir: Path | None = None) -> ReplayTable:
         outcome=t.outcome.to_numpy(dtype=float),
         cost=t.cost.to_numpy(dtype=float),
         prompt_tokens=tokens(in_chars.to_numpy(dtype=float)),
-        output_tokens=tokens(gen),
-        answers=pred.to_numpy(dtype=str),
-        answer_chars=gen,
+        output_tokens=tokens(ans.chars),
+        answers=ans.choice,
+        answer_chars=ans.chars,
         prices=(
             prices["input_usd_per_mtok"].to_numpy(dtype=float) / 1e6,
             prices["output_usd_per_mtok"].to_numpy(dtype=float) / 1e6,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.auth import Authenticator, Principal
 from gateway.backends.upstream import BackendCaller
-from gateway.budgets import BudgetLedger
+from gateway.budgets import BudgetLedger, system_clock
 from gateway.capacity import CapacityMonitor
 from gateway.config import Config
 from gateway.latency import LatencyWindow
@@ -143,7 +143,7 @@ async def build_runtime(
         state=state,
         keys=keys,
         auth=auth,
-        budgets=BudgetLedger(state, engine),
+        budgets=BudgetLedger(state, engine, clock=system_clock(settings.clock_offset_s)),
         metrics=metrics,
         snapshot=build_snapshot(cfg, caller, predictor, capacity.calibrations),
         predictor=predictor,

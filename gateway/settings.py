@@ -12,7 +12,8 @@ Environment (all optional): ``TOLLGATE_CONFIG`` (config file), ``TOLLGATE_DATABA
 (unset = in-process state), ``TOLLGATE_ADMIN_KEY`` (guards the admin API), ``TOLLGATE_HOST`` and
 ``TOLLGATE_PORT`` (the bind address; set by ``tollgate serve`` for its worker processes),
 ``TOLLGATE_DATA_DIR`` (the routing datasets, default ``../shared/data``), ``TOLLGATE_CACHE_DIR``
-(machine-local caches, default ``~/.cache/tollgate``), and the variables backend API keys are
+(machine-local caches, default ``~/.cache/tollgate``), ``TOLLGATE_CLOCK_OFFSET_S`` (seconds
+added to the clock budget windows are read with; for tests), and the variables backend API keys are
 named by in the config (``os.environ/NAME``).
 
 OpenTelemetry (``gateway.telemetry``) reads the standard variables: traces are exported over
@@ -158,6 +159,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 4000
     telemetry: TelemetrySettings | None = None  # None: no tracing (nothing on the hot path)
+    # TOLLGATE_CLOCK_OFFSET_S: shifts the clock budget windows are read with (tests roll a
+    # daily budget over without waiting for midnight); 0 in production
+    clock_offset_s: float = 0.0
 
     @classmethod
     def from_config(
@@ -184,6 +188,7 @@ class Settings:
             host=host or env.get("TOLLGATE_HOST") or config.server.host,
             port=port or int(env.get("TOLLGATE_PORT") or 0) or config.server.port,
             telemetry=telemetry_from_env(env),
+            clock_offset_s=float(env.get("TOLLGATE_CLOCK_OFFSET_S") or 0),
         )
 
     def with_config(self, config: Config) -> Settings:

@@ -94,6 +94,8 @@ class Decision:
     #: With the ``cascade`` objective, when ``backend`` is its cheap first tier: what to do
     #: after the answer (``policies.cascade.cascade_step``). ``None`` otherwise.
     cascade: CascadePlan | None = None
+    #: ``Policy.budget_aware`` changed the order: the tightest budget's remaining fraction.
+    budget_low: float | None = None
 
     @property
     def used_fallback(self) -> bool:
@@ -141,6 +143,7 @@ class Decision:
             "expected_cost_usd": _money(self.expected_cost_usd),
             "p_success": self.p_success,
             "cascade": None if self.cascade is None else self.cascade.to_dict(),
+            **({} if self.budget_low is None else {"budget_low": self.budget_low}),
         }
 
     def header_summary(self) -> dict[str, str]:

@@ -143,9 +143,28 @@ def decide_sweep(
     dominated = dominated_by(eligible)
     memo: dict[tuple[int, bool | None, Decimal | None], CandidateRow] = {}
     return [
-        _decide(pol, policy_name, prediction, rule, cands, eligible, dominated, memo)
+        _decide(
+            pol,
+            policy_name,
+            prediction,
+            rule,
+            cands,
+            eligible,
+            dominated,
+            memo,
+            budget_low=_budget_low(pol, request),
+        )
         for pol in policies
     ]
+
+
+def _budget_low(policy: Policy, request: RequestFacts) -> float | None:
+    """The remaining fraction of the caller's tightest budget when ``policy.budget_aware``
+    applies to this request (below its threshold), else None."""
+    knob, left = policy.budget_aware, request.budget_remaining_fraction
+    if knob is None or left is None or isinstance(policy.objective, Cascade):
+        return None
+    return left if left < knob.below_fraction else None
 
 
 def _decide(
@@ -157,6 +176,8 @@ def _decide(
     eligible: Sequence[_Cand],
     dominated: Mapping[str, str],
     memo: dict[tuple[int, bool | None, Decimal | None], CandidateRow],
+    *,
+    budget_low: float | None = None,
 ) -> Decision:
     removed_note = _removed_summary(cands)
     predictor_version = prediction.predictor_version if prediction is not None else None
@@ -219,6 +240,7 @@ def _decide(
         by_capability: bool,
         adequate: set[str] | None = None,
         scores: Mapping[str, Decimal | None] | None = None,
+        by_budget: bool = False,
     ) -> Decision:
         chosen = order[0]
         path = escalation_path(
@@ -240,6 +262,7 @@ def _decide(
             objective=policy.objective.kind,
             predictor_version=predictor_version,
             cascade=plan,
+            budget_low=budget_low if by_budget else None,
         )
 
     if not eligible:
@@ -279,6 +302,34 @@ def _decide(
 
     ranked = rank(policy, eligible, dominated)
     adequate_names = {c.name for c in ranked.adequate}
+    if budget_low is not None and policy.budget_aware is not None:
+        low = f"budget low ({budget_low:.0%} left < {policy.budget_aware.below_fraction:.0%})"
+        if policy.budget_aware.objective == "cheapest":
+            order = _cheapest(eligible)
+            return ok(
+                order,
+                f"{low}: cheapest eligible {order[0].name} (expected {_usd(order[0].cost)}, "
+                f"P(success) {_p(order[0].p)})",
+                None,
+                by_capability=False,
+                adequate=adequate_names,
+                scores=ranked.scores,
+                by_budget=True,
+            )
+        if len(ranked.adequate) > 1:
+            cheap = _cheapest(ranked.adequate)
+            if cheap[0] is not ranked.adequate[0]:
+                rest = [c for c in eligible if c.name not in adequate_names]
+                return ok(
+                    cheap + _by_choice(policy.objective.on_no_adequate, rest),
+                    f"{low}: cheapest adequate {cheap[0].name} (expected {_usd(cheap[0].cost)}, "
+                    f"P(success) {_p(cheap[0].p)}) instead of {ranked.adequate[0].name}",
+                    None,
+                    by_capability=True,
+                    adequate=adequate_names,
+                    scores=ranked.scores,
+                    by_budget=True,
+                )
     choice = policy.objective.on_no_adequate
     rest = [c for c in eligible if c.name not in adequate_names]
     tail = _by_choice(choice, rest)

@@ -73,6 +73,9 @@ class RequestFacts:
     budget_remaining_usd: Decimal | None = None
     #: Backends the caller's key and tenant may use (model access); ``None``: every backend.
     allowed_backends: frozenset[str] | None = None
+    #: Share of its limit the tightest applicable budget has left (0..1; ``None``: no budget
+    #: applies). ``Policy.budget_aware`` reads it.
+    budget_remaining_fraction: float | None = None
 
     def __post_init__(self) -> None:
         headers = {str(k).lower(): str(v) for k, v in self.headers.items()}

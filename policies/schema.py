@@ -282,6 +282,16 @@ class Constraints(_Strict):
     unpriced: Literal["rank_last", "exclude"] = "rank_last"
 
 
+class BudgetAware(_Strict):
+    """Spend less as the caller's budgets run low: once the tightest of the budgets that apply
+    to a request has less than ``below_fraction`` of its limit left, the objective's adequate
+    candidates are taken cheapest first (``cheapest_adequate``), or every eligible candidate
+    is (``cheapest``: adequacy no longer matters). Not applied to the ``cascade`` objective."""
+
+    below_fraction: Probability = 0.2
+    objective: Literal["cheapest_adequate", "cheapest"] = "cheapest_adequate"
+
+
 class Escalation(_Strict):
     """Cascade: when a validator rejects an answer, retry on the next tier."""
 
@@ -350,6 +360,8 @@ class Policy(_Strict):
     #: a silent guess.
     predictor_fallback: Name | tuple[Name, ...]
     escalation: Escalation | None = None
+    #: Prefer cheaper adequate backends as the caller's budget runs low (unset: never).
+    budget_aware: BudgetAware | None = None
 
     _version: str = PrivateAttr(default="")
     _candidates_given = field_validator("candidates")(_not_empty)

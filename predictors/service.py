@@ -6,8 +6,10 @@ This module owns what scores a prompt:
 * giving a backend without data a profile: :meth:`Predictor.with_alias` (map it to a known
   profile) and :func:`fit_profile` (fit its ability from a few hundred labelled outcomes).
 
-The gateway does not call it in its own process: ``predictors.serving`` runs it in worker
-processes, and ``gateway.serve.predictor_client`` sends them prompts with a time limit.
+The gateway normally does not call it in its own process: ``predictors.serving`` runs it in
+worker processes (:func:`load_for_serving` loads what a worker serves, on the device
+:func:`pick_device` chooses), and ``gateway.serve.predictor_client`` sends them prompts with a
+time limit (or, with ``predictor.workers: 0``, calls a cheap encoder's predictor directly).
 
 ``complexity`` is the mean predicted failure probability over the artifact's trained profiles
 (0 = every profile is expected to succeed, 1 = none is).
@@ -140,6 +142,45 @@ def load_artifact(path: str | Path | None = None, embedder: AnyEmbedder | None =
     arrays, meta = read_artifact(resolve_artifact(path))
     model = OutcomeModel(list(meta["profiles"]), arrays)
     return Predictor(model, meta, embedder)
+
+
+def pick_device(requested: str, runtime: str, int8: bool) -> str:
+    """``cpu`` or ``cuda``: ``auto`` takes the GPU when torch sees one and the artifact's
+    embedder can run there (the torch runtime without CPU int8); else the CPU."""
+    if requested == "cpu":
+        return "cpu"
+    gpu_ok = runtime == "torch" and not int8
+    if requested == "cuda" and not gpu_ok:
+        raise ValueError(
+            "this artifact's embedder runs on CPU only (ONNX int8); train one with the torch "
+            "runtime to serve on a GPU"
+        )
+    if not gpu_ok:
+        return "cpu"
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def load_for_serving(
+    artifact: str | Path | None,
+    *,
+    device: str = "auto",
+    threads: int = 1,
+    cache_dir: str | Path | None = None,
+) -> tuple[Predictor, AnyEmbedderConfig, str]:
+    """An artifact's predictor with the embedder it needs, on the device :func:`pick_device`
+    picks for ``device``, warmed up: ``(predictor, embedder settings, device used)``."""
+    _, meta = read_artifact(resolve_artifact(artifact))
+    cfg = embedder_config_from_dict(meta["embedder"])
+    used = pick_device(device, cfg.runtime, bool(getattr(cfg, "quantize_int8", False)))
+    embedder = make_embedder(cfg, device=used, threads=threads, cache_dir=cache_dir)
+    predictor = load_artifact(artifact, embedder=embedder)
+    predictor.predict_batch(["warm up the predictor", "a second, longer warm-up prompt"])
+    return predictor, cfg, used
 
 
 def fit_profile(

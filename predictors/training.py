@@ -9,6 +9,7 @@ process), so retraining on the same data reproduces the same content hash.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from predictors.answers import read_answers
 from predictors.artifact import write_artifact
 from predictors.calibration import (
     brier_score,
@@ -29,6 +31,7 @@ from predictors.datasets import OutcomeTable, read_dataset, split_ids
 from predictors.embedding import MODEL_NAME, MODEL_PACKAGE, Embedder, EmbedderConfig
 from predictors.embedding_cache import embed_cached
 from predictors.outcome_model import TrainConfig, fit_outcome_model
+from predictors.verdict import FEATURES, VerdictModel, fit_verdict, pair_rows
 
 DEFAULT_DATASETS = ("routerbench", "mmlu-pro")  # alpacaeval's licence forbids shipping
 
@@ -116,6 +119,8 @@ def train(
     x = embed_cached(embedder, prompts)
     report = holdout_report(x, y, keys, profiles, cfg)
     model = fit_outcome_model(x, y, profiles, cfg)
+    assert model.oof_proba is not None
+    verdict, verdict_meta = fit_cascade_verdict(tables, model.oof_proba, profiles, data_dir)
     profile_info = {}
     for t in tables:
         for m in t.models:
@@ -141,7 +146,8 @@ def train(
         "model": {
             "family": "IRT-style factor model: logit = a_profile + u_profile . h(x), "
             "per-profile Platt calibration on out-of-fold logits; blended with the mean "
-            "outcome of the knn_k most cosine-similar training queries (int8 memory)",
+            "outcome of the knn_k most cosine-similar training queries (int8 memory); "
+            "per-profile isotonic map of the out-of-fold blend (calib_map)",
             "train_config": asdict(cfg),
         },
         "complexity": "1 - mean P(success) over the trained profiles",
@@ -152,5 +158,68 @@ def train(
             "source": "../shared/data (see its README for provenance and licences)",
         },
         "metrics_holdout": report,
+        "verdict": verdict_meta,
     }
-    return write_artifact(out_dir, model.arrays, meta)
+    arrays = dict(model.arrays)
+    if verdict is not None:
+        arrays.update(verdict.to_arrays())
+    return write_artifact(out_dir, arrays, meta)
+
+
+#: A cascade's cheap tiers cost under this share of its escalation tier.
+CHEAP_SHARE = 0.35
+CHEAP_MODELS = 5
+
+
+def fit_cascade_verdict(
+    tables: Sequence[OutcomeTable],
+    oof: np.ndarray,
+    profiles: Sequence[str],
+    data_dir: str | Path | None = None,
+) -> tuple[VerdictModel | None, dict[str, Any]]:
+    """The cascade's verdict (``predictors.verdict``), pooled over the datasets with recorded
+    closed-form answers: per dataset the escalation tier is its most accurate model, the first
+    and check tiers every ordered pair (and "no check") of its ``CHEAP_MODELS`` most accurate
+    models costing under ``CHEAP_SHARE`` of it. ``oof``: the predictor's out-of-fold
+    P(success) of the joined rows (tables in order)."""
+    xs, ys, used = [], [], []
+    start = 0
+    col = {p: j for j, p in enumerate(profiles)}
+    for t in tables:
+        rows = slice(start, start + len(t))
+        start += len(t)
+        answers = read_answers(t.name, t.ids, t.models, data_dir)
+        if answers is None:
+            continue
+        y = t.outcome.to_numpy(dtype=float)
+        acc = np.nanmean(y, axis=0)
+        cost = t.cost.mean().to_numpy(dtype=float)
+        strong = int(np.nanargmax(acc))
+        cheap = [j for j in range(len(t.models)) if cost[j] < CHEAP_SHARE * cost[strong]]
+        cheap = sorted(cheap, key=lambda j: -acc[j])[:CHEAP_MODELS]
+        pairs: list[tuple[int, int | None]] = [(a, None) for a in cheap]
+        pairs += list(itertools.permutations(cheap, 2))
+        p = oof[rows][:, [col[m] for m in t.models]]
+        x, label = pair_rows(p, y, answers.choice, answers.chars, pairs, strong)
+        xs.append(x)
+        ys.append(label)
+        used.append(
+            {
+                "dataset": t.name,
+                "escalation_tier": t.models[strong],
+                "cheap_tiers": [t.models[j] for j in cheap],
+                "rows": len(label),
+            }
+        )
+    if not xs:
+        return None, {"fitted": False}
+    verdict = fit_verdict(np.concatenate(xs), np.concatenate(ys))
+    return verdict, {
+        "fitted": True,
+        "target": "P(keeping the first (cheap) answer loses nothing against the escalation "
+        "tier): outcome(first) >= outcome(escalation tier)",
+        "features": list(FEATURES),
+        "weights": [round(float(w), 5) for w in verdict.weights],
+        "bias": round(verdict.bias, 5),
+        "training": used,
+    }

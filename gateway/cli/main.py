@@ -11,9 +11,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gateway.cli import budgets as cli_budgets
 from gateway.cli import calibrate, demo, fake_upstream, importer, tenants
 from gateway.cli import report as cli_report
-from gateway.cli.options import ConfigOpt, load_config_or_exit, store_url_for
+from gateway.cli.options import ConfigOpt, load_config_or_exit, store_url_for, with_keystore
 from gateway.cli.policy import app as policy_app
 from gateway.cli.policy import route_app
 
@@ -30,6 +31,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(tenants.app, name="tenants")
+app.add_typer(cli_budgets.app, name="budgets")
 app.add_typer(cli_report.app, name="report")
 app.add_typer(demo.app, name="demo")
 app.add_typer(policy_app, name="policy")
@@ -230,19 +232,6 @@ def _run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-async def _with_keystore(url: str, fn: Any) -> Any:
-    from gateway.store.database import create_engine
-    from gateway.store.keys import KeyStore
-    from gateway.store.schema_version import ensure_current
-
-    engine = create_engine(url)
-    try:
-        await ensure_current(engine, url)
-        return await fn(KeyStore(engine))
-    finally:
-        await engine.dispose()
-
-
 @keys_app.command("create")
 def keys_create(
     tenant: Annotated[str, typer.Option(help="tenant the key belongs to (created if new)")],
@@ -277,7 +266,7 @@ def keys_create(
             raise typer.Exit(2)
     url, limits = tenants.limits_from_options(config, rpm, tpm, allow_backend, allow_policy)
     raw, record = _run(
-        _with_keystore(
+        with_keystore(
             url,
             lambda ks: ks.create_key(
                 tenant,
@@ -304,10 +293,10 @@ def keys_list(
     config: ConfigOpt = None,
 ) -> None:
     """List keys (prefixes only; keys themselves are never stored)."""
-    records = _run(_with_keystore(store_url_for(config), lambda ks: ks.list(tenant)))
+    records = _run(with_keystore(store_url_for(config), lambda ks: ks.list(tenant)))
     table = Table()
     for col in ("id", "tenant", "name", "prefix", "budget USD", "limits", "created", "revoked"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("id", "prefix"))  # what `keys revoke` takes
     for r in records:
         table.add_row(
             r.id,
@@ -328,7 +317,7 @@ def keys_revoke(
     config: ConfigOpt = None,
 ) -> None:
     """Revoke a key (takes effect on every replica within the key-cache TTL)."""
-    record = _run(_with_keystore(store_url_for(config), lambda ks: ks.revoke(key)))
+    record = _run(with_keystore(store_url_for(config), lambda ks: ks.revoke(key)))
     if record is None:
         err.print(f"[red]error[/red] no key with id or prefix {key!r} (or the prefix is ambiguous)")
         raise typer.Exit(1)

@@ -5,12 +5,13 @@ The config file is ``--config``, else ``$TOLLGATE_CONFIG``, else ``config.yaml``
 data and cache directories come from their options or the environment. ``gateway.settings``
 (the one module that reads the environment) resolves each; this module loads the config and,
 when it has errors, prints them with file, line and YAML path and ends the command.
+``with_keystore`` opens the store's key table for the key and tenant commands.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -69,3 +70,17 @@ def store_url_for(path: str | None) -> str:
     """The store for a command that needs nothing else from the config: the environment's URL
     without reading any file, else the config's (when there is one), else the default."""
     return database_url_from_env() or store_url(optional_config(path))
+
+
+async def with_keystore(url: str, fn: Any) -> Any:
+    """``fn(KeyStore)`` on the store at ``url`` (its schema checked current), then closed."""
+    from gateway.store.database import create_engine
+    from gateway.store.keys import KeyStore
+    from gateway.store.schema_version import ensure_current
+
+    engine = create_engine(url)
+    try:
+        await ensure_current(engine, url)
+        return await fn(KeyStore(engine))
+    finally:
+        await engine.dispose()

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from gateway.cli.options import ConfigOpt, optional_config, store_url
+from gateway.cli.options import ConfigOpt, optional_config, store_url, with_keystore
 from gateway.settings import database_url_from_env
 
 app = typer.Typer(help="Rate limits and model access of tenants.", no_args_is_help=True)
@@ -81,19 +81,6 @@ def describe(limits: Any) -> str:
     return "; ".join(parts)
 
 
-async def _with_keys(url: str, fn: Any) -> Any:
-    from gateway.store.database import create_engine
-    from gateway.store.keys import KeyStore
-    from gateway.store.schema_version import ensure_current
-
-    engine = create_engine(url)
-    try:
-        await ensure_current(engine, url)
-        return await fn(KeyStore(engine))
-    finally:
-        await engine.dispose()
-
-
 @app.command("set")
 def tenants_set(
     tenant: Annotated[str, typer.Argument(help="tenant name (created if new)")],
@@ -106,7 +93,7 @@ def tenants_set(
     """Replace a tenant's limits (an option left out: no limit); every key of the tenant
     follows them within the key-cache TTL."""
     url, limits = limits_from_options(config, rpm, tpm, allow_backend, allow_policy)
-    asyncio.run(_with_keys(url, lambda ks: ks.set_tenant_limits(tenant, limits)))
+    asyncio.run(with_keystore(url, lambda ks: ks.set_tenant_limits(tenant, limits)))
     out.print(f"tenant {tenant}: {describe(limits) or 'no limits'}", highlight=False)
 
 
@@ -117,7 +104,7 @@ def tenants_show(
 ) -> None:
     """Print a tenant's limits."""
     url, _ = limits_from_options(config, None, None, None, None)
-    limits = asyncio.run(_with_keys(url, lambda ks: ks.tenant_limits(tenant)))
+    limits = asyncio.run(with_keystore(url, lambda ks: ks.tenant_limits(tenant)))
     if limits is None:
         err.print(f"[red]error[/red] no tenant {tenant!r}")
         raise typer.Exit(1)

@@ -1,5 +1,5 @@
-"""The admin API (virtual keys and their limits, tenants' limits, config reloads), guarded by
-the admin key from ``TOLLGATE_ADMIN_KEY``."""
+"""The admin API (virtual keys and their limits, tenants' limits, budgets, config reloads),
+guarded by the admin key from ``TOLLGATE_ADMIN_KEY``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from typing import Any
 from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import JSONResponse
 
+from gateway.config.budgets import WINDOWS, BudgetLimit
 from gateway.errors import InvalidRequest, NotFound
 from gateway.http.openai import runtime_of
 from gateway.http.schemas import CreateKeyRequest, LimitsFields, TenantLimitsRequest
 from gateway.serve.access import unknown_names
+from gateway.store import budgets as budget_store
 from gateway.store.keys import Limits
 
 
@@ -107,3 +109,59 @@ async def reload_config(
     rt.auth.require_admin(authorization)
     result = await request.app.state.reloader.reload("admin API")
     return JSONResponse(result.to_dict(), status_code=200 if result.ok else 422)
+
+
+@router.get("/budgets")
+async def list_budgets(
+    request: Request, authorization: str | None = Header(default=None)
+) -> dict[str, Any]:
+    """Every budget limit — stored (``source: db``, set here or with ``tollgate budgets``) and
+    from the config file (``source: config``) — with its current period's spend."""
+    rt = runtime_of(request)
+    rt.auth.require_admin(authorization)
+    cfg = rt.config.budgets
+    rows = []
+    for source, limits in (
+        ("db", await budget_store.list_limits(rt.engine)),
+        ("config", cfg.limits),
+    ):
+        for limit in limits:
+            row = {**limit.model_dump(mode="json"), "source": source}
+            row.update(await rt.budgets.usage(limit, cfg))
+            rows.append(row)
+    return {"object": "list", "timezone": cfg.timezone, "data": rows}
+
+
+@router.put("/budgets")
+async def put_budget(
+    request: Request, payload: BudgetLimit, authorization: str | None = Header(default=None)
+) -> JSONResponse:
+    """Create (201) or replace (200) the stored limit of (scope, name, window)."""
+    rt = runtime_of(request)
+    rt.auth.require_admin(authorization)
+    created = await budget_store.put_limit(rt.engine, payload)
+    rt.budgets.forget_stored()  # this replica at once; the others within budgets.db_cache_s
+    return JSONResponse(
+        {**payload.model_dump(mode="json"), "source": "db"}, status_code=201 if created else 200
+    )
+
+
+@router.delete("/budgets/{scope}/{name:path}")
+async def delete_budget(
+    request: Request,
+    scope: str,
+    name: str,
+    window: str | None = None,
+    authorization: str | None = Header(default=None),
+) -> dict[str, Any]:
+    """Delete the stored limit of (scope, name, window), or of every window without one."""
+    rt = runtime_of(request)
+    rt.auth.require_admin(authorization)
+    if window is not None and window not in WINDOWS:
+        raise InvalidRequest(f"window must be one of {', '.join(WINDOWS)}", param="window")
+    deleted = await budget_store.delete_limits(rt.engine, scope, name, window)
+    if not deleted:
+        which = f" ({window})" if window else ""
+        raise NotFound(f"no stored budget for {scope} {name!r}{which}")
+    rt.budgets.forget_stored()
+    return {"deleted": deleted, "scope": scope, "name": name, "window": window}

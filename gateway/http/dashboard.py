@@ -10,12 +10,14 @@ sent to the server) and calls the data endpoint with it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import HTMLResponse
 
+from gateway.analytics.local_tier import local_tier
 from gateway.analytics.reports import GROUP_BYS, ReportQuery, parse_when, recent_failures, report
 from gateway.analytics.reports.predictor_use import predictor_use
 from gateway.errors import InvalidRequest, NotFound
@@ -49,6 +51,14 @@ async def resolve_scope(rt: Runtime, authorization: str | None, tenant: str | No
     return Scope(principal.tenant_id, principal.tenant_name, False)
 
 
+def _when(text: str | None, param: str) -> datetime | None:
+    """A report bound from a query parameter; anything unreadable is a 400 naming it."""
+    try:
+        return parse_when(text)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidRequest(f"{param}: {exc}", param=param) from None
+
+
 def build_query(
     snap: Snapshot, scope: Scope, group_by: str, start: str | None, end: str | None
 ) -> ReportQuery:
@@ -56,10 +66,7 @@ def build_query(
         raise InvalidRequest(
             f"group_by must be one of {', '.join(GROUP_BYS)}, not {group_by!r}", param="group_by"
         )
-    try:
-        since, until = parse_when(start), parse_when(end)
-    except ValueError as exc:
-        raise InvalidRequest(str(exc), param="start") from None
+    since, until = _when(start, "start"), _when(end, "end")
     tags: dict[str, list[str]] = {}
     for backend in snap.config.backends:
         for tag in backend.tags:
@@ -99,7 +106,25 @@ async def get_spend(
     q = build_query(snap, scope, group_by, start, end)
     await settle_writes(rt.writer)
     rep = await report(rt.engine, kind, q, prices=dict(snap.prices), baseline=baseline)  # type: ignore[arg-type]
-    return {**rep.as_dict(), "tenant": scope.tenant_name}
+    out = {**rep.as_dict(), "tenant": scope.tenant_name}
+    if kind == "spend" and group_by == "backend":
+        account = local_account(snap, scope, rep, q)
+        if account is not None:
+            out["local_tier"] = account
+    return out
+
+
+def local_account(snap: Snapshot, scope: Scope, rep: Any, q: ReportQuery) -> dict[str, Any] | None:
+    """The local tier's account (``gateway.analytics.local_tier``: self-hosted spend beside API
+    spend, GPU cost and utilisation, what its tokens would have cost at API prices) for the
+    admin over a window with a start; None when it does not apply (a tenant's view: the GPUs
+    are everyone's; no start: GPU hours are undefined; no self-hosted backend)."""
+    if not scope.admin or scope.tenant_id is not None or q.start is None:
+        return None
+    if not any(b.self_hosted for b in snap.config.backends):
+        return None
+    end = q.end or datetime.now(UTC)
+    return local_tier(rep, snap.config, dict(snap.prices), q.start, end).as_dict()
 
 
 @router.get("/v1/dashboard/data", tags=["tollgate"])
@@ -125,18 +150,21 @@ async def dashboard_data(
         return rep.as_dict()
 
     by_policy = await run("tasks", "policy")
+    backend_q = build_query(snap, scope, "backend", start, end)
+    backend_rep = await report(rt.engine, "spend", backend_q, prices=prices, baseline=baseline)
     return {
         "object": "tollgate.dashboard",
         "scope": {"tenant": scope.tenant_name, "admin": scope.admin},
         "by_day": await run("spend", "day"),
-        "by_backend": await run("spend", "backend"),
+        "by_backend": backend_rep.as_dict(),
         "by_policy": by_policy,
         "top_spenders": await run("spend", "key" if scope.tenant_id else "tenant"),
         "savings": by_policy["savings"],
         "total": by_policy["total"],
         "recent_failures": await recent_failures(rt.engine, scope.tenant_id),
+        "local_tier": local_account(snap, scope, backend_rep, backend_q),
         "predictor": await predictor_use(
-            rt.engine, scope.tenant_id, parse_when(start), parse_when(end)
+            rt.engine, scope.tenant_id, _when(start, "start"), _when(end, "end")
         ),
     }
 

@@ -19,6 +19,7 @@ from gateway.http.schemas import ChatCompletionRequest, CompletionRequest, Embed
 from gateway.http.sse import SSEResponse
 from gateway.pricing import format_usd
 from gateway.runtime import Runtime
+from gateway.serve import access
 from gateway.serve.pipeline import Pipeline, Stream
 from gateway.snapshot import POLICY_PREFIX, unavailable_reason
 from gateway.store import queries
@@ -104,7 +105,7 @@ async def list_models(
     request: Request, authorization: str | None = Header(default=None)
 ) -> dict[str, Any]:
     rt = runtime_of(request)
-    await _authenticate(rt, authorization)
+    principal = await _authenticate(rt, authorization)
     snap = rt.snapshot
     cfg = snap.config
     data: list[dict[str, Any]] = []
@@ -167,6 +168,7 @@ async def list_models(
                 "tollgate": {"kind": "alias", "target": target},
             }
         )
+    data = [m for m in data if access.listed(principal, cfg, m["id"])]  # only what it may use
     return {"object": "list", "data": data}
 
 

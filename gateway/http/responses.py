@@ -24,6 +24,7 @@ from gateway.errors import InvalidRequest
 from gateway.http.openai import runtime_of
 from gateway.http.reframe import MidStreamError, reframe, serve_chat
 from gateway.serve.pipeline import Stream
+from gateway.serve.request import MAX_OUTPUT_TOKENS
 
 router = APIRouter()
 
@@ -36,7 +37,7 @@ class ResponsesRequest(BaseModel):
     input: str | list[dict[str, Any]]
     instructions: str | None = None
     stream: bool | None = False
-    max_output_tokens: int | None = Field(default=None, ge=1)
+    max_output_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_TOKENS)
     tools: list[dict[str, Any]] | None = None
     previous_response_id: str | None = None
 

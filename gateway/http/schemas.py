@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.serve.request import MAX_OUTPUT_TOKENS
+
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
@@ -31,8 +33,8 @@ class ChatCompletionRequest(Loose):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_TOKENS)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_TOKENS)
     n: int | None = Field(default=None, ge=1, le=128)
     stop: str | list[str] | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -49,7 +51,7 @@ class CompletionRequest(Loose):
     prompt: str | list[str]
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_TOKENS)
     n: int | None = Field(default=None, ge=1, le=128)
     stop: str | list[str] | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -80,7 +82,7 @@ class LimitsFields(BaseModel):
 class CreateKeyRequest(LimitsFields):
     tenant: str = Field(min_length=1, max_length=128)
     name: str | None = Field(default=None, max_length=128)
-    max_budget_usd: float | None = Field(default=None, ge=0)
+    max_budget_usd: float | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False)
     budget_window: Literal["total", "day", "month"] = "total"
 
 

@@ -6,7 +6,8 @@ A key or tenant with ``allowed_backends`` reaches only those backends; with
 it has no backend list — reach only the candidates of those policies. Both the key's and the
 tenant's lists apply (the intersection). A routed request only considers allowed candidates
 (``RequestFacts.allowed_backends``); a pinned request to a backend it may not use, a policy it
-may not use, or a policy none of whose candidates it may use gets a 403. Backends' own
+may not use, or a policy none of whose candidates it may use gets a 403; ``GET /v1/models``
+lists only what the caller may use. Backends' own
 ``allowed_tenants`` / ``denied_tenants`` (config) hold for pinned requests too.
 """
 
@@ -17,6 +18,7 @@ from collections.abc import Iterable
 from gateway.auth import Principal
 from gateway.config import BackendConfig, Config
 from gateway.errors import PermissionDenied
+from gateway.snapshot import POLICY_PREFIX
 from gateway.store.keys import Limits
 
 CODE = "permission_denied"
@@ -86,6 +88,28 @@ def check_policy(
             code=CODE,
         )
     return allowed
+
+
+def listed(principal: Principal, config: Config, model: str) -> bool:
+    """Whether ``GET /v1/models`` shows ``model`` (a backend, ``tollgate/<policy>`` or an alias
+    of either) to the caller: only what it may use."""
+    target = config.aliases.get(model, model)
+    if target.startswith(POLICY_PREFIX):
+        name = target.removeprefix(POLICY_PREFIX)
+        if name not in config.policies:
+            return True  # tollgate/auto: the routing rules choose
+        try:
+            check_policy(principal, name, config.policies[name].candidates, config)
+        except PermissionDenied:
+            return False
+        return True
+    backend = config.backend(target)
+    if backend is not None:
+        try:
+            check_backend(principal, backend, config)
+        except PermissionDenied:
+            return False
+    return True
 
 
 def unknown_names(

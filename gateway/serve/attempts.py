@@ -107,6 +107,7 @@ def record_attempt(
     row = attempt_row(ctx, clock, status=status, usage=usage, cost=cost, latency_ms=latency_ms)
     row["error_type"] = failure.error_type if failure else None
     row["http_status"] = http_status if failure is None else failure.status
+    row["tags"] = ",{},".format(",".join(sorted(ctx.request.tags))) if ctx.request.tags else None
     rt.writer.submit_attempt(row)
     note_attempt(row)  # the request's access line and trace are written from its rows
     ctx.attempts += 1

@@ -25,7 +25,12 @@ from typing import Any
 from gateway.auth import Principal
 from gateway.budgets import Reservation
 from gateway.config import BackendConfig
-from gateway.errors import DependencyUnavailable, NoBackendAvailable, UpstreamError
+from gateway.errors import (
+    DependencyUnavailable,
+    NoBackendAvailable,
+    RateLimited,
+    UpstreamError,
+)
 from gateway.pricing import format_usd
 from gateway.runtime import Runtime
 from gateway.serve import access, cache, limits
@@ -147,7 +152,7 @@ class Pipeline:
         ctx.cache = await cache.probe(rt, ctx, route)  # before routing and any reservation
         if ctx.cache.hit is not None:
             return self._cached(ctx)
-        budgeted = principal.key_budget_usd is not None or principal.tenant_budget_usd is not None
+        budgeted = await rt.budgets.may_apply(principal, snap.config.budgets)
         # the token estimate feeds the policy facts and the budget reservation; a request
         # pinned to one backend with no budget needs neither, so it skips the tokenizer
         prompt_tokens = 0
@@ -190,20 +195,29 @@ class Pipeline:
         self, ctx: RequestContext, routed: Routed, policy: Policy | None, prompt_tokens: int
     ) -> Reservation:
         """Reserve an upper bound of what the request may cost: every answer (n, list prompts)
-        at the priciest backend in reach, once per escalation tier that may also be paid for."""
+        at the priciest backend in reach, once per escalation tier that may also be paid for,
+        in every budget of the request (``gateway.budgets``). A request with no output cap is
+        capped at what was reserved, so no backend can write past the hold."""
         snap, request = ctx.snap, ctx.request
         out_cap = request.max_tokens
         if out_cap is None:
-            out_cap = (
-                max((b.max_output_tokens or 0 for b in routed.chain), default=0)
-                or snap.config.server.reserve_output_tokens
-            )
+            declared = [b.max_output_tokens for b in routed.chain + routed.escalation]
+            out_cap = min(filter(None, declared), default=snap.config.server.reserve_output_tokens)
         tiers = 1 + (policy.escalation.max_escalations if policy and policy.escalation else 0)
         worst = worst_case(
             snap, routed.chain + routed.escalation, prompt_tokens, int(out_cap) * request.answers
         )
-        ttl_ms = int(snap.config.server.reservation_ttl_s * 1000)
-        return await self.rt.budgets.reserve(ctx.principal, worst * tiers, ttl_ms=ttl_ms)
+        reservation = await self.rt.budgets.reserve(
+            ctx.principal,
+            worst * tiers,
+            cfg=snap.config.budgets,
+            policy=routed.policy,
+            tags=request.tags,
+            ttl_ms=int(snap.config.server.reservation_ttl_s * 1000),
+        )
+        if reservation.scopes and request.max_tokens is None and request.endpoint != "embeddings":
+            request.body["max_tokens"] = out_cap  # the upstream cannot write past the hold
+        return reservation
 
     async def _answer(
         self, ctx: RequestContext, routed: Routed, policy: Policy | None, finish: Finish
@@ -228,7 +242,7 @@ class Pipeline:
             # returned, marked as failing validation
             try:
                 backend, resp, rejection = await dispatcher.call([tier], op, check)
-            except (UpstreamError, NoBackendAvailable):
+            except (UpstreamError, NoBackendAvailable, RateLimited):
                 break
         await finish(answer=resp, ok=rejection is None, validation=check.last if check else None)
         if rejection is None:

@@ -1,23 +1,20 @@
 """The gateway's side of the predictor: worker processes, a prompt cache, a hard time limit.
 
 This module owns :class:`PredictorClient`, what the router asks for ``P(success)``. Model code
-never runs in the gateway's process: the client starts ``python -m predictors.serving``
-worker processes (``predictor.workers``, one by default) and sends each prompt to the least
-busy one over its stdin; a worker batches whatever has queued up and answers on its stdout,
-which the event loop reads like any socket. So the encoder neither holds the loop's GIL nor
-fights it with a thread pool in the same process, and on a 2-core host the loop and the
-encoder each get a core.
+runs in ``python -m predictors.serving`` worker processes (``predictor.workers``, one by
+default): each prompt goes to the least busy one over its stdin; a worker batches whatever has
+queued up and answers on its stdout, which the event loop reads like any socket. So on a
+2-core host the loop and the encoder each get a core. (``predictor.workers: 0`` calls the
+predictor in this process, unbatched: only for the static encoder; slower under load.)
 
 Every call ends in time with a :class:`Scored`: a prediction (``ok``), or ``None`` and why —
 ``timeout`` (not answered within the request's budget), ``error`` (the model raised or the
 worker died), ``unavailable`` (no worker running: it is being restarted) or ``overloaded``
-(more calls waiting than ``max_pending``). The router records that status with the decision
-and the policy's ``predictor_fallback`` applies; never a silent guess.
-
-Around the workers: results are cached by a hash of the text the encoder reads (the prompt's
-head and tail; LRU, ``cache_size``), identical prompts in flight share one call, each call
-carries its deadline so a worker skips work its caller gave up on, and a worker that exits is
-restarted with back-off.
+(more calls waiting than ``max_pending``); the router records it with the decision and the
+policy's ``predictor_fallback`` applies. Around the workers: an LRU cache keyed by a hash of
+the text the encoder reads (head and tail), identical prompts in flight share one call, each
+call carries its deadline so a worker skips work its caller gave up on, and a worker that
+exits is restarted with back-off.
 """
 
 from __future__ import annotations
@@ -30,45 +27,26 @@ import json
 import logging
 import sys
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from gateway.serve.predictor_outcome import ERROR, OK, OVERLOADED, TIMEOUT, UNAVAILABLE
+from gateway.serve.predictor_outcome import (
+    ERROR,
+    OK,
+    OVERLOADED,
+    TIMEOUT,
+    UNAVAILABLE,
+    ClientStats,
+    Scored,
+)
 from gateway.settings import cache_root_from_env
 from predictors.embedding import clip_text
 from predictors.service import AnyEmbedderConfig, Prediction, embedder_config_from_dict
 from predictors.serving import HEADER, decode_reply, encode_request
 
 log = logging.getLogger("tollgate.predictor")
-
-
-@dataclass(frozen=True)
-class Scored:
-    """The outcome of one call: a prediction, or ``None`` and the reason (``status``)."""
-
-    prediction: Prediction | None
-    status: str
-    ms: float
-    cached: bool = False
-
-    def record(self) -> dict[str, Any]:
-        """What the stored decision says about the predictor for this request."""
-        out: dict[str, Any] = {"status": self.status, "ms": round(self.ms, 3)}
-        if self.cached:
-            out["cached"] = True
-        return out
-
-
-@dataclass
-class ClientStats:
-    calls: int = 0
-    cache_hits: int = 0
-    coalesced: int = 0
-    outcomes: Counter[str] = field(default_factory=Counter)
-    restarts: int = 0
 
 
 class _Failed(Exception):
@@ -83,7 +61,8 @@ class _Worker:
     def __init__(self, index: int) -> None:
         self.index = index
         self.proc: asyncio.subprocess.Process | None = None
-        self.pending: dict[int, asyncio.Future[Prediction]] = {}
+        # answers: the prediction and when the worker sent it (its monotonic clock)
+        self.pending: dict[int, asyncio.Future[tuple[Prediction, float]]] = {}
         self.hello: dict[str, Any] = {}
         self.reader: asyncio.Task[None] | None = None
 
@@ -111,16 +90,21 @@ class PredictorClient:
         cache_size: int = 10_000,
         device: str = "auto",
         max_pending: int = 4096,
+        grace_s: float = 1.0,
+        priority: int = 10,
         start_timeout_s: float = 300.0,
         command: Sequence[str] | None = None,
     ) -> None:
         self.artifact = artifact
-        self.n_workers = max(1, workers)
+        self.n_workers = max(0, workers)  # 0: in this process (cheap encoders only)
+        self.grace_s = grace_s
+        self.priority = priority  # worker's nice -N (where allowed): every decision waits on it
         self.threads = threads
         self.max_batch = max_batch
         self.cache_size = cache_size
         self.device = device
         self.max_pending = max_pending
+        self._inline: Any = None  # the Predictor itself when n_workers == 0
         self.start_timeout_s = start_timeout_s
         self._command = list(command) if command is not None else None
         self.stats = ClientStats()
@@ -132,7 +116,7 @@ class PredictorClient:
         self._embedder: AnyEmbedderConfig | None = None
         self._workers = [_Worker(i) for i in range(self.n_workers)]
         self._cache: OrderedDict[str, Prediction] = OrderedDict()
-        self._inflight: dict[str, asyncio.Future[Prediction]] = {}
+        self._inflight: dict[str, asyncio.Future[tuple[Prediction, float]]] = {}
         self._next_id = 0
         self._closing = False
         self._restarts: set[asyncio.Task[None]] = set()
@@ -153,6 +137,7 @@ class PredictorClient:
             return list(self._command)
         cmd = [sys.executable, "-m", "predictors.serving", "--threads", str(self.threads)]
         cmd += ["--max-batch", str(self.max_batch), "--device", self.device]
+        cmd += ["--priority", str(self.priority)]
         if self.artifact:
             cmd += ["--artifact", str(self.artifact)]
         cache = cache_root_from_env()  # where the worker finds (or builds) its ONNX encoder
@@ -161,8 +146,32 @@ class PredictorClient:
         return cmd
 
     async def start(self) -> None:
-        """Start every worker and wait until each has loaded the model (raises if one fails)."""
+        """Start every worker and wait until each has loaded the model (raises if one fails);
+        with no workers, load the model into this process."""
+        if self.n_workers == 0:
+            await asyncio.to_thread(self._load_inline)
+            return
         await asyncio.gather(*(self._spawn(w) for w in self._workers))
+
+    def _load_inline(self) -> None:
+        from predictors.service import load_for_serving
+
+        predictor, config, _ = load_for_serving(
+            self.artifact, device="cpu", threads=self.threads, cache_dir=cache_root_from_env()
+        )
+        if not getattr(predictor.embedder, "batch_independent", False):
+            log.warning(
+                "predictor.workers: 0 runs the %s encoder on the event loop's thread; it is "
+                "meant for the static encoder",
+                config.runtime,
+            )
+        self._inline = predictor
+        self._profile_order = list(predictor.profiles)
+        self._profiles = frozenset(self._profile_order)
+        self.version = predictor.version
+        self.fingerprint = config.fingerprint()
+        self.device_used = "cpu (in the gateway process)"
+        self._embedder = config
 
     async def _spawn(self, worker: _Worker) -> None:
         proc = await asyncio.create_subprocess_exec(
@@ -246,7 +255,8 @@ class PredictorClient:
                         continue
                     ps = MappingProxyType(dict(zip(order, reply.probs[i].tolist(), strict=True)))
                     emb = reply.embeddings[i].copy() if reply.embeddings.shape[1] else None
-                    fut.set_result(Prediction(float(reply.complexity[i]), ps, emb))
+                    pred = Prediction(float(reply.complexity[i]), ps, emb)
+                    fut.set_result((pred, reply.sent))
                 for item_id, why in reply.failed.items():
                     fut = worker.pending.pop(item_id, None)
                     if fut is not None and not fut.done():
@@ -294,7 +304,7 @@ class PredictorClient:
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
 
-    def _submit(self, text: str, deadline: float) -> asyncio.Future[Prediction]:
+    def _submit(self, text: str, deadline: float) -> asyncio.Future[tuple[Prediction, float]]:
         live = [w for w in self._workers if w.alive]
         if not live:
             raise _Failed(UNAVAILABLE, "no predictor worker is running")
@@ -302,7 +312,7 @@ class PredictorClient:
             raise _Failed(OVERLOADED, f"{self.max_pending} predictions already waiting")
         worker = min(live, key=lambda w: len(w.pending))
         self._next_id += 1
-        fut: asyncio.Future[Prediction] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[tuple[Prediction, float]] = asyncio.get_running_loop().create_future()
         worker.pending[self._next_id] = fut
         assert worker.proc is not None and worker.proc.stdin is not None
         worker.proc.stdin.write(encode_request(self._next_id, text, deadline))
@@ -319,7 +329,10 @@ class PredictorClient:
             self.stats.cache_hits += 1
             self.stats.outcomes[OK] += 1
             return Scored(hit, OK, 1000 * (time.monotonic() - t0), cached=True)
+        if self._inline is not None:
+            return self._score_inline(key, text, t0)
         fut = self._inflight.get(key)
+        pred: Prediction | None
         try:
             if fut is not None:
                 self.stats.coalesced += 1
@@ -327,26 +340,47 @@ class PredictorClient:
                 fut = self._submit(text, t0 + timeout_s)
                 self._inflight[key] = fut
                 fut.add_done_callback(functools.partial(self._settle, key))
-            remaining = t0 + timeout_s - time.monotonic()
-            pred = await asyncio.wait_for(asyncio.shield(fut), max(remaining, 0.0))
-            status = OK
+            # The worker enforces the budget (a request it cannot start in time comes back
+            # "expired", one answered late is stamped so); the grace past the deadline keeps
+            # the event loop's own lag from counting as the predictor's, and gives up on a hang.
+            deadline = t0 + timeout_s
+            wait = max(deadline - time.monotonic(), 0.0) + self.grace_s
+            pred, sent = await asyncio.wait_for(asyncio.shield(fut), wait)
+            status, detail = OK, None
+            if sent > deadline:  # answered, but after the budget: the predictor was late
+                pred, status, detail = None, TIMEOUT, "late"
+                self.stats.late += 1
         except TimeoutError:
-            pred, status = None, TIMEOUT
+            pred, status, detail = None, TIMEOUT, "no_answer"
+            self.stats.gave_up += 1
         except _Failed as exc:
             pred, status = None, exc.status
+            detail = "expired" if exc.status == TIMEOUT else None
+            self.stats.expired += exc.status == TIMEOUT
             if exc.status == ERROR:
                 log.warning("predictor error: %s; the policy's predictor_fallback applies", exc)
         self.stats.outcomes[status] += 1
+        return Scored(pred, status, 1000 * (time.monotonic() - t0), detail=detail)
+
+    def _score_inline(self, key: str, text: str, t0: float) -> Scored:
+        try:
+            pred = self._inline.predict_batch([text])[0]
+            status = OK
+            self._cache_put(key, pred)
+        except Exception:
+            log.exception("predictor error; the policy's predictor_fallback applies")
+            pred, status = None, ERROR
+        self.stats.outcomes[status] += 1
         return Scored(pred, status, 1000 * (time.monotonic() - t0))
 
-    def _settle(self, key: str, fut: asyncio.Future[Prediction]) -> None:
+    def _settle(self, key: str, fut: asyncio.Future[tuple[Prediction, float]]) -> None:
         if self._inflight.get(key) is fut:
             del self._inflight[key]
         if fut.cancelled():
             return
         exc = fut.exception()
-        if exc is None:
-            self._cache_put(key, fut.result())
+        if exc is None:  # a late answer is still right: later calls get it from the cache
+            self._cache_put(key, fut.result()[0])
 
     async def predict(self, prompt: str, timeout_s: float) -> Prediction | None:
         """The prediction, or ``None`` when there is none in time (see :meth:`score`)."""

@@ -1,5 +1,6 @@
 """What a routing decision says about the predictor's part in it: the statuses a predictor
-call ends with, the outcome stored with the decision (``ok``, or ``fallback`` and why), the
+call ends with (:class:`Scored`, and the client's counts of them, :class:`ClientStats`), the
+outcome stored with the decision (``ok``, or ``fallback`` and why), the
 ``x-tollgate-predictor`` header, and a rate-limited log of decisions made without it."""
 
 from __future__ import annotations
@@ -7,9 +8,49 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from predictors.service import Prediction
 
 log = logging.getLogger("tollgate.predictor")
+
+
+@dataclass(frozen=True)
+class Scored:
+    """The outcome of one call: a prediction, or ``None`` and the reason (``status``)."""
+
+    prediction: Prediction | None
+    status: str
+    ms: float
+    cached: bool = False
+    #: for a timeout: ``expired`` (not started by its deadline), ``late`` (answered after
+    #: it) or ``no_answer`` (nothing within the grace)
+    detail: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """What the stored decision says about the predictor for this request."""
+        out: dict[str, Any] = {"status": self.status, "ms": round(self.ms, 3)}
+        if self.cached:
+            out["cached"] = True
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+
+@dataclass
+class ClientStats:
+    calls: int = 0
+    cache_hits: int = 0
+    coalesced: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    restarts: int = 0
+    # timeouts by kind: not started by its deadline, answered after it, or no answer at all
+    expired: int = 0
+    late: int = 0
+    gave_up: int = 0
+
 
 OK, TIMEOUT, ERROR, UNAVAILABLE, OVERLOADED = "ok", "timeout", "error", "unavailable", "overloaded"
 FALLBACK_REASONS = (TIMEOUT, ERROR, UNAVAILABLE, OVERLOADED)

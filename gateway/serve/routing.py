@@ -13,20 +13,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
 from typing import Any, Protocol
 
 from gateway.auth import Principal
 from gateway.capacity import saturated_note, unsaturated
 from gateway.config import AUTO_POLICY, BackendConfig, Config
-from gateway.errors import InvalidRequest, NoBackendAvailable
+from gateway.errors import BudgetExceeded, InvalidRequest, NoBackendAvailable, TollgateError
 from gateway.runtime import Runtime
 from gateway.serve import access
 from gateway.serve.backend_facts import facts_for, learned_profile
 from gateway.serve.predictor_outcome import FALLBACK_LOG, header_value, outcome_of
 from gateway.serve.request import ClientRequest
 from gateway.snapshot import Snapshot, unavailable_reason
-from gateway.state import from_nano
 from policies import (
     BackendFacts,
     Decision,
@@ -109,10 +107,8 @@ class Router:
     async def request_facts(
         self, principal: Principal, request: ClientRequest, prompt_tokens: int
     ) -> RequestFacts:
-        remaining: Decimal | None = None
-        if principal.key_id and principal.key_budget_usd is not None:
-            spent, reserved = await self.rt.state.budget_spent(f"key:{principal.key_id}")
-            remaining = principal.key_budget_usd - from_nano(spent + reserved)
+        """The request's facts, its budgets aside (``with_budget`` adds them once the policy
+        is known)."""
         return RequestFacts(
             tenant=principal.tenant_name,
             key_id=principal.key_id,
@@ -124,8 +120,20 @@ class Router:
             has_tools=request.has_tools,
             json_mode=request.json_mode,
             required_tags=request.required_tags,
-            budget_remaining_usd=remaining,
         )
+
+    async def with_budget(
+        self, facts: RequestFacts, principal: Principal, request: ClientRequest, policy: str
+    ) -> RequestFacts:
+        """``facts`` with the budget left: the tightest of the caller's budgets that apply to
+        this request under ``policy`` (in USD, and as a share of its limit)."""
+        limits = await self.rt.budgets.limits(
+            principal, self.config.budgets, policy=policy, tags=request.tags
+        )
+        if not limits:
+            return facts
+        left, share = await self.rt.budgets.remaining(limits)
+        return replace(facts, budget_remaining_usd=left, budget_remaining_fraction=share)
 
     async def prediction(
         self, prompt: str
@@ -182,6 +190,7 @@ class Router:
             policy_name, rule = select(policy_set, request)
         else:
             rule = "model"
+        request = await self.with_budget(request, principal, client_request, policy_name)
         policy = policy_set.policies[policy_name]
         allowed = access.check_policy(principal, policy_name, policy.candidates, self.config)
         request = replace(request, allowed_backends=allowed)  # model access: only these
@@ -210,9 +219,14 @@ class Router:
             record["prediction"] = logged
         if decision.backend is None:
             removed = {row.removed_by for row in decision.candidates if row.removed_by}
-            error = (
+            error: type[TollgateError] = (
                 InvalidRequest if removed and removed <= CLIENT_CONSTRAINTS else NoBackendAvailable
             )
+            if removed == {"budget"}:  # out of budget: the same 429 as a refused reservation
+                raise BudgetExceeded(
+                    f"budget exceeded: policy {policy_name!r} has no candidate within the "
+                    f"budget left: {decision.reason}"
+                )
             raise error(
                 f"policy {policy_name!r} cannot serve this request: {decision.reason}",
                 code=decision.error or "no_backend",

@@ -78,8 +78,8 @@ class FailoverState:
             self._went_down(exc)
             return True  # nothing to seed locally: the local ledger starts from last sight
 
-    async def budget_seed(self, scope: str, spent_nano: int) -> None:
-        await self.redis.budget_seed(scope, spent_nano)
+    async def budget_seed(self, scope: str, spent_nano: int, ttl_ms: int | None = None) -> None:
+        await self.redis.budget_seed(scope, spent_nano, ttl_ms)
 
     async def budget_reserve(
         self, scope: str, limit_nano: int, amount_nano: int, hold: str, ttl_ms: int

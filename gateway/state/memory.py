@@ -73,7 +73,7 @@ class InProcessState:
     async def budget_seeded(self, scope: str) -> bool:
         return scope in self._spent
 
-    async def budget_seed(self, scope: str, spent_nano: int) -> None:
+    async def budget_seed(self, scope: str, spent_nano: int, ttl_ms: int | None = None) -> None:
         self._spent.setdefault(scope, spent_nano)
 
     def _reserved(self, scope: str) -> int:

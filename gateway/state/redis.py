@@ -181,9 +181,9 @@ class RedisState:
     async def budget_seeded(self, scope: str) -> bool:
         return bool(await self._call(lambda: self._redis.exists(self._k("budget", scope, "spent"))))
 
-    async def budget_seed(self, scope: str, spent_nano: int) -> None:
+    async def budget_seed(self, scope: str, spent_nano: int, ttl_ms: int | None = None) -> None:
         key = self._k("budget", scope, "spent")
-        await self._call(lambda: self._redis.set(key, spent_nano, nx=True))
+        await self._call(lambda: self._redis.set(key, spent_nano, nx=True, px=ttl_ms))
 
     async def _restore_holds(self) -> None:
         """Re-register every live hold of this replica (Redis lost them)."""

@@ -111,6 +111,9 @@ requests = Table(
     # answer cost when it was made
     Column("cache_hit", Boolean, nullable=False, default=False, server_default=false()),
     Column("cache_saved_usd", MONEY, nullable=True),
+    # the request's tags as ",a,b," (x-tollgate-tags / metadata.tags; NULL: none), so a tag
+    # budget is re-seeded from the store with one LIKE (migration 0006)
+    Column("tags", String(1024), nullable=True),
     Index("ix_requests_tenant_created", "tenant_id", "created_at"),
     Index("ix_requests_request_id", "request_id"),
     Index("ix_requests_task_id", "task_id"),
@@ -198,6 +201,19 @@ report_rollup_state = Table(
     metadata,
     Column("name", String(32), primary_key=True),
     Column("at", DateTime(timezone=True), nullable=False),
+)
+
+# Budget limits set with `tollgate budgets set` / the admin API (migration 0006); the config
+# file's `budgets.limits` add to them. One row per (scope, name, window).
+budgets = Table(
+    "budgets",
+    metadata,
+    Column("scope", String(16), primary_key=True),  # key | tenant | policy | tag
+    Column("name", String(128), primary_key=True),
+    Column("period", String(8), primary_key=True),  # the window: total | day | month
+    Column("max_usd", MONEY, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
 Index("ix_outcomes_updated", outcomes.c.updated_at)

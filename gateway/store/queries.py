@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -45,12 +46,29 @@ async def ping(engine: AsyncEngine) -> None:
 
 
 async def recorded_spend(
-    engine: AsyncEngine, *, key_id: str | None = None, tenant_id: str | None = None
+    engine: AsyncEngine,
+    *,
+    key_id: str | None = None,
+    tenant_id: str | None = None,
+    policy: str | None = None,
+    tag: str | None = None,
+    since: datetime | None = None,
 ) -> Decimal:
-    """The cost of every recorded attempt of one key (or, without ``key_id``, one tenant)."""
-    column = requests.c.key_id if key_id is not None else requests.c.tenant_id
-    ident = key_id if key_id is not None else tenant_id
-    stmt = select(func.coalesce(func.sum(requests.c.cost_usd), 0)).where(column == ident)
+    """The cost of the recorded attempts of one budget scope: every filter given must hold (a
+    key, a tenant, a policy, a request tag), and with ``since`` only attempts created then or
+    later (a windowed budget's period)."""
+    stmt = select(func.coalesce(func.sum(requests.c.cost_usd), 0))
+    if key_id is not None:
+        stmt = stmt.where(requests.c.key_id == key_id)
+    if tenant_id is not None:
+        stmt = stmt.where(requests.c.tenant_id == tenant_id)
+    if policy is not None:
+        stmt = stmt.where(requests.c.policy == policy)
+    if tag is not None:  # tags are stored as ",a,b,"; LIKE wildcards in the tag are escaped
+        pattern = "%," + tag.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ",%"
+        stmt = stmt.where(requests.c.tags.like(pattern, escape="\\"))
+    if since is not None:
+        stmt = stmt.where(requests.c.created_at >= since)
     async with engine.connect() as conn:
         return Decimal(str(await conn.scalar(stmt) or 0))
 

@@ -35,6 +35,7 @@ from gateway.store.models import tasks as tasks_table
 
 log = logging.getLogger("tollgate.store")
 INTERRUPTED = "interrupted"
+_ATTEMPT_COLUMNS = tuple(c.name for c in requests_table.columns)
 
 
 @dataclass
@@ -224,6 +225,9 @@ class RecordWriter:
             if tasks:
                 await conn.execute(self._upsert_tasks(), tasks)
             if attempts:
+                # one shape per batch: a row spooled or journaled before a column existed
+                # (requests.tags, migration 0006) gets NULL for it
+                attempts = [{c: row.get(c) for c in _ATTEMPT_COLUMNS} for row in attempts]
                 await conn.execute(self._upsert_attempts(), attempts)
 
     def _upsert_tasks(self) -> Any:

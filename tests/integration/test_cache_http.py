@@ -24,7 +24,7 @@ from tests.support.private_redis import PrivateRedis
 
 pytestmark = pytest.mark.integration
 
-ADMIN = {"authorization": "Bearer admin-secret"}
+ADMIN = {"authorization": "Bearer admin-secret-for-tests"}
 TTL_S = 3.0
 
 
@@ -61,7 +61,7 @@ def env_for(work: Path, database_url: str | None = None, redis_url: str = "") ->
         "FAKE_KEY": "upstream-secret",
         "TOLLGATE_DATABASE_URL": database_url or f"sqlite:///{work}/tollgate.db",
         "TOLLGATE_REDIS_URL": redis_url,
-        "TOLLGATE_ADMIN_KEY": "admin-secret",
+        "TOLLGATE_ADMIN_KEY": "admin-secret-for-tests",
     }
 
 

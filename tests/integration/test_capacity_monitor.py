@@ -223,3 +223,38 @@ def test_calibrations_are_versioned_and_picked_up(tmp_path: Path, metrics: Metri
             await engine.dispose()
 
     asyncio.run(run())
+
+
+def test_offline_tools_price_self_hosted_backends_from_their_calibration(
+    tmp_path: Path, metrics: MetricsServer
+) -> None:
+    """Backtests and reports price a calibrated self-hosted backend as the gateway does: from
+    the latest stored calibration, not from the throughput its config declares."""
+    from gateway.analytics.prices import calibrated_prices, resolve_prices
+
+    url = f"sqlite:///{tmp_path}/cal.db"
+    upgrade_database(url)
+    cfg = config(metrics.port)
+    record = {
+        "backend": "local", "engine": "vllm", "model": "m", "gpu_hour_usd": 3.6, "gpus": 1,
+        "slo_p95_ms": 20000, "slo_met": True, "concurrency": 16,
+        "output_tokens_per_second": 90.0, "input_tokens_per_second": 300.0,
+        "priced_output_tokens_per_second": 100.0, "priced_input_tokens_per_second": 3000.0,
+        "usd_per_mtok_input": 0.333, "usd_per_mtok_output": 10.0, "points": [],
+    }  # fmt: skip
+
+    async def run() -> None:
+        engine = create_engine(url)
+        try:
+            declared = resolve_prices(cfg)["local"]
+            assert (await calibrated_prices(engine, cfg))["local"] == declared  # none stored
+            await save_calibration(engine, record)
+            calibrated = (await calibrated_prices(engine, cfg))["local"]
+            assert calibrated is not None and calibrated != declared
+            assert calibrated.source.startswith("calibration v1")
+            # $3.60 an hour over 100 priced output tokens a second: $10 per million
+            assert abs(float(calibrated.output_per_token) * 1e6 - 10.0) < 0.01
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())

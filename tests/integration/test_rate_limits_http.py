@@ -206,6 +206,15 @@ def test_model_access_is_enforced_for_pinned_and_routed_requests(stack: dict[str
     assert chat(a, keys["spill_only"], model="tollgate/chain").status_code == 403
     assert chat(a, keys["spill_only"], model="small").status_code == 403
     assert chat(a, keys["spill_only"], model="large").status_code == 200
+    # /v1/models lists only what the key may use
+    models = httpx.get(
+        a.url + "/v1/models", headers={"authorization": f"Bearer {keys['spill_only']}"}
+    ).json()["data"]
+    assert {m["id"] for m in models} == {"limited", "large", "tollgate/spill", "tollgate/auto"}
+    models = httpx.get(
+        a.url + "/v1/models", headers={"authorization": f"Bearer {keys['plain']}"}
+    ).json()["data"]
+    assert "private" not in {m["id"] for m in models} and "small" in {m["id"] for m in models}
     # a backend's allowed_tenants holds for pinned requests (issue 11)
     private = chat(a, keys["plain"], model="private")
     assert private.status_code == 403 and "not open to tenant 'acme'" in private.text

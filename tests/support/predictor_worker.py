@@ -4,7 +4,7 @@ Run as ``python -m tests.support.predictor_worker [--delay-ms N] [--log FILE] [-
 The real :class:`predictors.serving.Worker` loop and wire format serve a model whose
 P(success) is a function of the text (``len(text) % 10 / 10`` for profile ``cheap``, 0.9 for
 ``premium``); text ``boom`` raises in the model, text ``die`` ends the process, and text
-``slow:<ms>`` sleeps that long. Each scored batch is appended to ``--log`` as ``pid<TAB>texts``.
+``slow:<ms>`` sleeps that long. Each encoder pass is appended to ``--log`` as ``pid<TAB>texts``.
 """
 
 from __future__ import annotations
@@ -28,21 +28,14 @@ def p_cheap(text: str) -> float:
 
 
 class _Embedder:
-    def __init__(self, batching: bool) -> None:
+    """Encodes a text as a vector whose first entry is its length; logs every pass."""
+
+    def __init__(self, batching: bool, delay_s: float, log: str | None) -> None:
         self.batch_independent = batching
-
-
-class StubModel:
-    version = "stub-predictor-1"
-    profiles = ["cheap", "premium"]
-    embedder_config = EmbedderConfig()
-
-    def __init__(self, delay_s: float, log: str | None, batching: bool) -> None:
         self.delay_s = delay_s
         self.log = log
-        self.embedder = _Embedder(batching)
 
-    def predict_batch(self, texts: Sequence[str]) -> list[Prediction]:
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
         if self.log:
             with open(self.log, "a") as f:
                 f.write(f"{os.getpid()}\t{'|'.join(texts)}\n")
@@ -54,14 +47,31 @@ class StubModel:
                 os._exit(3)
             if t.startswith("slow:"):
                 time.sleep(float(t.split(":")[1]) / 1000)
+        x = np.full((len(texts), 384), 1 / np.sqrt(384), dtype=np.float32)
+        x[:, 0] = [len(t) for t in texts]
+        return x
+
+
+class StubModel:
+    version = "stub-predictor-1"
+    profiles = ["cheap", "premium"]
+    embedder_config = EmbedderConfig()
+
+    def __init__(self, delay_s: float, log: str | None, batching: bool) -> None:
+        self.embedder = _Embedder(batching, delay_s, log)
+
+    def predict_embeddings(self, x: np.ndarray) -> list[Prediction]:
         return [
             Prediction(
                 0.5,
-                MappingProxyType({"cheap": p_cheap(t), "premium": 0.9}),
-                np.full(384, 1 / np.sqrt(384), dtype=np.float32),
+                MappingProxyType({"cheap": (int(row[0]) % 10) / 10, "premium": 0.9}),
+                row,
             )
-            for t in texts
+            for row in x
         ]
+
+    def predict_batch(self, texts: Sequence[str]) -> list[Prediction]:
+        return self.predict_embeddings(self.embedder.encode(texts))
 
 
 def main() -> None:

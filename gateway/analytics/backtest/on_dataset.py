@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.analytics.backtest.candidate import CandidatePolicies
+from gateway.analytics.backtest.cascade import cascade_score
 from gateway.analytics.backtest.dataset import dataset_queries, map_backends, replay_dataset
 from gateway.analytics.backtest.dataset_source import load_dataset, sample_ids
 from gateway.analytics.backtest.results import BacktestError, BacktestResult
@@ -68,6 +69,7 @@ def backtest_on_dataset(
             "backends[].profile to a dataset model id, or use --map BACKEND=MODEL"
         )
     predictor = config_predictor(cfg)
+    verdict_from = predictor  # the cascade's verdict: the artifact's, even when refitted
     notes = ["mapped: " + ", ".join(f"{b} = {m}" for b, m in mapping.items())]
     in_sample: bool | None = None
     if predictor is not None:
@@ -105,6 +107,8 @@ def backtest_on_dataset(
         healthy={b.name: b.name in mapping for b in cfg.backends},
         profiles=mapping,
     )
+    # before the call: how cascades are scored is one of the notes
+    score = cascade_score(table, mapping, verdict_from, data_dir, notes, current, candidate)
     return replay_dataset(
         dataset_queries(table, mapping, predictions),
         facts,
@@ -114,6 +118,7 @@ def backtest_on_dataset(
         notes=[*candidate.notes, *notes],
         in_sample=in_sample,
         meta=meta,
+        score=score,
     )
 
 

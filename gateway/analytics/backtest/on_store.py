@@ -12,7 +12,7 @@ from gateway.analytics.backtest.results import ESTIMATED_TEXT, BacktestError, Ba
 from gateway.analytics.backtest.store import replay_store
 from gateway.analytics.backtest.store_load import check_store_exists, load_logged_requests
 from gateway.analytics.facts import backend_facts
-from gateway.analytics.prices import resolve_prices
+from gateway.analytics.prices import calibrated_prices
 from gateway.config import Config
 
 
@@ -28,6 +28,7 @@ async def backtest_on_store(
         engine = create_engine(url)
         try:
             load = await load_logged_requests(engine, limit)
+            prices = await calibrated_prices(engine, cfg)  # as the gateway priced them
         finally:
             await engine.dispose()
     except ValueError as exc:
@@ -55,7 +56,7 @@ async def backtest_on_store(
     ]
     return replay_store(
         load.requests,
-        backend_facts(cfg, resolve_prices(cfg)),
+        backend_facts(cfg, prices),
         candidate.policy_set,
         current_rules=cfg.policy_set,
         source="store",

@@ -1,6 +1,6 @@
 """A report read straight from a store, as ``tollgate report`` asks for it: the schema brought up
 to date (when it is behind: ``gateway.store.schema_version``), the tenant found by name, tags and
-prices taken from the config (when there is one)."""
+prices taken from the config (when there is one), self-hosted ones from their stored calibration."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ async def store_report(
     :class:`UnknownTenant`."""
     from sqlalchemy import select
 
-    from gateway.analytics.prices import resolve_prices
+    from gateway.analytics.prices import calibrated_prices
     from gateway.store.database import create_engine
     from gateway.store.models import tenants
     from gateway.store.schema_version import ensure_current
@@ -62,7 +62,7 @@ async def store_report(
             tenant_id=tenant_id,
             tags={t: tuple(v) for t, v in tags.items()},
         )
-        prices = resolve_prices(cfg) if cfg is not None else {}
+        prices = await calibrated_prices(engine, cfg) if cfg is not None else {}
         return await report(engine, kind, q, prices=prices, baseline=baseline)
     finally:
         await engine.dispose()

@@ -33,7 +33,10 @@ def parse_when(text: str | None, *, now: datetime | None = None) -> datetime | N
     t = text.strip().lower()
     units = {"d": "days", "h": "hours", "m": "minutes", "w": "weeks"}
     if t[-1:] in units and t[:-1].isdigit():
-        return now - timedelta(**{units[t[-1]]: int(t[:-1])})
+        try:
+            return now - timedelta(**{units[t[-1]]: int(t[:-1])})
+        except OverflowError:  # 99999999d: before year 1
+            raise ValueError(f"age {text!r} reaches before the year 1: use a smaller one") from None
     if t == "today":
         return now.replace(hour=0, minute=0, second=0, microsecond=0)
     try:
