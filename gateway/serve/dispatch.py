@@ -61,6 +61,16 @@ async def record_breaker(rt: Runtime, snap: Snapshot, backend: BackendConfig, ok
         log.exception("circuit breaker update failed for %s", backend.name)
 
 
+async def release_probe(rt: Runtime, backend: BackendConfig) -> None:
+    """An attempt that says nothing about the backend's health (a client's mistake, a
+    cancelled call) must not keep a half-open backend's probe lease from the next caller:
+    a client's error never holds a backend back for others (never raises)."""
+    try:
+        await rt.state.breaker_release(backend.name)
+    except Exception:
+        log.debug("probe release failed for %s", backend.name, exc_info=True)
+
+
 async def aclose_quietly(stream: Any) -> None:
     close = getattr(stream, "aclose", None)
     if close is None:
@@ -105,6 +115,7 @@ class Dispatcher:
                 wait = await limits.admit_backend(rt, ctx, backend)
                 if wait is not None:  # at its rate limit: skipped like an open circuit
                     rate_limited[backend.name] = wait
+                    await release_probe(rt, backend)
                     break
                 clock = AttemptClock(backend, ctx.attempts + 1, ctx.last_attempt_id)
                 begin_attempt(rt, ctx, clock)  # journalled: a kill -9 mid-call loses no row
@@ -120,16 +131,20 @@ class Dispatcher:
                         retryable=False,
                     )
                     record_attempt(rt, ctx, clock, status="cancelled", usage=None, failure=gone)
+                    await asyncio.shield(release_probe(rt, backend))
                     raise
                 except UpstreamFailure as failure:
                     record_attempt(rt, ctx, clock, status="error", usage=None, failure=failure)
                     if failure.client_fault:
+                        await release_probe(rt, backend)
                         raise InvalidRequest(
                             f"backend {backend.name} rejected the request: {failure.message}",
                             code=failure.error_type,
                         ) from None
                     if failure.status not in REQUEST_SPECIFIC:
                         await record_breaker(rt, ctx.snap, backend, False)  # the backend's fault
+                    else:
+                        await release_probe(rt, backend)
                     last = failure
                     failed[backend.name] = f"{failure.error_type}, status {failure.status}"
                     if not failure.retryable or retry == backend.max_retries:

@@ -91,6 +91,9 @@ class SharedState(Protocol):
     # probe_lease_ms 0: may it be called (read only); > 0: about to call it, and when the
     # breaker is half-open, claim its single probe for that long (refused while one is out)
     async def breaker_allows(self, backend: str, probe_lease_ms: int = 0) -> bool: ...
+    # a probe that ended without a verdict on the backend (the client's mistake, a cancelled
+    # call, the backend's own rate limit) gives its lease back: the next caller probes at once
+    async def breaker_release(self, backend: str) -> None: ...
     async def breaker_record(self, backend: str, ok: bool, cfg: BreakerSettings) -> bool: ...
     # backends' recent latencies (gateway.latency): a replica's batch of new samples, and the
     # newest ``keep`` samples per backend of every replica, none older than ``max_age_ms``

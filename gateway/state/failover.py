@@ -154,6 +154,12 @@ class FailoverState:
         except DependencyUnavailable:
             return await self.local.breaker_allows(backend, probe_lease_ms)
 
+    async def breaker_release(self, backend: str) -> None:
+        try:
+            await self.redis.breaker_release(backend)
+        except DependencyUnavailable:
+            await self.local.breaker_release(backend)
+
     async def breaker_record(self, backend: str, ok: bool, cfg: BreakerSettings) -> bool:
         try:
             return await self.redis.breaker_record(backend, ok, cfg)

@@ -158,6 +158,9 @@ class InProcessState:
             self._probe_until[backend] = now + probe_lease_ms / 1000
         return True
 
+    async def breaker_release(self, backend: str) -> None:
+        self._probe_until.pop(backend, None)
+
     async def breaker_record(self, backend: str, ok: bool, cfg: BreakerSettings) -> bool:
         now = time.monotonic()
         if ok:

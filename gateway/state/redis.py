@@ -264,6 +264,9 @@ class RedisState:
     async def breaker_allows(self, backend: str, probe_lease_ms: int = 0) -> bool:
         return await self._breakers.allows(backend, probe_lease_ms)
 
+    async def breaker_release(self, backend: str) -> None:
+        await self._breakers.release(backend)
+
     async def breaker_record(self, backend: str, ok: bool, cfg: BreakerSettings) -> bool:
         return await self._breakers.record(backend, ok, cfg)
 

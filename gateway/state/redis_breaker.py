@@ -123,6 +123,12 @@ class RedisBreakers:
             return bool(await self._call(lambda: self._claim(keys=keys, args=args)))
         return True
 
+    async def release(self, backend: str) -> None:
+        """The probe ended without a verdict on the backend (the client's own mistake, a
+        cancelled call): give its lease back so the next caller probes at once."""
+        probe = self._k("cb", backend, "probe")
+        await self._call(lambda: self._redis.delete(probe))
+
     async def record(self, backend: str, ok: bool, cfg: BreakerSettings) -> bool:
         keys = self._cb_keys(backend)
         if ok:

@@ -144,3 +144,22 @@ async def test_a_lost_probe_lapses_with_its_lease(redis_url: str, redis_prefix: 
     finally:
         await mine.close()
         await other.close()
+
+
+async def test_a_probe_without_a_verdict_gives_its_lease_back(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """The probe was a client's mistake (or cancelled): its lease is released at once, so a
+    hostile client cannot hold a half-open backend back from everyone for the lease."""
+    mine, other = RedisState(redis_url, redis_prefix), RedisState(redis_url, redis_prefix)
+    try:
+        await mine.breaker_record("b", False, PROBE_CFG)
+        assert await mine.breaker_record("b", False, PROBE_CFG)
+        await asyncio.sleep(0.25)
+        assert await mine.breaker_allows("b", 60_000)  # the probe: a 400 from upstream follows
+        assert not await other.breaker_allows("b", 60_000)
+        await mine.breaker_release("b")
+        assert await other.breaker_allows("b", 60_000)  # the next caller probes at once
+    finally:
+        await mine.close()
+        await other.close()

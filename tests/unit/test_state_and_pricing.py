@@ -123,3 +123,17 @@ def test_writer_spools_a_batch_cancelled_mid_write(tmp_path) -> None:  # type: i
 
     files = asyncio.run(run())
     assert len(files) == 1 and '"a1"' in files[0].read_text()
+
+
+def test_a_released_probe_lets_the_next_caller_probe() -> None:
+    async def run() -> None:
+        state = InProcessState()
+        cfg = BreakerSettings(failure_threshold=1, window_s=30, cooldown_s=0.01)
+        assert await state.breaker_record("b", False, cfg)
+        await asyncio.sleep(0.02)
+        assert await state.breaker_allows("b", 60_000)
+        assert not await state.breaker_allows("b", 60_000)
+        await state.breaker_release("b")
+        assert await state.breaker_allows("b", 60_000)
+
+    asyncio.run(run())
