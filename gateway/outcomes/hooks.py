@@ -1,6 +1,6 @@
 """What the request pipeline tells the success side, wired in by the app factory: a policy's
-validator verdict on a served answer becomes a task outcome, and a served answer is offered
-to the judge. Both start work off the request path and return at once (``OutcomeHooks`` in
+validator verdict on a served answer becomes a task outcome (queued on the record writer), and
+a served answer is offered to the judge. Both return at once, with no store I/O (``OutcomeHooks`` in
 ``gateway.serve.finish``)."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class RequestOutcomes:
 
     def validated(self, ctx: RequestContext, results: list[ValidationResult]) -> None:
         outcome = validator_outcome(ctx.principal.tenant_id, ctx.task_id, ctx.request_id, results)
-        schedule_outcome(self.rt.engine, outcome)
+        schedule_outcome(self.rt.writer, outcome)
 
     def served(self, ctx: RequestContext, answer: str | Mapping[str, Any], *, ok: bool) -> None:
         judge.consider(self.rt, ctx, answer, ok=ok)
