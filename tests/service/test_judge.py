@@ -9,6 +9,7 @@ import json
 import time
 import uuid
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,7 @@ def _settle(client: TestClient) -> None:
     the record writer to write their verdicts."""
     assert client.portal is not None
     writer = client.app.state.runtime.writer  # type: ignore[attr-defined]
-    client.portal.call(drain_outcomes, None, writer)
+    client.portal.call(partial(drain_outcomes, writer=writer))
 
 
 def _metric(client: TestClient, name: str, **labels: str) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,8 @@ def _burst(client: TestClient, key: str, n: int) -> list[httpx.Response]:
 
 def _flush(client: TestClient) -> None:
     assert client.portal is not None
-    client.portal.call(drain_outcomes, None, client.app.state.runtime.writer)  # type: ignore[attr-defined]
+    writer = client.app.state.runtime.writer  # type: ignore[attr-defined]
+    client.portal.call(partial(drain_outcomes, writer=writer))
 
 
 def _validator_rows(url: str) -> dict[str, bool]:
