@@ -6,7 +6,11 @@ succeeds, the log has no "database is locked", and every validator verdict lands
 from __future__ import annotations
 
 import asyncio
+import signal
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -14,6 +18,9 @@ import httpx
 import pytest
 
 from gateway.devtools.fake_upstream import FakeUpstream
+from gateway.store.database import create_engine
+from gateway.store.migrate import upgrade_database
+from gateway.store.writer import RecordWriter
 from tests.support.harness import REDIS_URL, GatewayProcess
 
 REQUESTS = 200
@@ -113,3 +120,53 @@ def test_routed_load_on_sqlite_records_every_verdict_without_locks(
         print(
             f"{workers} worker(s), {REQUESTS} requests, {CONCURRENCY} concurrent: {rate:.0f} req/s"
         )
+
+
+VICTIM = textwrap.dedent(
+    """
+    import asyncio, sys
+    sys.path.insert(0, {root!r})
+    from gateway.outcomes.recording import Outcome, schedule_outcome
+    from gateway.store.database import create_engine
+    from gateway.store.writer import RecordWriter
+
+    async def main():
+        writer = RecordWriter(create_engine({url!r}), {spool!r}, flush_interval_s=3600)
+        await writer.start()
+        for i in range(10):  # verdicts accepted, still in the in-memory batch
+            schedule_outcome(writer, Outcome("t", f"task{{i}}", "validator", i % 2 == 0, f"r{{i}}"))
+        print("ready", flush=True)
+        await asyncio.sleep(3600)
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_kill_9_loses_no_verdict(sqlite_url: str, tmp_path: Path) -> None:
+    """A replica killed with verdicts in its writer's queue: the next writer on its spool
+    directory recovers them from the journal."""
+    upgrade_database(sqlite_url)
+    spool = tmp_path / "spool"
+    root = str(Path(__file__).resolve().parents[2])
+    script = VICTIM.format(root=root, url=sqlite_url, spool=str(spool))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=root)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    db = Path(sqlite_url.removeprefix("sqlite:///"))
+    assert _validator_rows(db) == set()  # nothing reached the store before the kill
+
+    async def restart() -> None:
+        writer = RecordWriter(create_engine(sqlite_url), spool)
+        await writer.start()  # recovers the dead writer's journal
+        await writer.close()
+        await writer.engine.dispose()
+
+    asyncio.run(restart())
+    con = sqlite3.connect(db)
+    try:
+        rows = dict(con.execute("select request_id, success from outcomes").fetchall())
+    finally:
+        con.close()
+    assert rows == {f"r{i}": int(i % 2 == 0) for i in range(10)}
