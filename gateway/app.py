@@ -146,7 +146,7 @@ def create_app(
             await reloader.close()
             # verdicts being written and judge calls in flight finish before the store closes
             judge = runtime.config.judge
-            await drain_outcomes(timeout_s=(judge.timeout_s if judge else 0) + 5)
+            await drain_outcomes((judge.timeout_s if judge else 0) + 5, runtime.writer)
             await runtime.close()
 
     app = FastAPI(

@@ -14,7 +14,8 @@ messages of the conversation (clipped) and the answer (clipped), and is asked fo
 backend has the ``json_mode`` capability). The first JSON object in its answer that carries a
 verdict is taken; without one nothing is recorded and the grading counts as ``unparseable``.
 
-A verdict is recorded as a task outcome with source ``judge`` (it beats validators and loses to
+A verdict is recorded (through the record writer: batched, spooled while the store is down) as
+a task outcome with source ``judge`` (it beats validators and loses to
 client feedback), with the judge backend's name and what the judge call cost, priced like any
 attempt (``None`` when the backend is unpriced). That cost is evaluation overhead: it is never
 an attempt row, so it stays out of traffic spend and is reported on its own.
@@ -40,7 +41,7 @@ from typing import Any
 
 from gateway.backends.upstream import UpstreamFailure
 from gateway.config import BackendConfig, JudgeConfig
-from gateway.outcomes.recording import Outcome, off_request_path, record_outcome
+from gateway.outcomes.recording import Outcome, off_request_path, schedule_outcome
 from gateway.pricing import Price
 from gateway.runtime import Runtime
 from gateway.serve.context import RequestContext
@@ -334,11 +335,6 @@ async def grade(rt: Runtime, job: _Job) -> Verdict | None:
         backend=backend.name,
         cost_usd=cost,
     )
-    try:
-        await record_outcome(rt.engine, outcome)
-    except Exception:
-        metrics.judge_verdicts.labels("error").inc()
-        log.exception("judge: could not record the verdict for request %s", job.request_id)
-        return None
+    schedule_outcome(rt.writer, outcome)  # batched with the attempt rows; spooled if down
     metrics.judge_verdicts.labels("pass" if verdict.success else "fail").inc()
     return verdict

@@ -27,7 +27,7 @@ from typing import IO, Any
 
 log = logging.getLogger("tollgate.store")
 
-_DATETIME_COLS = {"created_at", "finished_at", "last_seen_at"}
+_DATETIME_COLS = {"created_at", "finished_at", "last_seen_at", "updated_at"}
 _DECIMAL_COLS = {"cost_usd", "cache_saved_usd"}
 
 
@@ -147,12 +147,15 @@ class Journal:
         return found
 
 
-def read_orphan(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(attempts, tasks) of a dead writer's segment; a started call with no final row is its
-    stub (an ``interrupted`` row). A torn last line (killed mid-write) is skipped."""
+def read_orphan(
+    path: Path,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(attempts, tasks, outcomes) of a dead writer's segment; a started call with no final row
+    is its stub (an ``interrupted`` row). A torn last line (killed mid-write) is skipped."""
     attempts: dict[str, dict[str, Any]] = {}
     started: dict[str, dict[str, Any]] = {}
     tasks: dict[str, dict[str, Any]] = {}
+    outcomes: dict[str, dict[str, Any]] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             item = json.loads(line)
@@ -165,7 +168,9 @@ def read_orphan(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
             started[row["id"]] = row
         elif item["k"] == "task":
             tasks[row["id"]] = row
+        elif item["k"] == "outcome":
+            outcomes[row["id"]] = row
     for attempt_id, stub in started.items():
         if attempt_id not in attempts:
             attempts[attempt_id] = stub
-    return list(attempts.values()), list(tasks.values())
+    return list(attempts.values()), list(tasks.values()), list(outcomes.values())

@@ -1,4 +1,5 @@
-"""The record writer: attempt and task rows written off the hot path, in batches, never lost.
+"""The record writer: attempt, task and outcome rows written off the hot path, in batches, never
+lost.
 
 Request handlers call ``submit_*`` (non-blocking, no I/O). A background task drains the queue
 every ``flush_interval`` or when ``batch_size`` rows are waiting and writes them in one
@@ -9,6 +10,9 @@ unknown can be replayed safely; a final attempt row replaces an ``interrupted`` 
 id (recovered from a dead replica's journal) and nothing else. Every accepted row, and every
 upstream call as it starts, is also in the write-ahead journal (``gateway.store.journal``)
 until it is durable, so a replica killed with ``kill -9`` loses no row and no paid call.
+Outcome rows (validator and judge verdicts) are an idempotent replace of the row of the same
+id; of two writes of one id the later ``updated_at`` wins, so a replayed spool never undoes a
+newer verdict.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import os
 import time
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,12 +35,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.store.journal import Journal, Segment, decode_row, encode_row, read_orphan
+from gateway.store.models import outcomes as outcomes_table
 from gateway.store.models import requests as requests_table
 from gateway.store.models import tasks as tasks_table
 
 log = logging.getLogger("tollgate.store")
 INTERRUPTED = "interrupted"
 _ATTEMPT_COLUMNS = tuple(c.name for c in requests_table.columns)
+Rows = Sequence[dict[str, Any]]
 
 
 @dataclass
@@ -71,6 +78,8 @@ class RecordWriter:
         self._attempts: deque[tuple[Segment | None, dict[str, Any]]] = deque()
         self._tasks: dict[str, dict[str, Any]] = {}
         self._task_segments: dict[str, list[Segment]] = {}
+        self._outcomes: dict[str, dict[str, Any]] = {}
+        self._outcome_segments: dict[str, list[Segment]] = {}
         self.use_journal = journal
         self.max_spool_bytes = max_spool_bytes
         self.spool_bytes = 0
@@ -105,6 +114,18 @@ class RecordWriter:
                 merged["created_at"] = min(current["created_at"], row["created_at"])
             self._tasks[row["id"]] = merged
 
+    def submit_outcome(self, row: dict[str, Any]) -> None:
+        """Replace the outcome row ``row["id"]`` (a verdict); of repeated submissions of one id
+        the latest ``updated_at`` is written."""
+        if self.journal is not None:
+            segment = self.journal.row("outcome", row)
+            self._outcome_segments.setdefault(row["id"], []).append(segment)
+        current = self._outcomes.get(row["id"])
+        if current is None or row["updated_at"] >= current["updated_at"]:
+            self._outcomes[row["id"]] = row
+        if len(self._outcomes) >= self.batch_size:
+            self._wake.set()
+
     @property
     def spool_full(self) -> bool:
         """The spool reached its bound: the gateway must stop taking new billable work (a 503)
@@ -113,7 +134,7 @@ class RecordWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._attempts) + len(self._tasks)
+        return len(self._attempts) + len(self._tasks) + len(self._outcomes)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -161,21 +182,25 @@ class RecordWriter:
                 # (Draining "while pending" would write one tiny transaction per request under
                 # a steady trickle, since rows keep arriving during each write.)
                 await self._flush_once()
-                while len(self._attempts) >= self.batch_size:
+                while max(len(self._attempts), len(self._outcomes)) >= self.batch_size:
                     await self._flush_once()
                 if self.journal is not None:
                     self.journal.rotate()
             except Exception:  # never let the writer die; rows are already spooled
                 log.exception("record writer loop error")
 
-    def _take_batch(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Segment]]:
+    def _take_batch(self) -> tuple[Rows, Rows, Rows, list[Segment]]:
         taken = [self._attempts.popleft() for _ in range(min(self.batch_size, len(self._attempts)))]
         task_ids = list(self._tasks)[: self.batch_size]
         tasks = [self._tasks.pop(t) for t in task_ids]
+        outcome_ids = list(self._outcomes)[: self.batch_size]
+        outcomes = [self._outcomes.pop(o) for o in outcome_ids]
         segments = [seg for seg, _ in taken if seg is not None]
         for t in task_ids:
             segments.extend(self._task_segments.pop(t, ()))
-        return [row for _, row in taken], tasks, segments
+        for o in outcome_ids:
+            segments.extend(self._outcome_segments.pop(o, ()))
+        return [row for _, row in taken], tasks, outcomes, segments
 
     def _durable(self, segments: list[Segment]) -> None:
         if self.journal is not None:
@@ -183,11 +208,11 @@ class RecordWriter:
                 self.journal.durable(seg)
 
     async def _flush_once(self) -> None:
-        attempts, tasks, segments = self._take_batch()
-        if not attempts and not tasks:
+        attempts, tasks, outcomes, segments = self._take_batch()
+        if not attempts and not tasks and not outcomes:
             return
         try:
-            await self._write(attempts, tasks)
+            await self._write(attempts, tasks, outcomes)
             self._durable(segments)
             self.stats.written += len(attempts)
             self.stats.store_up = True
@@ -203,15 +228,15 @@ class RecordWriter:
                         self.spool_dir,
                     )
                 self.stats.store_up = False
-            self._spool_or_requeue(attempts, tasks, segments)
+            self._spool_or_requeue(attempts, tasks, outcomes, segments)
             if not isinstance(exc, Exception):
                 raise
 
     def _spool_or_requeue(
-        self, attempts: list[dict[str, Any]], tasks: list[dict[str, Any]], segments: list[Segment]
+        self, attempts: Rows, tasks: Rows, outcomes: Rows, segments: list[Segment]
     ) -> None:
         try:
-            self._spool(attempts, tasks)
+            self._spool(attempts, tasks, outcomes)
             self._durable(segments)
         except OSError:
             log.exception("cannot spool to %s; keeping the rows in memory", self.spool_dir)
@@ -219,8 +244,10 @@ class RecordWriter:
             self._attempts.extendleft((None, row) for row in reversed(attempts))
             for row in tasks:
                 self._tasks.setdefault(row["id"], row)
+            for row in outcomes:
+                self._outcomes.setdefault(row["id"], row)
 
-    async def _write(self, attempts: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> None:
+    async def _write(self, attempts: Rows, tasks: Rows, outcomes: Rows = ()) -> None:
         async with self._write_lock, self.engine.begin() as conn:
             if tasks:
                 await conn.execute(self._upsert_tasks(), tasks)
@@ -229,6 +256,8 @@ class RecordWriter:
                 # (requests.tags, migration 0006) gets NULL for it
                 attempts = [{c: row.get(c) for c in _ATTEMPT_COLUMNS} for row in attempts]
                 await conn.execute(self._upsert_attempts(), attempts)
+            if outcomes:
+                await conn.execute(self._upsert_outcomes(), list(outcomes))
 
     def _upsert_tasks(self) -> Any:
         """Insert tasks; on conflict keep the later last_seen_at (one statement per batch)."""
@@ -251,6 +280,17 @@ class RecordWriter:
             where=(requests_table.c.status == INTERRUPTED) & (stmt.excluded.status != INTERRUPTED),
         )
 
+    def _upsert_outcomes(self) -> Any:
+        """Insert outcomes; on conflict replace the row unless it is newer than this write."""
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(outcomes_table)
+        cols = [c.name for c in outcomes_table.columns if c.name not in ("id", "created_at")]
+        return stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={c: stmt.excluded[c] for c in cols},
+            where=outcomes_table.c.updated_at <= stmt.excluded.updated_at,
+        )
+
     async def recover_journals(self) -> int:
         """Write what dead writers journaled on this spool directory (their final rows, and an
         ``interrupted`` row for each call they started and never finished); spooled if the
@@ -262,17 +302,19 @@ class RecordWriter:
             return 0
         attempts: dict[str, dict[str, Any]] = {}
         tasks: dict[str, dict[str, Any]] = {}
+        outcomes: dict[str, dict[str, Any]] = {}
         for path in paths:
-            found, found_tasks = read_orphan(path)
+            found, found_tasks, found_outcomes = read_orphan(path)
             for row in found:  # a final row wins over a stub carried in another segment
                 if row["id"] not in attempts or attempts[row["id"]]["status"] == INTERRUPTED:
                     attempts[row["id"]] = row
             tasks.update({t["id"]: t for t in found_tasks})
+            outcomes.update({o["id"]: o for o in found_outcomes})
         rows, task_rows = list(attempts.values()), list(tasks.values())
         try:
-            await self._write(rows, task_rows)
-        except Exception:
-            self._spool(rows, task_rows)  # OSError here leaves the journals for the next try
+            await self._write(rows, task_rows, list(outcomes.values()))
+        except Exception:  # an OSError spooling leaves the journals for the next try
+            self._spool(rows, task_rows, list(outcomes.values()))
         for path in paths:
             path.unlink(missing_ok=True)
         lost = sum(1 for r in rows if r["status"] == INTERRUPTED)
@@ -286,12 +328,12 @@ class RecordWriter:
         )
         return len(rows)
 
-    def _spool(self, attempts: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> None:
+    def _spool(self, attempts: Rows, tasks: Rows, outcomes: Rows = ()) -> None:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl"
         tmp = self.spool_dir / (name + ".tmp")
         with tmp.open("w", encoding="utf-8") as fh:
-            for kind, rows in (("task", tasks), ("attempt", attempts)):
+            for kind, rows in (("task", tasks), ("attempt", attempts), ("outcome", outcomes)):
                 for row in rows:
                     fh.write(json.dumps({"k": kind, "r": encode_row(row)}))
                     fh.write("\n")
@@ -316,14 +358,14 @@ class RecordWriter:
         """Write spooled batches to the store; returns attempt rows replayed."""
         replayed = 0
         for path in self.spool_files():
-            attempts: list[dict[str, Any]] = []
-            tasks: list[dict[str, Any]] = []
+            rows: dict[str, list[dict[str, Any]]] = {"task": [], "attempt": [], "outcome": []}
             for line in path.read_text(encoding="utf-8").splitlines():
                 if not line.strip():
                     continue
                 item = json.loads(line)
-                (tasks if item["k"] == "task" else attempts).append(decode_row(item["r"]))
-            await self._write(attempts, tasks)  # raises while the store is still down
+                rows[item["k"]].append(decode_row(item["r"]))
+            attempts = rows["attempt"]  # _write raises while the store is still down
+            await self._write(attempts, rows["task"], rows["outcome"])
             size = path.stat().st_size
             path.unlink()
             self.spool_bytes = max(0, self.spool_bytes - size)

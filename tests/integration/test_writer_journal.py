@@ -154,7 +154,7 @@ def test_the_spool_is_bounded_and_drains(sqlite_url: str, tmp_path: Path) -> Non
         await writer.start()
         real_write = writer._write
 
-        async def store_down(attempts: Any, tasks: Any) -> None:
+        async def store_down(*rows: Any) -> None:
             raise ConnectionError("store down")
 
         writer._write = store_down  # type: ignore[method-assign]

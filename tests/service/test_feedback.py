@@ -145,6 +145,7 @@ def test_validator_outcomes_are_recorded_and_feedback_wins(tmp_path: Path, sqlit
     feedback says otherwise."""
     from gateway.analytics.reports import ReportQuery, report
     from gateway.outcomes.recording import drain_outcomes, schedule_outcome, validator_outcome
+    from gateway.store.writer import RecordWriter
     from policies import run_validators
     from policies.schema import Policy
 
@@ -170,12 +171,15 @@ def test_validator_outcomes_are_recorded_and_feedback_wins(tmp_path: Path, sqlit
 
         async def verdict() -> tuple[int, int]:
             engine = create_engine(sqlite_url)
+            writer = RecordWriter(engine, tmp_path / "verdict-spool", journal=False)
+            await writer.start()
             try:
-                schedule_outcome(engine, outcome)
-                await drain_outcomes()
+                schedule_outcome(writer, outcome)
+                await drain_outcomes(writer=writer)
                 rep = await report(engine, "tasks", ReportQuery("policy"), rollups=False)
                 return rep.total.succeeded, rep.total.failed
             finally:
+                await writer.close()
                 await engine.dispose()
 
         assert asyncio.run(verdict()) == (0, 1)

@@ -9,6 +9,7 @@ import json
 import time
 import uuid
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +73,11 @@ def _outcomes(url: str) -> list[dict[str, Any]]:
 
 
 def _settle(client: TestClient) -> None:
-    """Wait for the judge tasks on the app's event loop (the client's portal runs it)."""
+    """Wait for the judge tasks on the app's event loop (the client's portal runs it) and for
+    the record writer to write their verdicts."""
     assert client.portal is not None
-    client.portal.call(drain_outcomes)
+    writer = client.app.state.runtime.writer  # type: ignore[attr-defined]
+    client.portal.call(partial(drain_outcomes, writer=writer))
 
 
 def _metric(client: TestClient, name: str, **labels: str) -> float:

@@ -150,7 +150,14 @@ def free_port() -> int:
 class GatewayProcess:
     """``tollgate serve`` in a subprocess, on a free port, with its own config file."""
 
-    def __init__(self, config: dict[str, Any], workdir: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        workdir: Path,
+        env: dict[str, str],
+        args: tuple[str, ...] = (),
+    ) -> None:
+        self.args = args  # more ``tollgate serve`` options (``--workers 2``)
         self.port = free_port()
         self.workdir = workdir
         self.config_path = workdir / f"gateway-{self.port}.yaml"
@@ -185,6 +192,7 @@ class GatewayProcess:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
+                *self.args,
             ],
             env=self.env,
             stdout=log,
