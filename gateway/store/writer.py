@@ -43,6 +43,7 @@ log = logging.getLogger("tollgate.store")
 INTERRUPTED = "interrupted"
 _ATTEMPT_COLUMNS = tuple(c.name for c in requests_table.columns)
 Rows = Sequence[dict[str, Any]]
+_ATTEMPT_DEFAULTS = {"cache_hit": False}  # NOT NULL columns added after rows were spooled
 
 
 @dataclass
@@ -253,8 +254,11 @@ class RecordWriter:
                 await conn.execute(self._upsert_tasks(), tasks)
             if attempts:
                 # one shape per batch: a row spooled or journaled before a column existed
-                # (requests.tags, migration 0006) gets NULL for it
-                attempts = [{c: row.get(c) for c in _ATTEMPT_COLUMNS} for row in attempts]
+                # (requests.tags 0006, cache columns 0007) gets that column's default
+                attempts = [
+                    {c: row.get(c, _ATTEMPT_DEFAULTS.get(c)) for c in _ATTEMPT_COLUMNS}
+                    for row in attempts
+                ]
                 await conn.execute(self._upsert_attempts(), attempts)
             if outcomes:
                 await conn.execute(self._upsert_outcomes(), list(outcomes))
