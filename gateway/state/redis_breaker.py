@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from gateway.state.base import BreakerSettings
+from gateway.state.redis_part import Call, RedisPart
 
 T = TypeVar("T")
 
@@ -62,18 +63,11 @@ return 0
 BREAKER_CLEAN_TTL_S = 0.5
 
 
-class RedisBreakers:
+class RedisBreakers(RedisPart):
     """Every backend's breaker, for one replica (with its own view of clean breakers)."""
 
-    def __init__(
-        self,
-        redis: Any,
-        key: Callable[..., str],
-        call: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]],
-    ) -> None:
-        self._redis = redis
-        self._k = key
-        self._call = call
+    def __init__(self, redis: Any, key: Callable[..., str], call: Call) -> None:
+        super().__init__(redis, key, call)
         self._fail = redis.register_script(_BREAKER_FAIL)
         self._ok = redis.register_script(_BREAKER_OK)
         self._state_script = redis.register_script(_BREAKER_STATE)

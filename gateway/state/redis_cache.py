@@ -15,8 +15,10 @@ compares them itself.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
+
+from gateway.state.redis_part import Call, RedisPart
 
 T = TypeVar("T")
 
@@ -60,33 +62,26 @@ return redis.call('HGETALL', KEYS[1])
 )
 
 
-class RedisCache:
+class RedisCache(RedisPart):
     """The cache ops over one Redis client (``call`` turns Redis errors into
     ``DependencyUnavailable``; ``key`` prefixes a key)."""
 
-    def __init__(
-        self,
-        redis: Any,
-        key: Callable[..., str],
-        call: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]],
-    ) -> None:
-        self._redis = redis
-        self._key = key
-        self._call = call
+    def __init__(self, redis: Any, key: Callable[..., str], call: Call) -> None:
+        super().__init__(redis, key, call)
         self._add = redis.register_script(_VECTOR_ADD)
         self._read = redis.register_script(_VECTORS)
 
     async def get(self, key: str) -> str | None:
-        name = self._key("cache", "a", key)
+        name = self._k("cache", "a", key)
         value = await self._call(lambda: self._redis.get(name))
         return None if value is None else str(value)
 
     async def put(self, key: str, value: str, ttl_ms: int) -> None:
-        name = self._key("cache", "a", key)
+        name = self._k("cache", "a", key)
         await self._call(lambda: self._redis.set(name, value, px=max(1, ttl_ms)))
 
     def _scope_keys(self, scope: str) -> list[str]:
-        return [self._key("cache", "v", scope), self._key("cache", "vt", scope)]
+        return [self._k("cache", "v", scope), self._k("cache", "vt", scope)]
 
     async def vectors(self, scope: str) -> dict[str, str]:
         keys = self._scope_keys(scope)

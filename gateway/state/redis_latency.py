@@ -11,8 +11,10 @@ judged by nothing stale).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from gateway.state.redis_part import Call, RedisPart
 
 _NOW = """
 local t = redis.call('TIME')
@@ -46,15 +48,9 @@ return out
 )
 
 
-class RedisLatency:
-    def __init__(
-        self,
-        redis: Any,
-        key: Callable[..., str],
-        call: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]],
-    ) -> None:
-        self._k = key
-        self._call = call
+class RedisLatency(RedisPart):
+    def __init__(self, redis: Any, key: Callable[..., str], call: Call) -> None:
+        super().__init__(redis, key, call)
         self._push = redis.register_script(_PUSH)
         self._read = redis.register_script(_READ)
 
