@@ -106,6 +106,9 @@ def demo_config(replay_url: str, workdir: Path) -> dict[str, Any]:
         **demo_policies("routing" in Config.model_fields),
         "store": {"spool_dir": str(workdir / "spool"), "flush_interval_ms": 50},
         "server": {"key_cache_ttl_s": 60},
+        # the demo shows routing on the predictor's estimates: on a busy machine a 50 ms limit
+        # would hand some decisions to the fallback and make the figures depend on the load
+        "predictor": {"timeout_ms": 2000},
     }
 
 
