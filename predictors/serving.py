@@ -32,6 +32,7 @@ Pure: no asyncio, no gateway imports; blocking reads and writes on two file desc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -357,10 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     worker = Worker(predictor, sys.stdin.fileno(), wfd, max_batch=args.max_batch)
     worker.hello(device)
-    try:
+    # the gateway closed our pipes or is stopping: the normal end of a worker, not an error
+    with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):
         worker.serve_forever()
-    except (BrokenPipeError, KeyboardInterrupt):
-        pass
     return 0
 
 
