@@ -1,9 +1,10 @@
 """Calibrate a model server the way ``tollgate calibrate`` does, from a machine without the
 gateway's dependencies (the GPU machine: its Python has httpx, not SQLAlchemy or litellm).
 
-Imports only ``gateway.analytics.calibrate`` (standard library + httpx): the same points,
-operating-point choice and price derivation as the CLI, without storing. Prints the table and
-writes the JSON record, which ``tollgate calibrate`` would have stored.
+Imports only ``gateway.analytics.calibrate`` and ``calibration_stats`` (standard library +
+httpx): the same points, operating-point choice and price derivation as the CLI, without
+storing. Prints the table and writes the JSON record, which ``tollgate calibrate`` would have
+stored.
 
     python3 bench/gpu_calibrate.py --api-base http://127.0.0.1:8000/v1 --model /tmp/olmoe \\
         --prompts .gpu/prompts.jsonl --gpu-hour-usd 3.50 --json-out calibration.json
@@ -19,7 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.analytics.calibrate import Point, calibrate, table
+from gateway.analytics.calibrate import calibrate
+from gateway.analytics.calibration_stats import Point, table
 from gateway.analytics.prompt_mix import read_mix
 
 

@@ -32,8 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from policies.objectives import Cand, Ranked, fmt_p, most_capable, usd
-from policies.schema import Cascade
+from policies.candidates import Cand, Ranked, fmt_p, most_capable, usd
+from policies.objective_specs import Cascade
 
 CascadeAction = Literal["accept", "check", "escalate"]
 

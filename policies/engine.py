@@ -18,19 +18,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
+from policies.candidates import Cand as _Cand
+from policies.candidates import cheapest as _cheapest
+from policies.candidates import fmt_p as _p
+from policies.candidates import in_order as _in_order
+from policies.candidates import most_capable as _most_capable
+from policies.candidates import usd as _usd
 from policies.cascade import plan_for
 from policies.constraints import expected_cost, removal
 from policies.decision import CandidateRow, Decision, FallbackKind
 from policies.facts import BackendFacts, PredictionFacts, RequestFacts
-from policies.objectives import Cand as _Cand
-from policies.objectives import cheapest as _cheapest
+from policies.objective_specs import Cascade
 from policies.objectives import dominated_by, escalation_cost, escalation_path, rank
-from policies.objectives import fmt_p as _p
-from policies.objectives import in_order as _in_order
-from policies.objectives import most_capable as _most_capable
-from policies.objectives import usd as _usd
 from policies.rules import select
-from policies.schema import Cascade, Policy
+from policies.schema import Policy
 
 __all__ = ["decide", "decide_sweep", "escalation_cost", "select"]
 

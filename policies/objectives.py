@@ -1,9 +1,8 @@
-"""How an objective ranks the eligible candidates, and the candidate orderings it is built on.
+"""How an objective ranks the eligible candidates.
 
-This module owns, for the engine (``policies.engine.decide``):
+This module owns, for the engine (``policies.engine.decide``), over the candidates of
+``policies.candidates``:
 
-* :class:`Cand`, one candidate as the engine sees it (expected cost, predicted P(success),
-  the constraint that removed it), and its orderings: cheapest, most capable, operator order;
 * **dominance**: a priced candidate with an estimate is *dominated* when another eligible one
   is no more expensive and predicted at least as likely to succeed, one of the two strictly.
   A dominated candidate is never adequate, never an escalation tier, and comes last among the
@@ -11,65 +10,39 @@ This module owns, for the engine (``policies.engine.decide``):
 * the escalation path of a chosen candidate and the expected cost / success of a cascade of
   tiers (:func:`escalation_cost`);
 * :func:`rank`: per objective, the adequate candidates in the objective's order and the
-  scores shown in the decision (formulas in ``docs/policies.md``).
+  scores shown in the decision (formulas in ``docs/policies.md``); the cascade objective's
+  first call is ``policies.cascade``'s.
 
 Pure and deterministic like the engine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal, localcontext
 
-from policies.schema import (
+from policies.candidates import (
+    Cand,
+    Ranked,
+    cheapest,
+    cost_key,
+    fmt_p,
+    in_order,
+    most_capable,
+    p_key,
+    usd,
+)
+from policies.cascade import rank_cascade
+from policies.objective_specs import (
     Cascade,
     CheapestAdequate,
     MaxQualityWithin,
     MinCostPerSuccess,
-    Policy,
 )
+from policies.schema import Policy
 
 _SCORE_QUANTUM = Decimal("1e-12")
 _ONE = Decimal(1)
-
-
-@dataclass(frozen=True, slots=True)
-class Cand:
-    idx: int
-    name: str
-    cost: Decimal | None
-    p: float | None
-    removed: tuple[str, str] | None
-
-
-def cost_key(c: Cand) -> tuple[int, Decimal]:
-    # Unpriced candidates rank after every priced one: unknown is never free.
-    return (0, c.cost) if c.cost is not None else (1, Decimal(0))
-
-
-def p_key(c: Cand) -> tuple[bool, float]:
-    return (c.p is None, -(c.p or 0.0))
-
-
-def most_capable(cs: Iterable[Cand]) -> list[Cand]:
-    return sorted(cs, key=lambda c: (p_key(c), cost_key(c), c.idx))
-
-
-def cheapest(cs: Iterable[Cand]) -> list[Cand]:
-    return sorted(cs, key=lambda c: (cost_key(c), p_key(c), c.idx))
-
-
-def in_order(cs: Iterable[Cand]) -> list[Cand]:
-    return sorted(cs, key=lambda c: c.idx)
-
-
-def usd(value: Decimal | None) -> str:
-    return "unpriced" if value is None else f"${value:.6f}"
-
-
-def fmt_p(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 def dominated_by(eligible: Sequence[Cand]) -> dict[str, str]:
@@ -173,14 +146,6 @@ def _task(
 # --------------------------------------------------------------------------- objectives
 
 
-@dataclass(frozen=True, slots=True)
-class Ranked:
-    adequate: list[Cand]  # in objective order, best first
-    scores: dict[str, Decimal | None]
-    describe: Callable[[Cand], str]  # why the chosen adequate candidate won
-    inadequate: str  # what "no adequate candidate" means for this objective
-
-
 def _scored(
     ok: Sequence[Cand], scores: dict[str, Decimal | None]
 ) -> list[Cand]:  # lowest score first; unscored (unpriced: rank_last) after every scored one
@@ -275,8 +240,6 @@ def rank(policy: Policy, eligible: Sequence[Cand], dominated: Mapping[str, str])
     if isinstance(obj, MinCostPerSuccess):
         return _min_cost_per_success(policy, obj, eligible, skip)
     if isinstance(obj, Cascade):
-        from policies.cascade import rank_cascade
-
         return rank_cascade(obj, eligible)
     assert isinstance(obj, MaxQualityWithin)
     return _max_quality_within(obj, eligible, skip)

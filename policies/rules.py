@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 from policies.facts import RequestFacts
-from policies.schema import Match, PolicySet
+from policies.routing_specs import Match
+from policies.schema import PolicySet
 
 DEFAULT_RULE = "default"
 

@@ -16,7 +16,8 @@ from typing import Any
 from policies.decision import Decision
 from policies.engine import decide
 from policies.facts import BackendFacts, PredictionFacts, RequestFacts
-from policies.schema import PolicySet, Shadow
+from policies.routing_specs import Shadow
+from policies.schema import PolicySet
 
 SHADOW_RULE = "shadow"
 

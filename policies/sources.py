@@ -20,7 +20,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from policies.schema import Loc, PolicySet, yaml_loc
+from policies.schema import PolicySet, yaml_loc
+from policies.spec_base import Loc
 
 SECTIONS = ("policies", "routing", "shadow")
 

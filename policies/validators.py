@@ -19,7 +19,7 @@ from jsonschema.validators import validator_for
 from jsonschema_specifications import REGISTRY as _METASCHEMAS
 from referencing.exceptions import Unresolvable
 
-from policies.schema import (
+from policies.validator_specs import (
     JsonSchemaCheck,
     MaxLengthCheck,
     NonEmptyCheck,

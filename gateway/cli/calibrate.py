@@ -1,9 +1,9 @@
 """``tollgate calibrate BACKEND``: measure a self-hosted backend, store the calibration, print it.
 
-The measurement and the price are ``gateway.analytics.calibrate``; storing is
-``gateway.store.calibrations`` (the running gateways pick a new version up within
-``gateway.capacity.CALIBRATION_REFRESH_S``). Progress goes to stderr, so ``--json`` prints one
-JSON object alone on stdout.
+The measurement is ``gateway.analytics.calibrate``, the operating point and the price
+``gateway.analytics.calibration_stats``; storing is ``gateway.store.calibrations`` (the
+running gateways pick a new version up within ``gateway.capacity.CALIBRATION_REFRESH_S``).
+Progress goes to stderr, so ``--json`` prints one JSON object alone on stdout.
 """
 
 from __future__ import annotations
@@ -47,14 +47,9 @@ def calibrate(
     store: Annotated[bool, typer.Option(help="store the calibration (--no-store: dry run)")] = True,
 ) -> None:
     """Drive a self-hosted backend at rising concurrency; store its price and capacity."""
-    from gateway.analytics.calibrate import (
-        Point,
-        served_model_name,
-        table,
-    )
-    from gateway.analytics.calibrate import (
-        calibrate as run_calibration,
-    )
+    from gateway.analytics.calibrate import calibrate as run_calibration
+    from gateway.analytics.calibrate import served_model_name
+    from gateway.analytics.calibration_stats import Point, table
     from gateway.analytics.prompt_mix import default_mix, read_mix
     from gateway.config import ConfigError, load_settings
 

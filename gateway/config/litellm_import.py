@@ -15,8 +15,8 @@ Owns the mapping only (no I/O; ``gateway.cli.importer`` reads and writes the fil
   variable instead, and the report says which). Literal secrets anywhere are dropped.
 
 Everything else is listed in ``ImportResult.unmapped`` with what to do instead (per-key budgets,
-rate limits, callbacks, …). Budgets: LiteLLM's proxy-wide ``max_budget`` has no config
-equivalent in Tollgate (budgets belong to keys and tenants), so the report gives the command.
+rate limits, callbacks, …): that report, and the notes on the settings this mapping does not
+read, are ``gateway.config.litellm_report``'s.
 """
 
 from __future__ import annotations
@@ -25,33 +25,20 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-ENV_REF = re.compile(r"^os\.environ/([A-Za-z_][A-Za-z0-9_]*)$")
+from gateway.config.litellm_report import (
+    NOT_MAPPED_PARAMS,
+    ImportReport,
+    Unmapped,
+    env_ref,
+    report_settings,
+)
+
 SECRET_WORDS = re.compile(r"(key|secret|token|password|credential)", re.IGNORECASE)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:-]+")
 
 # litellm_params keys mapped to a backend field (the rest go to params, unless listed below)
 _PARAM_FIELDS = {"model", "api_base", "api_key", "api_version", "timeout", "max_retries"}
 _PRICE_FIELDS = ("input_cost_per_token", "output_cost_per_token")
-_NOT_MAPPED_PARAMS = {
-    "rpm": "per-deployment rate limits are not enforced by Tollgate (budgets are per key/tenant)",
-    "tpm": "per-deployment rate limits are not enforced by Tollgate (budgets are per key/tenant)",
-    "stream_timeout": "Tollgate has one timeout per backend (timeout_s)",
-    "input_cost_per_second": "per-second prices: use self_hosted (gpu_hour_usd + throughput)",
-    "output_cost_per_second": "per-second prices: use self_hosted (gpu_hour_usd + throughput)",
-    "weight": "deployments of a group are tried in order, not weighted",
-    "order": "deployments of a group are tried in the order they are listed",
-}
-
-
-@dataclass(frozen=True)
-class Unmapped:
-    """One setting of the LiteLLM config that the Tollgate config does not carry."""
-
-    path: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
 
 
 @dataclass
@@ -75,14 +62,6 @@ def _unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def _env_ref(value: Any) -> str | None:
-    if isinstance(value, str):
-        match = ENV_REF.match(value.strip())
-        if match:
-            return match.group(1)
-    return None
-
-
 def _number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
@@ -95,8 +74,7 @@ def _number(value: Any) -> float | None:
 class _Importer:
     def __init__(self, data: dict[str, Any]) -> None:
         self.data = data
-        self.unmapped: list[Unmapped] = []
-        self.env: list[str] = []
+        self.report = ImportReport()
         router = data.get("router_settings") or {}
         settings = data.get("litellm_settings") or {}
         self.router = router if isinstance(router, dict) else {}
@@ -105,11 +83,10 @@ class _Importer:
         self.timeout = self.router.get("timeout", self.settings.get("request_timeout"))
 
     def note(self, path: str, reason: str) -> None:
-        self.unmapped.append(Unmapped(path, reason))
+        self.report.note(path, reason)
 
     def need_env(self, name: str) -> None:
-        if name not in self.env:
-            self.env.append(name)
+        self.report.need_env(name)
 
     # -- one deployment --------------------------------------------------------------------
     def backend(self, index: int, entry: dict[str, Any], name: str) -> dict[str, Any] | None:
@@ -124,7 +101,7 @@ class _Importer:
         out: dict[str, Any] = {"name": name, "model": params["model"]}
         for key in ("api_base", "api_version"):
             if isinstance(params.get(key), str):
-                ref = _env_ref(params[key])
+                ref = env_ref(params[key])
                 if ref:
                     self.note(f"{where}.litellm_params.{key}", f"read from ${ref}: write the value")
                 else:
@@ -144,9 +121,9 @@ class _Importer:
         for key, value in params.items():
             if key in _PARAM_FIELDS or key in _PRICE_FIELDS:
                 continue
-            if key in _NOT_MAPPED_PARAMS:
-                self.note(f"{where}.litellm_params.{key}", _NOT_MAPPED_PARAMS[key])
-            elif _env_ref(value) or (SECRET_WORDS.search(key) and isinstance(value, str)):
+            if key in NOT_MAPPED_PARAMS:
+                self.note(f"{where}.litellm_params.{key}", NOT_MAPPED_PARAMS[key])
+            elif env_ref(value) or (SECRET_WORDS.search(key) and isinstance(value, str)):
                 self.note(
                     f"{where}.litellm_params.{key}",
                     "a secret outside api_key is not copied: set it in the provider's own "
@@ -161,7 +138,7 @@ class _Importer:
     def _api_key(self, where: str, key: Any, name: str, out: dict[str, Any]) -> None:
         if key is None:
             return
-        ref = _env_ref(key)
+        ref = env_ref(key)
         if ref is None:
             ref = re.sub(r"[^A-Z0-9]+", "_", f"{name}_API_KEY".upper())
             self.note(
@@ -258,7 +235,7 @@ class _Importer:
         breaker = self._breaker()
         if breaker:
             config["circuit_breaker"] = breaker
-        self._rest()
+        report_settings(self.data, self.router, self.settings, self.report)
         return config
 
     def _fallbacks(self, groups: set[str]) -> dict[str, list[str]]:
@@ -355,83 +332,6 @@ class _Importer:
             breaker["cooldown_s"] = cooldown
         return breaker
 
-    def _rest(self) -> None:
-        done_router = {
-            "fallbacks", "context_window_fallbacks", "content_policy_fallbacks",
-            "default_fallbacks", "num_retries", "timeout", "allowed_fails", "cooldown_time",
-            "model_group_alias", "routing_strategy",
-        }  # fmt: skip
-        for key in self.router:
-            if key in done_router:
-                continue
-            if key.startswith("redis"):
-                self.note(
-                    f"router_settings.{key}",
-                    "set TOLLGATE_REDIS_URL=redis://[:password@]host:port/0 in the gateway's "
-                    "environment (shared budgets, breakers and counters)",
-                )
-            else:
-                self.note(f"router_settings.{key}", "not mapped")
-        done_settings = {
-            "fallbacks", "context_window_fallbacks", "content_policy_fallbacks",
-            "default_fallbacks", "num_retries", "request_timeout",
-        }  # fmt: skip
-        for key, value in self.settings.items():
-            if key in done_settings:
-                continue
-            if key in ("max_budget", "budget_duration", "max_end_user_budget"):
-                amount = value if key != "budget_duration" else "<usd>"
-                self.note(
-                    f"litellm_settings.{key}",
-                    "budgets belong to keys and tenants in Tollgate: "
-                    f"`tollgate keys create --tenant <name> --max-budget-usd {amount}`",
-                )
-            elif key in ("success_callback", "failure_callback", "callbacks"):
-                self.note(
-                    f"litellm_settings.{key}",
-                    "every attempt is recorded in Tollgate's store; traces go to OTLP when "
-                    "OTEL_EXPORTER_OTLP_ENDPOINT is set; access log: server.access_log",
-                )
-            elif key == "drop_params":
-                self.note(
-                    f"litellm_settings.{key}",
-                    "Tollgate forwards request parameters unchanged (a backend that rejects one "
-                    "answers 400)",
-                )
-            else:
-                self.note(f"litellm_settings.{key}", "not mapped")
-        general = self.data.get("general_settings") or {}
-        for key, value in general.items() if isinstance(general, dict) else ():
-            where = f"general_settings.{key}"
-            if key == "master_key":
-                self.note(
-                    where,
-                    "the admin key comes from TOLLGATE_ADMIN_KEY; clients use virtual keys "
-                    "(`tollgate keys create --tenant <name>`)",
-                )
-            elif key == "database_url":
-                ref = _env_ref(value)
-                self.note(
-                    where,
-                    f"set TOLLGATE_DATABASE_URL={'$' + ref if ref else '<url>'} (not copied: a "
-                    "database URL may hold a password)",
-                )
-            else:
-                self.note(where, "not mapped")
-        env = self.data.get("environment_variables")
-        if isinstance(env, dict) and env:
-            self.note(
-                "environment_variables",
-                f"set {', '.join(sorted(map(str, env)))} in the gateway's environment "
-                "(values are not copied)",
-            )
-        for key in self.data:
-            if key not in (
-                "model_list", "router_settings", "litellm_settings", "general_settings",
-                "environment_variables",
-            ):  # fmt: skip
-                self.note(str(key), "not mapped")
-
 
 def import_litellm_config(data: Any) -> ImportResult:
     """The Tollgate config (a plain dict, ready for YAML) for a parsed LiteLLM proxy config,
@@ -440,4 +340,4 @@ def import_litellm_config(data: Any) -> ImportResult:
         raise ValueError("a LiteLLM config is a YAML mapping with a model_list")
     importer = _Importer(data)
     config = importer.run()
-    return ImportResult(config, importer.unmapped, importer.env)
+    return ImportResult(config, importer.report.unmapped, importer.report.env_needed)

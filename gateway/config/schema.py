@@ -32,7 +32,7 @@ from gateway.config.sections import (
 )
 from gateway.settings import env_secret
 from policies import Policy, PolicySet
-from policies.schema import Routing, Shadow
+from policies.routing_specs import Routing, Shadow
 
 ENV_REF = re.compile(r"^os\.environ/([A-Za-z_][A-Za-z0-9_]*)$")
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"

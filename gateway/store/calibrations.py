@@ -95,7 +95,7 @@ def _stored(row: Any) -> StoredCalibration:
 
 
 async def save_calibration(engine: AsyncEngine, result: dict[str, Any]) -> int:
-    """Store a calibration (``gateway.analytics.calibrate.Calibration.to_dict()``) as the
+    """Store a calibration (``gateway.analytics.calibration_stats.Calibration.to_dict()``) as the
     backend's next version; returns that version."""
     for _ in range(5):  # two calibrations of one backend at once: the loser takes the next number
         try:

@@ -133,7 +133,7 @@ def calibration(workdir: Path, llama: LlamaServer, api: FakeUpstream) -> dict[st
     )  # fmt: skip (2 shared cores: a point can take a minute)
     assert done.returncode == 0, done.stderr
     if os.environ.get("TOLLGATE_TEST_SHOW"):
-        from gateway.analytics.calibrate import Calibration, table
+        from gateway.analytics.calibration_stats import Calibration, table
 
         record = json.loads(done.stdout)
         print(done.stderr, table(Calibration(**record)), sep="\n")

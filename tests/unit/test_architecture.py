@@ -38,19 +38,11 @@ CONTRACTS = {
     "sql: sqlalchemy only in gateway.store, gateway.analytics, migrations",
 }
 
-#: Contracts broken today -> why, and who is fixing it. TODO(issue 10): empty this.
-EXPECTED_BROKEN: dict[str, str] = {
-    "acyclic: no import cycles among sibling modules": (
-        "policies.objectives <-> policies.cascade (helper D's policies/ work in progress)"
-    ),
-}
+#: Contracts broken today -> why, and who is fixing it (empty: every contract holds).
+EXPECTED_BROKEN: dict[str, str] = {}
 
-#: Product modules over MAX_LINES -> why. TODO(issue 10): empty this.
-LARGE_MODULES: dict[str, str] = {
-    "policies/schema.py": "helper D: the policy schema is being split",
-    "gateway/config/litellm_import.py": "issue 15's LiteLLM config importer: mapping vs report",
-    "gateway/analytics/calibrate.py": "issue 12's calibration driver: sweep vs statistics",
-}
+#: Product modules over MAX_LINES -> why (empty: none is).
+LARGE_MODULES: dict[str, str] = {}
 
 _ENV_ATTRS = frozenset({"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"})
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

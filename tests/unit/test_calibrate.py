@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.analytics.calibrate import (
+from gateway.analytics.calibrate import served_model_name
+from gateway.analytics.calibration_stats import (
     Point,
     Sample,
     choose,
     percentile,
     prices,
     saturated,
-    served_model_name,
     summarise,
 )
 from gateway.analytics.prompt_mix import builtin_mix, default_mix, read_mix

@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from policies.candidates import Cand
 from policies.decision import Decision
 from policies.engine import decide
 from policies.facts import BackendFacts, PredictionFacts, RequestFacts
-from policies.objectives import Cand, dominated_by
+from policies.objectives import dominated_by
 from policies.schema import Policy
 
 D = Decimal

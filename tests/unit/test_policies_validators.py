@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
-from policies.schema import ValidatorSpec
+from policies.validator_specs import ValidatorSpec
 from policies.validators import all_passed, run_validator, run_validators
 
 SPEC: TypeAdapter[Any] = TypeAdapter(ValidatorSpec)

@@ -21,7 +21,7 @@ from gateway.analytics.backtest.dataset import DatasetQuery, Scorer, score_choic
 from gateway.analytics.backtest.results import Replayed
 from policies import Decision, PolicySet
 from policies.cascade import cascade_step
-from policies.schema import Cascade
+from policies.objective_specs import Cascade
 
 if TYPE_CHECKING:
     from predictors.datasets import OutcomeTable

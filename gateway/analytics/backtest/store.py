@@ -24,8 +24,8 @@ from policies import (
     RequestFacts,
     decide,
 )
+from policies.routing_specs import Match
 from policies.rules import DEFAULT_RULE, matches, rule_label
-from policies.schema import Match
 
 #: Routing conditions a logged request can be re-evaluated on (the store keeps no headers,
 #: prompt text, tools or response format).
