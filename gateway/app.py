@@ -156,6 +156,9 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,  # gateway.http.docs serves the pages with bundled assets (no CDN)
         redoc_url=None,
+        # gateway.telemetry owns tracing; FastAPI's own OpenTelemetry hooks otherwise look up
+        # the global providers on every request (and would trace twice if one were set)
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     docs.install(app)

@@ -14,12 +14,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from gateway.backends.cost_map import CatalogPrices
-from gateway.config import Config
 from gateway.pricing import Price, resolve_price
-from gateway.store.calibrations import StoredCalibration, latest_calibrations
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from gateway.config import Config
+    from gateway.store.calibrations import StoredCalibration
 
 log = logging.getLogger("tollgate.analytics")
 
@@ -38,6 +39,8 @@ async def calibrated_prices(engine: AsyncEngine, config: Config) -> dict[str, Pr
     calibrate``); a store without the table, or unreachable, gives the declared ones."""
     if not any(b.self_hosted for b in config.backends):
         return resolve_prices(config)
+    from gateway.store.calibrations import latest_calibrations  # SQLAlchemy: not for `config check`
+
     try:
         latest = await latest_calibrations(engine)
     except Exception:

@@ -10,12 +10,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from gateway.cli.options import ConfigOpt, optional_config, store_url_for
-from gateway.config.budgets import WINDOWS, BudgetLimit
 
 app = typer.Typer(
     help="Set, list and delete budgets per tenant, policy, tag or key (total, daily, monthly).",
@@ -49,6 +47,9 @@ def budgets_set(
     config: ConfigOpt = None,
 ) -> None:
     """Create or replace the budget of (scope, name, window)."""
+    from pydantic import ValidationError
+
+    from gateway.config.budgets import BudgetLimit
     from gateway.store import budgets as store
 
     try:
@@ -95,6 +96,7 @@ def budgets_delete(
     config: ConfigOpt = None,
 ) -> None:
     """Delete the stored budget(s) of (scope, name)."""
+    from gateway.config.budgets import WINDOWS
     from gateway.store import budgets as store
 
     if window is not None and window not in WINDOWS:

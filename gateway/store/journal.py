@@ -25,6 +25,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 log = logging.getLogger("tollgate.store")
 
 _DATETIME_COLS = {"created_at", "finished_at", "last_seen_at", "updated_at"}
@@ -40,6 +42,23 @@ def encode_row(row: dict[str, Any]) -> dict[str, Any]:
             value = value.isoformat()
         out[col] = value
     return out
+
+
+def _decimal(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def journal_line(kind: str, row: dict[str, Any]) -> str:
+    """One journal line: ``{"k": kind, "r": row}`` as ``encode_row`` + ``json.dumps`` write it
+    (datetimes ISO 8601, decimals as strings; ``decode_row`` reads both), by orjson: it runs
+    three times per request on the hot path, ten times faster than the json module. A value
+    orjson refuses (an integer past 64 bits) takes the json module's way."""
+    try:
+        return orjson.dumps({"k": kind, "r": row}, default=_decimal).decode()
+    except TypeError:
+        return json.dumps({"k": kind, "r": encode_row(row)}, separators=(",", ":"))
 
 
 def decode_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -66,8 +85,7 @@ class Segment:
         self.pending = 0  # rows in it not yet durable
 
     def append(self, kind: str, row: dict[str, Any]) -> None:
-        self.fh.write(json.dumps({"k": kind, "r": encode_row(row)}, separators=(",", ":")))
-        self.fh.write("\n")
+        self.fh.write(journal_line(kind, row) + "\n")
         self.fh.flush()  # into the page cache: survives the process, not the machine
 
     def remove(self) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -41,9 +42,9 @@ from gateway.store.models import tasks as tasks_table
 
 log = logging.getLogger("tollgate.store")
 INTERRUPTED = "interrupted"
-_ATTEMPT_COLUMNS = tuple(c.name for c in requests_table.columns)
-Rows = Sequence[dict[str, Any]]
 _ATTEMPT_DEFAULTS = {"cache_hit": False}  # NOT NULL columns added after rows were spooled
+_COLS = {c.name: _ATTEMPT_DEFAULTS.get(c.name) for c in requests_table.columns}
+Rows = Sequence[dict[str, Any]]
 
 
 @dataclass
@@ -251,20 +252,22 @@ class RecordWriter:
     async def _write(self, attempts: Rows, tasks: Rows, outcomes: Rows = ()) -> None:
         async with self._write_lock, self.engine.begin() as conn:
             if tasks:
-                await conn.execute(self._upsert_tasks(), tasks)
+                await conn.execute(self._upsert_tasks, tasks)
             if attempts:
                 # one shape per batch: a row spooled or journaled before a column existed
-                # (requests.tags 0006, cache columns 0007) gets that column's default
+                # (requests.tags 0006, cache columns 0007) gets its default; today's goes as is
                 attempts = [
-                    {c: row.get(c, _ATTEMPT_DEFAULTS.get(c)) for c in _ATTEMPT_COLUMNS}
-                    for row in attempts
+                    r if r.keys() == _COLS.keys() else {c: r.get(c, d) for c, d in _COLS.items()}
+                    for r in attempts
                 ]
-                await conn.execute(self._upsert_attempts(), attempts)
+                await conn.execute(self._upsert_attempts, attempts)
             if outcomes:
-                await conn.execute(self._upsert_outcomes(), list(outcomes))
+                await conn.execute(self._upsert_outcomes, list(outcomes))
 
+    @functools.cached_property
     def _upsert_tasks(self) -> Any:
-        """Insert tasks; on conflict keep the later last_seen_at (one statement per batch)."""
+        """Insert tasks; on conflict keep the later last_seen_at (one statement per batch, built
+        once per writer like the two below: rebuilding them on every flush cost 0.5 ms)."""
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         stmt = dialect.insert(tasks_table)
         latest = (func.greatest if dialect is postgresql else func.max)(
@@ -272,6 +275,7 @@ class RecordWriter:
         )
         return stmt.on_conflict_do_update(index_elements=["id"], set_={"last_seen_at": latest})
 
+    @functools.cached_property
     def _upsert_attempts(self) -> Any:
         """Insert attempts; a repeated row changes nothing, except that a final row replaces an
         ``interrupted`` one recovered from a journal."""
@@ -284,6 +288,7 @@ class RecordWriter:
             where=(requests_table.c.status == INTERRUPTED) & (stmt.excluded.status != INTERRUPTED),
         )
 
+    @functools.cached_property
     def _upsert_outcomes(self) -> Any:
         """Insert outcomes; on conflict replace the row unless it is newer than this write."""
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite

@@ -1,6 +1,7 @@
 """Each ``tollgate`` command imports only what it needs: commands that touch no model load
-neither litellm nor torch, transformers or scikit-learn, and a report on a current store does
-not load Alembic. Checked on the modules a real process has loaded when it exits (start-up
+neither litellm nor torch, transformers or scikit-learn, a report on a current store does
+not load Alembic, and commands that read no store (``--help``, ``config check``) do not load
+SQLAlchemy. Checked on the modules a real process has loaded when it exits (start-up
 *times* are measured by ``bench/cli_startup.py``, not here)."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("litellm", "torch", "transformers", "sklearn", "alembic", "onnxruntime")
+HEAVY = ("litellm", "torch", "transformers", "sklearn", "alembic", "onnxruntime", "sqlalchemy")
 PROBE = (
     "import atexit, json, sys\n"
     "atexit.register(lambda: sys.stderr.write('\\nLOADED ' + json.dumps("
@@ -73,8 +74,8 @@ def test_commands_that_touch_no_model_load_no_model_library(env: dict[str, str])
     heavy, out = loaded("config", "check", env=env)
     assert heavy == [] and "catalog: $0.15 in / $0.6 out" in out  # priced without litellm
     heavy, _ = loaded("keys", "list", env=env)  # a new store: migrated (Alembic), no model
-    assert heavy == ["alembic"]
+    assert heavy == ["alembic", "sqlalchemy"]
     heavy, out = loaded("report", "spend", env=env)  # the store is current now
-    assert heavy == [] and "TOTAL" in out
+    assert heavy == ["sqlalchemy"] and "TOTAL" in out
     heavy, out = loaded("route", "explain", "hello", "--json", env=env)  # predictor off
     assert heavy == [] and {c["name"] for c in json.loads(out)["candidates"]} == {"cheap", "mid"}
