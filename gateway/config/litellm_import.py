@@ -10,13 +10,17 @@ Owns the mapping only (no I/O; ``gateway.cli.importer`` reads and writes the fil
 - ``router_settings``/``litellm_settings`` ``fallbacks`` and ``context_window_fallbacks`` (a
   context-window error moves on to the next backend in Tollgate) → those policies;
   ``num_retries``, ``timeout``/``request_timeout`` → each backend's ``max_retries``/``timeout_s``;
-  ``allowed_fails``/``cooldown_time`` → ``circuit_breaker``; ``model_group_alias`` → ``aliases``.
+  ``allowed_fails``/``cooldown_time`` → ``circuit_breaker``; ``model_group_alias`` → ``aliases``;
+  a deployment's ``rpm``/``tpm`` → its backend's (at its limit it is skipped, as in LiteLLM).
 - ``api_key: os.environ/NAME`` is kept; a literal key is never copied (the backend reads a new
   variable instead, and the report says which). Literal secrets anywhere are dropped.
 
-Everything else is listed in ``ImportResult.unmapped`` with what to do instead (per-key budgets,
-rate limits, callbacks, …). Budgets: LiteLLM's proxy-wide ``max_budget`` has no config
-equivalent in Tollgate (budgets belong to keys and tenants), so the report gives the command.
+- a deployment's ``max_budget``/``budget_duration``, when its group is that deployment alone
+  with no fallbacks → a policy for the group and a limit of that policy in ``budgets:``
+  (``gateway.config.litellm_settings`` says which budgets map, and in which window).
+
+Everything else is listed in ``ImportResult.unmapped`` with what to do instead (other budgets,
+rate limits, callbacks, …): ``gateway.config.litellm_settings`` reports the proxy-wide settings.
 """
 
 from __future__ import annotations
@@ -25,16 +29,23 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-ENV_REF = re.compile(r"^os\.environ/([A-Za-z_][A-Za-z0-9_]*)$")
+from gateway.config.litellm_settings import (
+    BUDGET_KEYS,
+    deployment_budget,
+    env_ref,
+    rate_limits,
+    report_deployment_budget,
+    report_settings,
+)
+
 SECRET_WORDS = re.compile(r"(key|secret|token|password|credential)", re.IGNORECASE)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:-]+")
 
 # litellm_params keys mapped to a backend field (the rest go to params, unless listed below)
 _PARAM_FIELDS = {"model", "api_base", "api_key", "api_version", "timeout", "max_retries"}
+_PARAM_FIELDS |= {"rpm", "tpm"}  # the backend's own rate limits (litellm_settings.rate_limits)
 _PRICE_FIELDS = ("input_cost_per_token", "output_cost_per_token")
 _NOT_MAPPED_PARAMS = {
-    "rpm": "per-deployment rate limits are not enforced by Tollgate (budgets are per key/tenant)",
-    "tpm": "per-deployment rate limits are not enforced by Tollgate (budgets are per key/tenant)",
     "stream_timeout": "Tollgate has one timeout per backend (timeout_s)",
     "input_cost_per_second": "per-second prices: use self_hosted (gpu_hour_usd + throughput)",
     "output_cost_per_second": "per-second prices: use self_hosted (gpu_hour_usd + throughput)",
@@ -75,14 +86,6 @@ def _unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def _env_ref(value: Any) -> str | None:
-    if isinstance(value, str):
-        match = ENV_REF.match(value.strip())
-        if match:
-            return match.group(1)
-    return None
-
-
 def _number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
@@ -97,6 +100,7 @@ class _Importer:
         self.data = data
         self.unmapped: list[Unmapped] = []
         self.env: list[str] = []
+        self.group_policy: dict[str, str] = {}  # model group → the policy made for it
         router = data.get("router_settings") or {}
         settings = data.get("litellm_settings") or {}
         self.router = router if isinstance(router, dict) else {}
@@ -124,7 +128,7 @@ class _Importer:
         out: dict[str, Any] = {"name": name, "model": params["model"]}
         for key in ("api_base", "api_version"):
             if isinstance(params.get(key), str):
-                ref = _env_ref(params[key])
+                ref = env_ref(params[key])
                 if ref:
                     self.note(f"{where}.litellm_params.{key}", f"read from ${ref}: write the value")
                 else:
@@ -139,14 +143,15 @@ class _Importer:
         raw_info = entry.get("model_info")
         info: dict[str, Any] = raw_info if isinstance(raw_info, dict) else {}
         self._prices(where, params, info, out)
+        out.update(rate_limits(f"{where}.litellm_params", params, self.note))
         self._model_info(where, info, out)
         extra: dict[str, Any] = {}
         for key, value in params.items():
-            if key in _PARAM_FIELDS or key in _PRICE_FIELDS:
-                continue
+            if key in _PARAM_FIELDS or key in _PRICE_FIELDS or key in BUDGET_KEYS:
+                continue  # budgets: never a request parameter (``run`` maps or reports them)
             if key in _NOT_MAPPED_PARAMS:
                 self.note(f"{where}.litellm_params.{key}", _NOT_MAPPED_PARAMS[key])
-            elif _env_ref(value) or (SECRET_WORDS.search(key) and isinstance(value, str)):
+            elif env_ref(value) or (SECRET_WORDS.search(key) and isinstance(value, str)):
                 self.note(
                     f"{where}.litellm_params.{key}",
                     "a secret outside api_key is not copied: set it in the provider's own "
@@ -161,7 +166,7 @@ class _Importer:
     def _api_key(self, where: str, key: Any, name: str, out: dict[str, Any]) -> None:
         if key is None:
             return
-        ref = _env_ref(key)
+        ref = env_ref(key)
         if ref is None:
             ref = re.sub(r"[^A-Z0-9]+", "_", f"{name}_API_KEY".upper())
             self.note(
@@ -226,12 +231,13 @@ class _Importer:
                 continue
             groups.setdefault(entry["model_name"], []).append((index, entry))
         fallbacks = self._fallbacks(set(groups))
+        budgets = self._budgets(groups, fallbacks)
         taken: set[str] = set()
         group_backends: dict[str, list[str]] = {}
         backends: list[dict[str, Any]] = []
         for group, members in groups.items():
             base = safe_name(group)
-            several = len(members) > 1 or group in fallbacks
+            several = len(members) > 1 or group in fallbacks or group in budgets
             names = []
             for n, (index, entry) in enumerate(members, start=1):
                 name = _unique(f"{base}-{n}" if several else base, taken)
@@ -244,10 +250,17 @@ class _Importer:
         if not backends:
             raise ValueError("no model_list entry could be imported")
         config: dict[str, Any] = {"backends": backends}
-        policies, aliases = self._policies(groups, group_backends, fallbacks, taken)
+        policies, aliases = self._policies(groups, group_backends, fallbacks, budgets, taken)
         if policies:
             config["policies"] = policies
             config["routing"] = {"default": next(iter(policies))}
+        limits = [
+            {"scope": "policy", "name": self.group_policy[g], "max_usd": usd, "window": window}
+            for g, (usd, window) in budgets.items()
+            if g in self.group_policy
+        ]
+        if limits:
+            config["budgets"] = {"limits": limits}
         config["predictor"] = {"enabled": False}  # no predictor profiles for imported backends
         for group, names in group_backends.items():
             if group not in policies and names[0] != group and group not in taken:
@@ -258,7 +271,7 @@ class _Importer:
         breaker = self._breaker()
         if breaker:
             config["circuit_breaker"] = breaker
-        self._rest()
+        report_settings(self.data, self.router, self.settings, self.note)
         return config
 
     def _fallbacks(self, groups: set[str]) -> dict[str, list[str]]:
@@ -293,23 +306,43 @@ class _Importer:
                     )
         return out
 
+    def _budgets(
+        self, groups: dict[str, list[tuple[int, dict[str, Any]]]], fallbacks: dict[str, list[str]]
+    ) -> dict[str, tuple[str, str]]:
+        """Group → (USD, window) of the budgets that become its policy's; the rest reported."""
+        out: dict[str, tuple[str, str]] = {}
+        for group, members in groups.items():
+            alone = len(members) == 1 and group not in fallbacks
+            for index, entry in members:
+                params = entry.get("litellm_params")
+                if not isinstance(params, dict) or not set(BUDGET_KEYS) & set(params):
+                    continue
+                budget = deployment_budget(params) if "max_budget" in params else None
+                if alone and budget is not None:
+                    out[group] = budget
+                else:
+                    where = f"model_list[{index}].litellm_params"
+                    report_deployment_budget(where, params, alone, self.note)
+        return out
+
     def _policies(
         self,
         groups: dict[str, list[tuple[int, dict[str, Any]]]],
         group_backends: dict[str, list[str]],
         fallbacks: dict[str, list[str]],
+        budgets: dict[str, tuple[str, str]],
         taken: set[str],
     ) -> tuple[dict[str, Any], dict[str, str]]:
         policies: dict[str, Any] = {}
         aliases: dict[str, str] = {}
         policy_names: set[str] = {"auto"}  # tollgate/auto is reserved
         for group, names in group_backends.items():
-            if len(groups[group]) == 1 and group not in fallbacks:
+            if len(groups[group]) == 1 and group not in fallbacks and group not in budgets:
                 continue
             chain = list(names)
             for target in fallbacks.get(group, []):
                 chain += [n for n in group_backends.get(target, []) if n not in chain]
-            policy = _unique(safe_name(group), policy_names)
+            policy = self.group_policy[group] = _unique(safe_name(group), policy_names)
             policies[policy] = {
                 "description": f"LiteLLM model group {group!r}: its deployments, then its "
                 "fallbacks, in order",
@@ -354,83 +387,6 @@ class _Importer:
         if cooldown is not None and cooldown > 0:
             breaker["cooldown_s"] = cooldown
         return breaker
-
-    def _rest(self) -> None:
-        done_router = {
-            "fallbacks", "context_window_fallbacks", "content_policy_fallbacks",
-            "default_fallbacks", "num_retries", "timeout", "allowed_fails", "cooldown_time",
-            "model_group_alias", "routing_strategy",
-        }  # fmt: skip
-        for key in self.router:
-            if key in done_router:
-                continue
-            if key.startswith("redis"):
-                self.note(
-                    f"router_settings.{key}",
-                    "set TOLLGATE_REDIS_URL=redis://[:password@]host:port/0 in the gateway's "
-                    "environment (shared budgets, breakers and counters)",
-                )
-            else:
-                self.note(f"router_settings.{key}", "not mapped")
-        done_settings = {
-            "fallbacks", "context_window_fallbacks", "content_policy_fallbacks",
-            "default_fallbacks", "num_retries", "request_timeout",
-        }  # fmt: skip
-        for key, value in self.settings.items():
-            if key in done_settings:
-                continue
-            if key in ("max_budget", "budget_duration", "max_end_user_budget"):
-                amount = value if key != "budget_duration" else "<usd>"
-                self.note(
-                    f"litellm_settings.{key}",
-                    "budgets belong to keys and tenants in Tollgate: "
-                    f"`tollgate keys create --tenant <name> --max-budget-usd {amount}`",
-                )
-            elif key in ("success_callback", "failure_callback", "callbacks"):
-                self.note(
-                    f"litellm_settings.{key}",
-                    "every attempt is recorded in Tollgate's store; traces go to OTLP when "
-                    "OTEL_EXPORTER_OTLP_ENDPOINT is set; access log: server.access_log",
-                )
-            elif key == "drop_params":
-                self.note(
-                    f"litellm_settings.{key}",
-                    "Tollgate forwards request parameters unchanged (a backend that rejects one "
-                    "answers 400)",
-                )
-            else:
-                self.note(f"litellm_settings.{key}", "not mapped")
-        general = self.data.get("general_settings") or {}
-        for key, value in general.items() if isinstance(general, dict) else ():
-            where = f"general_settings.{key}"
-            if key == "master_key":
-                self.note(
-                    where,
-                    "the admin key comes from TOLLGATE_ADMIN_KEY; clients use virtual keys "
-                    "(`tollgate keys create --tenant <name>`)",
-                )
-            elif key == "database_url":
-                ref = _env_ref(value)
-                self.note(
-                    where,
-                    f"set TOLLGATE_DATABASE_URL={'$' + ref if ref else '<url>'} (not copied: a "
-                    "database URL may hold a password)",
-                )
-            else:
-                self.note(where, "not mapped")
-        env = self.data.get("environment_variables")
-        if isinstance(env, dict) and env:
-            self.note(
-                "environment_variables",
-                f"set {', '.join(sorted(map(str, env)))} in the gateway's environment "
-                "(values are not copied)",
-            )
-        for key in self.data:
-            if key not in (
-                "model_list", "router_settings", "litellm_settings", "general_settings",
-                "environment_variables",
-            ):  # fmt: skip
-                self.note(str(key), "not mapped")
 
 
 def import_litellm_config(data: Any) -> ImportResult:
