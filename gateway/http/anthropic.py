@@ -136,7 +136,8 @@ async def count_tokens(
     ``model`` resolves to first (a policy: its first candidate)."""
     try:
         rt = runtime_of(request)
-        await rt.auth.authenticate(_key(authorization, x_api_key))
+        principal = await rt.auth.authenticate(_key(authorization, x_api_key))
+        note_request(tenant_id=principal.tenant_id, key_id=principal.key_id)  # the access line
         body = await _json(request, CountTokensRequest)
         body.setdefault("max_tokens", 1)
         chat, _ = shape.messages_to_chat(body)

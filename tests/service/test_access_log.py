@@ -150,6 +150,12 @@ def test_refused_before_any_attempt_still_names_tenant_key_policy_and_reason(
         assert messages.json()["error"]["type"] == "rate_limit_error"
         unknown = client.post("/v1/chat/completions", json=chat_body("nope", PROMPT), headers=auth)
         assert unknown.status_code == 404, unknown.text
+        counted = client.post(  # no pipeline call: the handler notes who asked
+            "/v1/messages/count_tokens",
+            json={"model": "auto", "messages": [{"role": "user", "content": PROMPT}]},
+            headers={"x-api-key": key},
+        )
+        assert counted.status_code == 200, counted.text
 
     lines = access.parsed()
     tenants = {x["tenant"] for x in lines if x["path"] != "/admin/keys"}
@@ -160,4 +166,6 @@ def test_refused_before_any_attempt_still_names_tenant_key_policy_and_reason(
         assert line["policy"] == "default" and line["error_type"] == "budget_exceeded"
     line = _by_id(lines, unknown.headers["x-tollgate-request-id"])
     assert line["status"] == 404 and line["key_id"] and line["policy"] is None
+    line = _by_id(lines, counted.headers["x-tollgate-request-id"])
+    assert line["status"] == 200 and line["key_id"] and line["attempts"] == 0
     assert "zebra" not in "\n".join(access.lines) and key not in "\n".join(access.lines)
