@@ -2,7 +2,8 @@
 
 The HTTP edge (``gateway.http.observe``) opens a ``RequestRecord`` for each request and binds it
 to the request's context; the pipeline offers every attempt row it records (``note_attempt``),
-which costs one context-variable read and a list append. A request with no record bound (a
+which costs one context-variable read and a list append, and notes who asked and the policy
+(``note_request``) before the first attempt. A request with no record bound (a
 test calling the pipeline directly, a background judge call) notes nothing.
 """
 
@@ -31,6 +32,11 @@ class RequestRecord:
     status: int = 0
     error_type: str | None = None
     requested_model: str | None = None
+    # who asked and which policy took it, noted by the pipeline before any attempt: a request
+    # refused before its first attempt (budget, rate limit, unknown model) has no row to say it
+    tenant_id: str | None = None
+    key_id: str | None = None
+    policy: str | None = None
 
     # -- sums over the attempts --------------------------------------------------------------
     def _last(self, key: str) -> Any:
@@ -64,9 +70,9 @@ class RequestRecord:
         served = self.served_by or (self.attempts[-1] if self.attempts else {})
         return {
             "task_id": self._last("task_id"),
-            "tenant": self._last("tenant_id"),
-            "key_id": self._last("key_id"),
-            "policy": self._last("policy"),
+            "tenant": self._last("tenant_id") or self.tenant_id,
+            "key_id": self._last("key_id") or self.key_id,
+            "policy": self._last("policy") or self.policy,
             "endpoint": self._last("endpoint"),
             "backend": served.get("backend"),
             "model": served.get("model"),
@@ -92,6 +98,15 @@ def unbind(token: Any) -> None:
 
 def current() -> RequestRecord | None:
     return _CURRENT.get()
+
+
+def note_request(**facts: str | None) -> None:
+    """Note facts of the current request once known: ``tenant_id``, ``key_id``, ``policy``, or
+    ``error_type`` (an edge whose error body cannot carry Tollgate's code)."""
+    record = _CURRENT.get()
+    if record is not None:
+        for name, value in facts.items():
+            setattr(record, name, value)
 
 
 def note_attempt(row: dict[str, Any]) -> None:

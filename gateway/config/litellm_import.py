@@ -10,13 +10,17 @@ Owns the mapping only (no I/O; ``gateway.cli.importer`` reads and writes the fil
 - ``router_settings``/``litellm_settings`` ``fallbacks`` and ``context_window_fallbacks`` (a
   context-window error moves on to the next backend in Tollgate) → those policies;
   ``num_retries``, ``timeout``/``request_timeout`` → each backend's ``max_retries``/``timeout_s``;
-  ``allowed_fails``/``cooldown_time`` → ``circuit_breaker``; ``model_group_alias`` → ``aliases``.
+  ``allowed_fails``/``cooldown_time`` → ``circuit_breaker``; ``model_group_alias`` → ``aliases``;
+  a deployment's ``rpm``/``tpm`` → its backend's (at its limit it is skipped, as in LiteLLM).
 - ``api_key: os.environ/NAME`` is kept; a literal key is never copied (the backend reads a new
   variable instead, and the report says which). Literal secrets anywhere are dropped.
 
-Everything else is listed in ``ImportResult.unmapped`` with what to do instead (per-key budgets,
-rate limits, callbacks, …): that report, and the notes on the settings this mapping does not
-read, are ``gateway.config.litellm_report``'s.
+- a deployment's ``max_budget``/``budget_duration``, when its group is that deployment alone
+  with no fallbacks → a policy for the group and a limit of that policy in ``budgets:``
+  (``gateway.config.litellm_settings`` says which budgets map, and in which window).
+
+Everything else is listed in ``ImportResult.unmapped`` with what to do instead (other budgets,
+rate limits, callbacks, …): ``gateway.config.litellm_settings`` reports the proxy-wide settings.
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.config.litellm_report import (
-    NOT_MAPPED_PARAMS,
-    ImportReport,
-    Unmapped,
+from gateway.config.litellm_settings import (
+    BUDGET_KEYS,
+    deployment_budget,
     env_ref,
+    rate_limits,
+    report_deployment_budget,
     report_settings,
 )
 
@@ -38,7 +43,26 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._:-]+")
 
 # litellm_params keys mapped to a backend field (the rest go to params, unless listed below)
 _PARAM_FIELDS = {"model", "api_base", "api_key", "api_version", "timeout", "max_retries"}
+_PARAM_FIELDS |= {"rpm", "tpm"}  # the backend's own rate limits (litellm_settings.rate_limits)
 _PRICE_FIELDS = ("input_cost_per_token", "output_cost_per_token")
+_NOT_MAPPED_PARAMS = {
+    "stream_timeout": "Tollgate has one timeout per backend (timeout_s)",
+    "input_cost_per_second": "per-second prices: use self_hosted (gpu_hour_usd + throughput)",
+    "output_cost_per_second": "per-second prices: use self_hosted (gpu_hour_usd + throughput)",
+    "weight": "deployments of a group are tried in order, not weighted",
+    "order": "deployments of a group are tried in the order they are listed",
+}
+
+
+@dataclass(frozen=True)
+class Unmapped:
+    """One setting of the LiteLLM config that the Tollgate config does not carry."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
 
 
 @dataclass
@@ -74,7 +98,9 @@ def _number(value: Any) -> float | None:
 class _Importer:
     def __init__(self, data: dict[str, Any]) -> None:
         self.data = data
-        self.report = ImportReport()
+        self.unmapped: list[Unmapped] = []
+        self.env: list[str] = []
+        self.group_policy: dict[str, str] = {}  # model group → the policy made for it
         router = data.get("router_settings") or {}
         settings = data.get("litellm_settings") or {}
         self.router = router if isinstance(router, dict) else {}
@@ -83,10 +109,11 @@ class _Importer:
         self.timeout = self.router.get("timeout", self.settings.get("request_timeout"))
 
     def note(self, path: str, reason: str) -> None:
-        self.report.note(path, reason)
+        self.unmapped.append(Unmapped(path, reason))
 
     def need_env(self, name: str) -> None:
-        self.report.need_env(name)
+        if name not in self.env:
+            self.env.append(name)
 
     # -- one deployment --------------------------------------------------------------------
     def backend(self, index: int, entry: dict[str, Any], name: str) -> dict[str, Any] | None:
@@ -116,13 +143,14 @@ class _Importer:
         raw_info = entry.get("model_info")
         info: dict[str, Any] = raw_info if isinstance(raw_info, dict) else {}
         self._prices(where, params, info, out)
+        out.update(rate_limits(f"{where}.litellm_params", params, self.note))
         self._model_info(where, info, out)
         extra: dict[str, Any] = {}
         for key, value in params.items():
-            if key in _PARAM_FIELDS or key in _PRICE_FIELDS:
-                continue
-            if key in NOT_MAPPED_PARAMS:
-                self.note(f"{where}.litellm_params.{key}", NOT_MAPPED_PARAMS[key])
+            if key in _PARAM_FIELDS or key in _PRICE_FIELDS or key in BUDGET_KEYS:
+                continue  # budgets: never a request parameter (``run`` maps or reports them)
+            if key in _NOT_MAPPED_PARAMS:
+                self.note(f"{where}.litellm_params.{key}", _NOT_MAPPED_PARAMS[key])
             elif env_ref(value) or (SECRET_WORDS.search(key) and isinstance(value, str)):
                 self.note(
                     f"{where}.litellm_params.{key}",
@@ -203,12 +231,13 @@ class _Importer:
                 continue
             groups.setdefault(entry["model_name"], []).append((index, entry))
         fallbacks = self._fallbacks(set(groups))
+        budgets = self._budgets(groups, fallbacks)
         taken: set[str] = set()
         group_backends: dict[str, list[str]] = {}
         backends: list[dict[str, Any]] = []
         for group, members in groups.items():
             base = safe_name(group)
-            several = len(members) > 1 or group in fallbacks
+            several = len(members) > 1 or group in fallbacks or group in budgets
             names = []
             for n, (index, entry) in enumerate(members, start=1):
                 name = _unique(f"{base}-{n}" if several else base, taken)
@@ -221,10 +250,17 @@ class _Importer:
         if not backends:
             raise ValueError("no model_list entry could be imported")
         config: dict[str, Any] = {"backends": backends}
-        policies, aliases = self._policies(groups, group_backends, fallbacks, taken)
+        policies, aliases = self._policies(groups, group_backends, fallbacks, budgets, taken)
         if policies:
             config["policies"] = policies
             config["routing"] = {"default": next(iter(policies))}
+        limits = [
+            {"scope": "policy", "name": self.group_policy[g], "max_usd": usd, "window": window}
+            for g, (usd, window) in budgets.items()
+            if g in self.group_policy
+        ]
+        if limits:
+            config["budgets"] = {"limits": limits}
         config["predictor"] = {"enabled": False}  # no predictor profiles for imported backends
         for group, names in group_backends.items():
             if group not in policies and names[0] != group and group not in taken:
@@ -235,7 +271,7 @@ class _Importer:
         breaker = self._breaker()
         if breaker:
             config["circuit_breaker"] = breaker
-        report_settings(self.data, self.router, self.settings, self.report)
+        report_settings(self.data, self.router, self.settings, self.note)
         return config
 
     def _fallbacks(self, groups: set[str]) -> dict[str, list[str]]:
@@ -270,23 +306,43 @@ class _Importer:
                     )
         return out
 
+    def _budgets(
+        self, groups: dict[str, list[tuple[int, dict[str, Any]]]], fallbacks: dict[str, list[str]]
+    ) -> dict[str, tuple[str, str]]:
+        """Group → (USD, window) of the budgets that become its policy's; the rest reported."""
+        out: dict[str, tuple[str, str]] = {}
+        for group, members in groups.items():
+            alone = len(members) == 1 and group not in fallbacks
+            for index, entry in members:
+                params = entry.get("litellm_params")
+                if not isinstance(params, dict) or not set(BUDGET_KEYS) & set(params):
+                    continue
+                budget = deployment_budget(params) if "max_budget" in params else None
+                if alone and budget is not None:
+                    out[group] = budget
+                else:
+                    where = f"model_list[{index}].litellm_params"
+                    report_deployment_budget(where, params, alone, self.note)
+        return out
+
     def _policies(
         self,
         groups: dict[str, list[tuple[int, dict[str, Any]]]],
         group_backends: dict[str, list[str]],
         fallbacks: dict[str, list[str]],
+        budgets: dict[str, tuple[str, str]],
         taken: set[str],
     ) -> tuple[dict[str, Any], dict[str, str]]:
         policies: dict[str, Any] = {}
         aliases: dict[str, str] = {}
         policy_names: set[str] = {"auto"}  # tollgate/auto is reserved
         for group, names in group_backends.items():
-            if len(groups[group]) == 1 and group not in fallbacks:
+            if len(groups[group]) == 1 and group not in fallbacks and group not in budgets:
                 continue
             chain = list(names)
             for target in fallbacks.get(group, []):
                 chain += [n for n in group_backends.get(target, []) if n not in chain]
-            policy = _unique(safe_name(group), policy_names)
+            policy = self.group_policy[group] = _unique(safe_name(group), policy_names)
             policies[policy] = {
                 "description": f"LiteLLM model group {group!r}: its deployments, then its "
                 "fallbacks, in order",
@@ -340,4 +396,4 @@ def import_litellm_config(data: Any) -> ImportResult:
         raise ValueError("a LiteLLM config is a YAML mapping with a model_list")
     importer = _Importer(data)
     config = importer.run()
-    return ImportResult(config, importer.report.unmapped, importer.report.env_needed)
+    return ImportResult(config, importer.unmapped, importer.env)

@@ -24,6 +24,7 @@ from gateway.backends import anthropic_messages as shape
 from gateway.errors import InvalidRequest, TollgateError
 from gateway.http.openai import runtime_of
 from gateway.http.reframe import MidStreamError, reframe, serve_chat
+from gateway.request_record import note_request
 from gateway.serve.pipeline import Stream
 
 router = APIRouter()
@@ -59,6 +60,9 @@ class CountTokensRequest(BaseModel):
 
 def anthropic_error(exc: TollgateError) -> JSONResponse:
     kind = ERROR_TYPES.get(exc.status, "api_error")
+    # Anthropic's types are coarse (a budget and a rate limit are both rate_limit_error): the
+    # access line and the trace keep Tollgate's own code
+    note_request(error_type=exc.code or exc.type)
     return JSONResponse(
         {"type": "error", "error": {"type": kind, "message": exc.message}},
         status_code=exc.status,
@@ -132,7 +136,8 @@ async def count_tokens(
     ``model`` resolves to first (a policy: its first candidate)."""
     try:
         rt = runtime_of(request)
-        await rt.auth.authenticate(_key(authorization, x_api_key))
+        principal = await rt.auth.authenticate(_key(authorization, x_api_key))
+        note_request(tenant_id=principal.tenant_id, key_id=principal.key_id)  # the access line
         body = await _json(request, CountTokensRequest)
         body.setdefault("max_tokens", 1)
         chat, _ = shape.messages_to_chat(body)

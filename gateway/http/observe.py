@@ -162,7 +162,7 @@ class ObserveMiddleware:
     ) -> None:
         end_ns = time.time_ns()
         latency_ms = (time.perf_counter() - record.t0) * 1000
-        if error_body:
+        if error_body and record.error_type is None:  # unless the handler noted its own code
             record.error_type = _error_type(error_body)
         try:
             if _access_log_on(scope):

@@ -32,6 +32,7 @@ from gateway.errors import (
     UpstreamError,
 )
 from gateway.pricing import format_usd
+from gateway.request_record import note_request
 from gateway.runtime import Runtime
 from gateway.serve import access, cache, limits
 from gateway.serve.attempts import start_task
@@ -135,8 +136,10 @@ class Pipeline:
                 "its local spool is full); retry shortly",
                 retry_after_s=30,
             )
+        note_request(tenant_id=principal.tenant_id, key_id=principal.key_id)
         snap = rt.snapshot  # this request's config, to its end (a reload does not change it)
         route = snap.resolve(body["model"])
+        note_request(policy=route.policy)
         request = parse_request(endpoint, body, headers, streamable=streamable)
         ctx = RequestContext(
             principal=principal,

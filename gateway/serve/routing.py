@@ -19,6 +19,7 @@ from gateway.auth import Principal
 from gateway.capacity import saturated_note, unsaturated
 from gateway.config import AUTO_POLICY, BackendConfig, Config
 from gateway.errors import BudgetExceeded, InvalidRequest, NoBackendAvailable, TollgateError
+from gateway.request_record import note_request
 from gateway.runtime import Runtime
 from gateway.serve import access
 from gateway.serve.backend_facts import facts_for, learned_profile
@@ -190,6 +191,7 @@ class Router:
             policy_name, rule = select(policy_set, request)
         else:
             rule = "model"
+        note_request(policy=policy_name)  # the access line names it even if refused below
         request = await self.with_budget(request, principal, client_request, policy_name)
         policy = policy_set.policies[policy_name]
         allowed = access.check_policy(principal, policy_name, policy.candidates, self.config)

@@ -15,11 +15,13 @@ import openai
 import pytest
 
 from gateway.devtools.fake_upstream import FakeUpstream
+from tests.support.fake_anthropic import TEXT, USAGE, FakeAnthropic
 from tests.support.harness import GatewayProcess
 
 pytestmark = pytest.mark.integration
 
 PRICE_IN, PRICE_OUT = Decimal("0.0000003"), Decimal("0.0000015")
+NATIVE_MODEL = "claude-sonnet-4-5-20250929"  # in the pinned litellm's cost map
 PIXEL = (  # a 1x1 PNG
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 )
@@ -33,9 +35,18 @@ WEATHER = {
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     work = tmp_path_factory.mktemp("gw")
-    with FakeUpstream(port=0) as upstream:
+    with FakeUpstream(port=0) as upstream, FakeAnthropic() as native:
         config = {
             "backends": [
+                {  # an Anthropic model: litellm calls it with the Messages API; catalog-priced
+                    "name": "claude-native",
+                    "model": f"anthropic/{NATIVE_MODEL}",
+                    "api_base": native.base_url,
+                    "api_key": "os.environ/FAKE_KEY",
+                    "capabilities": ["streaming", "tools", "vision"],
+                    "max_retries": 0,
+                    "timeout_s": 20,
+                },
                 {
                     "name": "fake",
                     "model": "openai/fake-model",
@@ -46,7 +57,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                     "capabilities": ["streaming", "tools", "vision"],
                     "max_retries": 0,
                     "timeout_s": 20,
-                }
+                },
             ],
             "aliases": {"claude-sonnet-4-5": "fake"},  # what Claude Code asks for by default
             "predictor": {"enabled": False},
@@ -59,7 +70,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         key = created.stdout.strip().splitlines()[-1]
         gw.start(timeout_s=240)  # a loaded 2-core machine can take a minute to start it
         try:
-            yield {"gw": gw, "key": key, "upstream": upstream}
+            yield {"gw": gw, "key": key, "upstream": upstream, "native": native}
         finally:
             gw.stop()
 
@@ -75,6 +86,17 @@ def priced(stack: dict[str, Any], request_id: str) -> dict[str, Any]:
     assert row["status"] == "ok" and row["backend"] == "fake"
     expected = PRICE_IN * row["prompt_tokens"] + PRICE_OUT * row["completion_tokens"]
     assert row["cost_usd"] is not None and Decimal(row["cost_usd"]) == expected > 0
+    return dict(row)
+
+
+def attempt(stack: dict[str, Any], request_id: str) -> dict[str, Any]:
+    resp = httpx.get(
+        f"{stack['gw'].url}/v1/requests/{request_id}",
+        headers={"authorization": f"Bearer {stack['key']}"},
+        timeout=30,
+    )
+    assert resp.status_code == 200, resp.text
+    (row,) = resp.json()["attempts"]
     return dict(row)
 
 
@@ -223,3 +245,64 @@ def test_openai_sdk_responses(stack: dict[str, Any]) -> None:
     assert args == '{"city": "city-value"}'
     (done,) = [e for e in tool_events if e.type == "response.output_item.done"]
     assert done.item.type == "function_call" and done.item.arguments == args  # type: ignore[union-attr]
+
+
+def test_an_anthropic_backend_is_called_with_messages_and_priced_with_its_cache_tokens(
+    stack: dict[str, Any],
+) -> None:
+    """/v1/messages to an Anthropic model: litellm calls the upstream's Messages API (the
+    system prompt's cache_control kept, the backend's own key), and the attempt is priced from
+    the whole usage report — cache writes and cache reads at their own prices — plain and
+    streamed. The expected cost is computed from the cost map's entries, not copied."""
+    import litellm
+
+    entry = litellm.model_cost[NATIVE_MODEL]
+
+    def per_token(key: str) -> Decimal:
+        return Decimal(str(entry[key]))
+
+    expected = (
+        USAGE["input_tokens"] * per_token("input_cost_per_token")
+        + USAGE["cache_creation_input_tokens"] * per_token("cache_creation_input_token_cost")
+        + USAGE["cache_read_input_tokens"] * per_token("cache_read_input_token_cost")
+        + USAGE["output_tokens"] * per_token("output_cost_per_token")
+    )
+    prompt = sum(v for k, v in USAGE.items() if k != "output_tokens")
+    flat = prompt * per_token("input_cost_per_token") + 20 * per_token("output_cost_per_token")
+    assert expected < flat  # cache reads are cheaper than the flat input price would say
+    system = [
+        {"type": "text", "text": "a long shared preamble", "cache_control": {"type": "ephemeral"}}
+    ]
+    sdk = claude(stack)
+    native = stack["native"]
+
+    raw = sdk.messages.with_raw_response.create(
+        model="claude-native",
+        max_tokens=64,
+        system=system,  # type: ignore[arg-type]
+        messages=[{"role": "user", "content": "hello"}],
+    )
+    message = raw.parse()
+    assert message.content[0].text == TEXT  # type: ignore[union-attr]
+    assert message.usage.cache_read_input_tokens == USAGE["cache_read_input_tokens"]
+    assert message.usage.cache_creation_input_tokens == USAGE["cache_creation_input_tokens"]
+    sent = native.requests[-1]
+    headers = {k.lower(): v for k, v in sent["headers"].items()}
+    assert sent["path"] == "/v1/messages" and sent["body"]["system"] == system
+    assert headers["x-api-key"] == "upstream-secret"  # the backend's key, never the client's
+    row = attempt(stack, raw.headers["x-tollgate-request-id"])
+    assert row["status"] == "ok" and row["backend"] == "claude-native"
+    assert Decimal(row["cost_usd"]) == expected == Decimal(raw.headers["x-tollgate-cost-usd"])
+
+    with sdk.messages.stream(
+        model="claude-native",
+        max_tokens=64,
+        system=system,  # type: ignore[arg-type]
+        messages=[{"role": "user", "content": "hello again"}],
+    ) as stream:
+        final = stream.get_final_message()
+        request_id = stream.response.headers["x-tollgate-request-id"]
+    assert final.content[0].text == TEXT  # type: ignore[union-attr]
+    assert native.requests[-1]["body"].get("stream") is True
+    row = attempt(stack, request_id)
+    assert row["streamed"] is True and Decimal(row["cost_usd"]) == expected

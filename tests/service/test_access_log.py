@@ -123,3 +123,49 @@ def test_access_log_can_be_turned_off(tmp_path: Path, sqlite_url: str, access: L
         )
         assert resp.status_code == 200
     assert access.lines == []
+
+
+def test_refused_before_any_attempt_still_names_tenant_key_policy_and_reason(
+    tmp_path: Path, sqlite_url: str, access: Lines
+) -> None:
+    """A request refused after authentication but before any attempt (a budget, an unknown
+    model) has no attempt row to read the tenant from: its line still says whose request it
+    was, which policy refused it and why — on the Anthropic endpoint too, whose error body
+    carries only the coarse Anthropic type."""
+    with app_client(settings_for(config_dict(tmp_path), sqlite_url)) as (client, _):
+        key = create_key(client, budget=0.0000001)  # less than any answer costs
+        auth = {"authorization": f"Bearer {key}"}
+        broke = client.post("/v1/chat/completions", json=chat_body("auto", PROMPT), headers=auth)
+        assert broke.status_code == 429, broke.text
+        messages = client.post(
+            "/v1/messages",
+            json={
+                "model": "auto",
+                "max_tokens": 20,
+                "messages": [{"role": "user", "content": PROMPT}],
+            },
+            headers={"x-api-key": key},
+        )
+        assert messages.status_code == 429, messages.text
+        assert messages.json()["error"]["type"] == "rate_limit_error"
+        unknown = client.post("/v1/chat/completions", json=chat_body("nope", PROMPT), headers=auth)
+        assert unknown.status_code == 404, unknown.text
+        counted = client.post(  # no pipeline call: the handler notes who asked
+            "/v1/messages/count_tokens",
+            json={"model": "auto", "messages": [{"role": "user", "content": PROMPT}]},
+            headers={"x-api-key": key},
+        )
+        assert counted.status_code == 200, counted.text
+
+    lines = access.parsed()
+    tenants = {x["tenant"] for x in lines if x["path"] != "/admin/keys"}
+    assert len(tenants) == 1 and None not in tenants
+    for resp in (broke, messages):
+        line = _by_id(lines, resp.headers["x-tollgate-request-id"])
+        assert line["status"] == 429 and line["attempts"] == 0 and line["key_id"]
+        assert line["policy"] == "default" and line["error_type"] == "budget_exceeded"
+    line = _by_id(lines, unknown.headers["x-tollgate-request-id"])
+    assert line["status"] == 404 and line["key_id"] and line["policy"] is None
+    line = _by_id(lines, counted.headers["x-tollgate-request-id"])
+    assert line["status"] == 200 and line["key_id"] and line["attempts"] == 0
+    assert "zebra" not in "\n".join(access.lines) and key not in "\n".join(access.lines)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,10 @@ def test_secrets_are_never_copied_and_everything_dropped_is_reported() -> None:
     notes = {u.path: u.reason for u in result.unmapped}
     assert "LOCAL_QWEN_1_API_KEY" in notes["model_list[3].litellm_params.api_key"]
     assert "secret" in notes["model_list[3].litellm_params.aws_secret_access_key"]
-    assert "rate limits" in notes["model_list[0].litellm_params.rpm"]
-    assert "rate limits" in notes["model_list[1].litellm_params.tpm"]
+    # a deployment's rate limits are its backend's: at its limit, it is skipped (as in LiteLLM)
+    assert _by_name(result.config)["gpt-4o-1"]["rpm"] == 600
+    assert _by_name(result.config)["gpt-4o-2"]["tpm"] == 200000
+    assert not [path for path in notes if path.endswith((".rpm", ".tpm"))]
     assert "wildcard" in notes["model_list[5]"]
     # one price alone cannot be used: priced from the catalog, and said so
     assert "input_cost_per_token" not in _by_name(result.config)["text-embedding-3-small"]
@@ -107,7 +110,7 @@ def test_cli_writes_a_config_that_config_check_accepts(tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(app, ["import", "litellm-config", str(SAMPLE), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "not mapped (" in result.output and "rpm" in result.output
+    assert "not mapped (" in result.output and "wildcard" in result.output
     assert "sk-literal-key" not in result.output + out.read_text()
     assert len(load_config(out).backends) == 5
     check = runner.invoke(app, ["config", "check", str(out)])
@@ -115,3 +118,48 @@ def test_cli_writes_a_config_that_config_check_accepts(tmp_path: Path) -> None:
     assert "OK" in check.output
     missing = runner.invoke(app, ["import", "litellm-config", str(tmp_path / "none.yaml")])
     assert missing.exit_code == 2
+
+
+def _deployment(name: str, model: str, **params: Any) -> dict[str, Any]:
+    return {"model_name": name, "litellm_params": {"model": model, **params}}
+
+
+def test_budgets_map_where_they_map_and_are_never_sent_to_a_backend() -> None:
+    """A LiteLLM deployment budget (``max_budget`` + ``budget_duration`` in litellm_params) of a
+    model group served by that deployment alone becomes a policy budget in ``budgets:`` (the
+    group is then a policy, so the budget caps what clients calling the group's name spend);
+    a budget of one deployment among several, or one whose period Tollgate has no window for,
+    is reported; the proxy-wide budget is reported with its window. No budget setting is ever
+    passed on to the backend as a request parameter."""
+    data = {
+        "model_list": [
+            _deployment("gpt-4o", "openai/gpt-4o", max_budget=25, budget_duration="1d"),
+            _deployment("mini", "openai/gpt-4o-mini", max_budget="5.50", budget_duration="1mo"),
+            _deployment("forever", "openai/gpt-4.1", max_budget=7),
+            _deployment("pair", "openai/o3", max_budget=3, budget_duration="1d"),
+            _deployment("pair", "azure/o3", max_budget=3, budget_duration="1d"),
+            _deployment("weekly", "openai/o4-mini", max_budget=1, budget_duration="7d"),
+        ],
+        "litellm_settings": {"max_budget": 100, "budget_duration": "30d"},
+        "router_settings": {"provider_budget_config": {"openai": {"budget_limit": 9}}},
+    }
+    result = import_litellm_config(data)
+    cfg = Config.model_validate(result.config)
+    for backend in result.config["backends"]:
+        assert not {"max_budget", "budget_duration"} & set(backend.get("params") or {}), backend
+    limits = {(b.scope, b.name): (b.max_usd, b.window) for b in cfg.budgets.limits}
+    assert limits == {
+        ("policy", "gpt-4o"): (Decimal("25"), "day"),
+        ("policy", "mini"): (Decimal("5.50"), "month"),
+        ("policy", "forever"): (Decimal("7"), "total"),
+    }
+    assert cfg.policies["gpt-4o"].candidates == ("gpt-4o-1",)
+    assert cfg.aliases["gpt-4o"] == "tollgate/gpt-4o"  # the group's name still works
+    notes = {u.path: u.reason for u in result.unmapped}
+    for index in (3, 4):  # one deployment of several: no per-backend budget in Tollgate
+        assert "max_budget" in notes[f"model_list[{index}].litellm_params.max_budget"]
+    assert "7d" in notes["model_list[5].litellm_params.budget_duration"]
+    assert "weekly" not in cfg.policies
+    proxy = notes["litellm_settings.max_budget"]
+    assert "--max-usd 100" in proxy and "--window month" in proxy
+    assert "provider" in notes["router_settings.provider_budget_config"]

@@ -1,0 +1,102 @@
+"""A fake Anthropic Messages API for tests: a real HTTP server on 127.0.0.1 answering
+``POST /v1/messages`` (plain, or Anthropic's event stream) with a fixed text and a usage report
+that has prompt-cache reads and writes, and keeping every request (path, body, the headers an
+upstream call sends) for assertions. What a backend ``anthropic/...`` with this ``api_base``
+talks to through litellm."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+TEXT = "Hello from the fake Claude"
+USAGE = {
+    "input_tokens": 100,
+    "output_tokens": 20,
+    "cache_creation_input_tokens": 1000,
+    "cache_read_input_tokens": 3000,
+}
+
+
+def _events(model: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "message_start",
+            "message": {
+                "id": "msg_fake",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [],
+                "stop_reason": None,
+                "usage": {**USAGE, "output_tokens": 1},
+            },
+        },
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": TEXT}},
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": USAGE["output_tokens"]},
+        },
+        {"type": "message_stop"},
+    ]
+
+
+class FakeAnthropic:
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)))
+                fake.requests.append(
+                    {"path": self.path, "body": body, "headers": dict(self.headers.items())}
+                )
+                if body.get("stream"):
+                    self.send_response(200)
+                    self.send_header("content-type", "text/event-stream")
+                    self.end_headers()
+                    for event in _events(body["model"]):
+                        data = json.dumps(event)
+                        self.wfile.write(f"event: {event['type']}\ndata: {data}\n\n".encode())
+                        self.wfile.flush()
+                    return
+                message = {
+                    "id": "msg_fake",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": body["model"],
+                    "content": [{"type": "text", "text": TEXT}],
+                    "stop_reason": "end_turn",
+                    "stop_sequence": None,
+                    "usage": USAGE,
+                }
+                out = json.dumps(message).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args: Any) -> None:  # quiet
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> FakeAnthropic:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
