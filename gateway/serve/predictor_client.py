@@ -41,13 +41,40 @@ from gateway.serve.predictor_outcome import (
     ClientStats,
     Scored,
 )
-from gateway.serve.predictor_worker import Failed, WorkerHandle, read_frame
 from gateway.settings import cache_root_from_env
 from predictors.embedding import clip_text
 from predictors.service import AnyEmbedderConfig, Prediction, embedder_config_from_dict
-from predictors.serving import decode_reply, encode_request
+from predictors.serving import HEADER, decode_reply, encode_request
 
 log = logging.getLogger("tollgate.predictor")
+
+
+class _Failed(Exception):
+    def __init__(self, status: str, detail: str = "") -> None:
+        super().__init__(detail or status)
+        self.status = status
+
+
+class _Worker:
+    """One ``predictors.serving`` process and the calls waiting on it."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.proc: asyncio.subprocess.Process | None = None
+        # answers: the prediction and when the worker sent it (its monotonic clock)
+        self.pending: dict[int, asyncio.Future[tuple[Prediction, float]]] = {}
+        self.hello: dict[str, Any] = {}
+        self.reader: asyncio.Task[None] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None and bool(self.hello)
+
+    def fail_all(self, status: str, detail: str) -> None:
+        pending, self.pending = self.pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(_Failed(status, detail))
 
 
 class PredictorClient:
@@ -87,7 +114,7 @@ class PredictorClient:
         self._profiles: frozenset[str] = frozenset()
         self._profile_order: list[str] = []
         self._embedder: AnyEmbedderConfig | None = None
-        self._workers = [WorkerHandle(i) for i in range(self.n_workers)]
+        self._workers = [_Worker(i) for i in range(self.n_workers)]
         self._cache: OrderedDict[str, Prediction] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[tuple[Prediction, float]]] = {}
         self._next_id = 0
@@ -146,7 +173,7 @@ class PredictorClient:
         self.device_used = "cpu (in the gateway process)"
         self._embedder = config
 
-    async def _spawn(self, worker: WorkerHandle) -> None:
+    async def _spawn(self, worker: _Worker) -> None:
         proc = await asyncio.create_subprocess_exec(
             *self.command(),
             stdin=asyncio.subprocess.PIPE,
@@ -158,7 +185,7 @@ class PredictorClient:
         worker.hello = {}
         assert proc.stdout is not None
         try:
-            body = await asyncio.wait_for(read_frame(proc.stdout), self.start_timeout_s)
+            body = await asyncio.wait_for(_read_frame(proc.stdout), self.start_timeout_s)
         except BaseException:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
@@ -194,7 +221,7 @@ class PredictorClient:
         for worker in self._workers:
             await self._stop(worker)
 
-    async def _stop(self, worker: WorkerHandle) -> None:
+    async def _stop(self, worker: _Worker) -> None:
         proc = worker.proc
         worker.fail_all(UNAVAILABLE, "predictor shutting down")
         if proc is None:
@@ -212,13 +239,13 @@ class PredictorClient:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await worker.reader
 
-    async def _read_replies(self, worker: WorkerHandle) -> None:
+    async def _read_replies(self, worker: _Worker) -> None:
         proc = worker.proc
         assert proc is not None and proc.stdout is not None
         order = self._profile_order
         try:
             while True:
-                body = await read_frame(proc.stdout)
+                body = await _read_frame(proc.stdout)
                 if body is None:
                     break
                 reply = decode_reply(body)
@@ -234,7 +261,7 @@ class PredictorClient:
                     fut = worker.pending.pop(item_id, None)
                     if fut is not None and not fut.done():
                         status = TIMEOUT if why == "expired" else ERROR
-                        fut.set_exception(Failed(status, why))
+                        fut.set_exception(_Failed(status, why))
         except Exception:
             log.exception("predictor worker %d: unreadable reply", worker.index)
         code = proc.returncode if proc.returncode is not None else "running"
@@ -246,7 +273,7 @@ class PredictorClient:
             self._restarts.add(task)
             task.add_done_callback(self._restarts.discard)
 
-    async def _restart(self, worker: WorkerHandle) -> None:
+    async def _restart(self, worker: _Worker) -> None:
         delay = 0.5
         if worker.proc is not None and worker.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -280,14 +307,15 @@ class PredictorClient:
     def _submit(self, text: str, deadline: float) -> asyncio.Future[tuple[Prediction, float]]:
         live = [w for w in self._workers if w.alive]
         if not live:
-            raise Failed(UNAVAILABLE, "no predictor worker is running")
+            raise _Failed(UNAVAILABLE, "no predictor worker is running")
         if sum(len(w.pending) for w in live) >= self.max_pending:
-            raise Failed(OVERLOADED, f"{self.max_pending} predictions already waiting")
+            raise _Failed(OVERLOADED, f"{self.max_pending} predictions already waiting")
         worker = min(live, key=lambda w: len(w.pending))
         self._next_id += 1
         fut: asyncio.Future[tuple[Prediction, float]] = asyncio.get_running_loop().create_future()
         worker.pending[self._next_id] = fut
-        worker.send(encode_request(self._next_id, text, deadline))  # written at the turn's end
+        assert worker.proc is not None and worker.proc.stdin is not None
+        worker.proc.stdin.write(encode_request(self._next_id, text, deadline))
         return fut
 
     async def score(self, prompt: str, timeout_s: float) -> Scored:
@@ -325,7 +353,7 @@ class PredictorClient:
         except TimeoutError:
             pred, status, detail = None, TIMEOUT, "no_answer"
             self.stats.gave_up += 1
-        except Failed as exc:
+        except _Failed as exc:
             pred, status = None, exc.status
             detail = "expired" if exc.status == TIMEOUT else None
             self.stats.expired += exc.status == TIMEOUT
@@ -357,6 +385,16 @@ class PredictorClient:
     async def predict(self, prompt: str, timeout_s: float) -> Prediction | None:
         """The prediction, or ``None`` when there is none in time (see :meth:`score`)."""
         return (await self.score(prompt, timeout_s)).prediction
+
+
+async def _read_frame(stream: asyncio.StreamReader) -> bytes | None:
+    """One frame's body, or None at end of stream."""
+    try:
+        head = await stream.readexactly(HEADER.size)
+        (n,) = HEADER.unpack(head)
+        return await stream.readexactly(n)
+    except asyncio.IncompleteReadError:
+        return None
 
 
 __all__ = ["PredictorClient", "Scored"]

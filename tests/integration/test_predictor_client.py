@@ -57,30 +57,6 @@ async def test_concurrent_calls_are_answered_by_the_worker_process(tmp_path: Pat
     assert len(pids) == 1 and os.getpid() not in pids  # scored in the worker, not here
 
 
-async def test_prompts_of_one_event_loop_turn_for_a_busy_worker_go_in_one_write() -> None:
-    client = stub_client()
-    await client.start()
-    writes: list[int] = []
-    try:
-        proc = client._workers[0].proc
-        assert proc is not None and proc.stdin is not None
-        real_write = proc.stdin.write
-
-        def counting_write(data: bytes) -> None:
-            writes.append(len(data))
-            real_write(data)
-
-        proc.stdin.write = counting_write  # type: ignore[method-assign]
-        results = await asyncio.gather(*(client.score(f"prompt {i}", 10.0) for i in range(20)))
-        one_more = await client.score("a prompt on its own", 10.0)
-    finally:
-        await client.close()
-    assert [r.status for r in results] == ["ok"] * 20 and one_more.status == "ok"
-    # an idle worker gets its first prompt at once, the 19 that came while it was busy in one
-    # write at the end of the event-loop turn; then, idle again, the last one at once
-    assert len(writes) == 3
-
-
 async def test_cache_and_coalescing_skip_the_model(tmp_path: Path) -> None:
     log = tmp_path / "log"
     client = stub_client("--log", str(log), "--delay-ms", "50")
