@@ -531,7 +531,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=40, help="requests per mode before measuring")
     p.add_argument("--upstream-latency-ms", type=float, default=20.0)
     p.add_argument("--timeout-ms", type=float, help="override predictor.timeout_ms")
-    p.add_argument("--artifact", help="override predictor.artifact (a path, or: static)")
+    p.add_argument("--artifact", help="override predictor.artifact (a path, or: minilm)")
     p.add_argument("--request-timeout", type=float, default=30.0, help="per request, seconds")
     p.add_argument(
         "--config",

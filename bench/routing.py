@@ -37,11 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import routing_cascade, routing_replay
 from bench.routing_data import ReplayTable, read
 from bench.routing_predict import predictions
+from predictors.artifact import read_artifact
 from predictors.calibration import brier_score, expected_calibration_error, roc_auc
-from predictors.embedding import Embedder
 from predictors.embedding_cache import embed_cached
 from predictors.outcome_model import TrainConfig
 from predictors.routing_eval import aiq, cost_to_reach, hull, quality_at
+from predictors.service import embedder_config_from_dict, make_embedder, resolve_artifact
 
 OUT = Path(__file__).resolve().parent / "out"
 LAMBDAS = np.concatenate([[0.0], np.geomspace(1e-3, 30.0, 39)])
@@ -152,11 +153,17 @@ def _fmt(mean: float, lo: float, hi: float, digits: int = 3, pct: bool = False) 
     return f"{f.format(mean)} [{one(lo)}, {one(hi)}]"
 
 
-def benchmark(name: str, seeds: int, boot: int, root: str | None) -> list[str]:
+def benchmark(
+    name: str, seeds: int, boot: int, root: str | None, artifact: str | None = None
+) -> list[str]:
+    """``artifact``: whose embedder the routers read (a shipped name such as ``static``, a
+    directory, or None for the shipped default); only its vector space is used, everything
+    else is refitted on each split's training rows."""
     t0 = time.time()
     table = read(name)
-    emb = Embedder(cache_dir=root, threads=1)
-    x = embed_cached(emb, table.prompts, cache_dir=root)
+    _, meta = read_artifact(resolve_artifact(artifact))
+    emb = make_embedder(embedder_config_from_dict(meta["embedder"]), threads=1, cache_dir=root)
+    x = embed_cached(emb, table.prompts, cache_dir=root)  # type: ignore[arg-type]
     runs = [run_seed(table, x, emb.fingerprint, seed, root) for seed in range(seeds)]
     singles = table.models
     full = []
@@ -183,6 +190,7 @@ def benchmark(name: str, seeds: int, boot: int, root: str | None) -> list[str]:
         f"== {name}: {len(table)} queries, {len(singles)} models; {seeds} seeded 70/30 splits "
         f"(fitted on 70 %, scored on 30 %); {boot} paired bootstrap resamples; best single "
         f"model (train accuracy): {best_name} ==",
+        f"embedder: {emb.fingerprint} (artifact {artifact or 'default'})",
         table.cost_note,
     ]
     header = (
@@ -293,13 +301,22 @@ def main() -> None:
     ap.add_argument("--datasets", default="routerbench,mmlu-pro,alpacaeval")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--boot", type=int, default=200)
+    ap.add_argument(
+        "--artifact",
+        default=None,
+        help="whose embedder to route on: a shipped artifact name (static) or directory "
+        "(default: the shipped default artifact)",
+    )
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)  # the machine is shared; the fits are small
     root = os.environ.get("TOLLGATE_CACHE_DIR")
     for name in args.datasets.split(","):
-        print("\n".join(benchmark(name.strip(), args.seeds, args.boot, root)), flush=True)
+        print(
+            "\n".join(benchmark(name.strip(), args.seeds, args.boot, root, args.artifact)),
+            flush=True,
+        )
     print(f"\nplots: {OUT}/routing_<dataset>.png")
 
 

@@ -154,9 +154,15 @@ def fit_isotonic_map(p: np.ndarray, y: np.ndarray, min_labels: int = 50) -> np.n
 
 def apply_calibration_map(p: np.ndarray, maps: np.ndarray) -> np.ndarray:
     """Apply per-column maps ``maps`` (columns, ``CALIBRATION_GRID``) to ``p`` (n, columns),
-    interpolating linearly between knots. NaN stays NaN."""
-    grid = np.linspace(0.0, 1.0, maps.shape[1])
-    out = np.empty_like(np.asarray(p, dtype=np.float32))
-    for j in range(maps.shape[0]):
-        out[:, j] = np.interp(p[:, j], grid, maps[j])
+    interpolating linearly between knots (values outside [0, 1] take the end knots, as
+    ``np.interp`` would). NaN stays NaN."""
+    p = np.asarray(p, dtype=np.float32)
+    steps = maps.shape[1] - 1
+    # knots are evenly spaced, so each value's interval is found by arithmetic: one
+    # vectorised pass instead of an np.interp call per column (this runs on every decision)
+    pos = np.clip(np.nan_to_num(p), 0.0, 1.0) * steps
+    lo = np.minimum(pos.astype(np.int64), steps - 1)
+    frac = pos - lo
+    cols = np.arange(maps.shape[0])
+    out = maps[cols, lo] * (1.0 - frac) + maps[cols, lo + 1] * frac
     return np.asarray(np.where(np.isnan(p), np.nan, out), dtype=np.float32)

@@ -20,6 +20,7 @@ text, so any batch gives the same vector.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import os
 import tempfile
@@ -70,7 +71,9 @@ def _counts_path() -> Path:
     return Path(str(resources.files("predictors").joinpath("artifacts", COUNTS_FILE)))
 
 
+@functools.cache
 def counts_digest() -> str:
+    # cached: part of the fingerprint, which a predictor checks on every batch it embeds
     return hashlib.sha256(_counts_path().read_bytes()).hexdigest()[:8]
 
 

@@ -212,7 +212,7 @@ async def test_close_stops_the_workers() -> None:
     assert all(p is not None and p.returncode is not None for p in procs)
 
 
-@pytest.mark.parametrize("artifact", [None, "static"])
+@pytest.mark.parametrize("artifact", [None, "minilm"])
 async def test_shipped_artifact_in_a_worker_matches_the_in_process_predictor(
     artifact: str | None,
 ) -> None:
@@ -245,14 +245,14 @@ async def test_shipped_artifact_in_a_worker_matches_the_in_process_predictor(
 async def test_static_predictor_in_the_gateway_process() -> None:
     from predictors.service import load_artifact
 
-    client = PredictorClient("static", workers=0)
+    client = PredictorClient(None, workers=0)  # the shipped default: the static encoder
     await client.start()
     try:
         r = await client.score("Which planet is the largest?", 0.05)
         again = await client.score("Which planet is the largest?", 0.05)
     finally:
         await client.close()
-    ref = load_artifact("static").predict_batch(["Which planet is the largest?"])[0]
+    ref = load_artifact().predict_batch(["Which planet is the largest?"])[0]
     assert r.status == "ok" and r.prediction is not None and again.cached
-    assert client.version == load_artifact("static").version
+    assert client.version == load_artifact().version
     assert r.prediction.p_success == pytest.approx(dict(ref.p_success), abs=1e-6)
