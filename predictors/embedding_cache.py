@@ -16,6 +16,7 @@ import numpy as np
 
 from predictors.embedding import EMBED_DIM, Embedder, text_hash
 from predictors.local_cache import cache_root
+from predictors.static_embedding import StaticEmbedder
 
 
 def cache_dir(root: str | Path | None = None) -> Path:
@@ -37,7 +38,7 @@ def _load(path: Path) -> dict[str, np.ndarray]:
 
 
 def embed_cached(
-    embedder: Embedder,
+    embedder: Embedder | StaticEmbedder,
     texts: Sequence[str],
     batch_size: int = 1,
     cache_dir: str | Path | None = None,

@@ -31,6 +31,7 @@ from predictors.datasets import OutcomeTable, read_dataset, split_ids
 from predictors.embedding import MODEL_NAME, MODEL_PACKAGE, Embedder, EmbedderConfig
 from predictors.embedding_cache import embed_cached
 from predictors.outcome_model import TrainConfig, fit_outcome_model
+from predictors.static_embedding import StaticEmbedder
 from predictors.verdict import FEATURES, VerdictModel, fit_verdict, pair_rows
 
 DEFAULT_DATASETS = ("routerbench", "mmlu-pro")  # alpacaeval's licence forbids shipping
@@ -107,7 +108,7 @@ def train(
     datasets: Sequence[str] = DEFAULT_DATASETS,
     data_dir: str | Path | None = None,
     cfg: TrainConfig | None = None,
-    embedder: Embedder | None = None,
+    embedder: Embedder | StaticEmbedder | None = None,
     name: str = "tollgate-predictor",
 ) -> dict[str, Any]:
     """Train on ``datasets`` and write an artifact to ``out_dir``; returns its metadata."""
