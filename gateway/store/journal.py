@@ -174,7 +174,9 @@ def read_orphan(
     started: dict[str, dict[str, Any]] = {}
     tasks: dict[str, dict[str, Any]] = {}
     outcomes: dict[str, dict[str, Any]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    # split on "\n" alone: orjson writes U+2028, U+2029 and U+0085 inside strings unescaped,
+    # and str.splitlines() would tear such a line in two (both halves skipped, the row lost)
+    for line in path.read_text(encoding="utf-8").split("\n"):
         try:
             item = json.loads(line)
         except json.JSONDecodeError:
