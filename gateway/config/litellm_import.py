@@ -311,8 +311,9 @@ class _Importer:
     ) -> dict[str, tuple[str, str]]:
         """Group → (USD, window) of the budgets that become its policy's; the rest reported."""
         out: dict[str, tuple[str, str]] = {}
+        targets = {t for chain in fallbacks.values() for t in chain}  # called outside its policy
         for group, members in groups.items():
-            alone = len(members) == 1 and group not in fallbacks
+            alone = len(members) == 1 and group not in fallbacks and group not in targets
             for index, entry in members:
                 params = entry.get("litellm_params")
                 if not isinstance(params, dict) or not set(BUDGET_KEYS) & set(params):

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from gateway.config.budgets import MAX_BUDGET_USD
 
 ENV_REF = re.compile(r"^os\.environ/([A-Za-z_][A-Za-z0-9_]*)$")
 DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w|mo)\s*$")
@@ -56,13 +59,16 @@ def budget_window(duration: Any) -> str | None:
 
 
 def budget_amount(value: Any) -> str | None:
-    """A budget's USD amount as written (Tollgate budgets are Decimal), if it is a number ≥ 0."""
+    """A budget's USD amount as written (Tollgate budgets are Decimal), if a budget can hold it:
+    a finite number from 0 to ``MAX_BUDGET_USD`` (``inf`` or ``1e400`` would be written into a
+    config that then fails to load)."""
     if isinstance(value, bool):
         return None
     try:
-        return str(value) if float(value) >= 0 else None
-    except (TypeError, ValueError):
+        amount = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
         return None
+    return str(value) if amount.is_finite() and 0 <= amount <= MAX_BUDGET_USD else None
 
 
 def deployment_budget(params: dict[str, Any]) -> tuple[str, str] | None:
@@ -94,7 +100,8 @@ def report_deployment_budget(where: str, params: dict[str, Any], alone: bool, no
         note(
             f"{where}.max_budget",
             f"max_budget {params['max_budget']} of one deployment of several (or of a group with "
-            "fallbacks): Tollgate budgets cap a key, tenant, policy or tag, not one backend; "
+            "fallbacks, or one another group falls back to): Tollgate budgets cap a key, tenant, "
+            "policy or tag, not one backend; "
             "cap the group's policy instead (`tollgate budgets set --scope policy ...`)",
         )
     elif budget_amount(params["max_budget"]) is None:

@@ -130,13 +130,13 @@ class Pipeline:
         streamable: bool,
     ) -> Answer | Stream:
         rt = self.rt
+        note_request(tenant_id=principal.tenant_id, key_id=principal.key_id)  # refused or not
         if rt.writer.spool_full:  # the store is down and the disk bound reached: nothing new
             raise DependencyUnavailable(  # is served that could not be recorded
                 "the gateway cannot record new requests right now (its store is unreachable and "
                 "its local spool is full); retry shortly",
                 retry_after_s=30,
             )
-        note_request(tenant_id=principal.tenant_id, key_id=principal.key_id)
         snap = rt.snapshot  # this request's config, to its end (a reload does not change it)
         route = snap.resolve(body["model"])
         note_request(policy=route.policy)

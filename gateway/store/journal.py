@@ -54,7 +54,11 @@ def journal_line(kind: str, row: dict[str, Any]) -> str:
     """One journal line: ``{"k": kind, "r": row}`` as ``encode_row`` + ``json.dumps`` write it
     (datetimes ISO 8601, decimals as strings; ``decode_row`` reads both), by orjson: it runs
     three times per request on the hot path, ten times faster than the json module. A value
-    orjson refuses (an integer past 64 bits) takes the json module's way."""
+    orjson refuses (an integer past 64 bits, a lone surrogate) takes the json module's way.
+    Where the two differ: orjson leaves U+2028, U+2029 and U+0085 unescaped (``read_orphan``
+    splits on ``\n`` alone), writes a NaN or infinite float as null (no column holds one: the
+    floats are measured latencies and validated scores), and also encodes a nested Decimal or
+    datetime (as a string) where the json module raised."""
     try:
         return orjson.dumps({"k": kind, "r": row}, default=_decimal).decode()
     except TypeError:
@@ -174,7 +178,9 @@ def read_orphan(
     started: dict[str, dict[str, Any]] = {}
     tasks: dict[str, dict[str, Any]] = {}
     outcomes: dict[str, dict[str, Any]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    # split on "\n" alone: orjson writes U+2028, U+2029 and U+0085 inside strings unescaped,
+    # and str.splitlines() would tear such a line in two (both halves skipped, the row lost)
+    for line in path.read_text(encoding="utf-8").split("\n"):
         try:
             item = json.loads(line)
         except json.JSONDecodeError:

@@ -169,3 +169,22 @@ def test_refused_before_any_attempt_still_names_tenant_key_policy_and_reason(
     line = _by_id(lines, counted.headers["x-tollgate-request-id"])
     assert line["status"] == 200 and line["key_id"] and line["attempts"] == 0
     assert "zebra" not in "\n".join(access.lines) and key not in "\n".join(access.lines)
+
+
+def test_refused_while_the_spool_is_full_still_names_tenant_and_key(
+    tmp_path: Path, sqlite_url: str, access: Lines
+) -> None:
+    """The store down and the spool at its bound: every request is refused (503) before any
+    attempt, and those lines are the ones an operator reads to see whom the outage hit."""
+    with app_client(settings_for(config_dict(tmp_path), sqlite_url)) as (client, _):
+        key = create_key(client)
+        client.app.state.runtime.writer.max_spool_bytes = 0  # type: ignore[attr-defined]
+        refused = client.post(
+            "/v1/chat/completions",
+            json=chat_body("auto", PROMPT),
+            headers={"authorization": f"Bearer {key}"},
+        )
+        assert refused.status_code == 503, refused.text
+    line = _by_id(access.parsed(), refused.headers["x-tollgate-request-id"])
+    assert line["status"] == 503 and line["attempts"] == 0
+    assert line["tenant"] and line["key_id"]

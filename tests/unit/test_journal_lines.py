@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from gateway.store.journal import decode_row, encode_row, journal_line
@@ -51,3 +52,24 @@ def test_what_orjson_refuses_takes_the_json_module_way() -> None:
     for row in (huge, lone):
         assert journal_line("attempt", row) == _old_line("attempt", row)
     assert decode_row(json.loads(journal_line("attempt", huge))["r"]) == huge
+
+
+def test_a_line_with_a_unicode_line_break_is_recovered(tmp_path: Path) -> None:
+    # orjson writes U+2028, U+2029 and U+0085 as they are (json.dumps escaped them): a reader
+    # that splits on every Unicode line break would tear the line and drop the row
+    from gateway.store.journal import Segment, read_orphan
+
+    seg = Segment(tmp_path)
+    outcome = {
+        "id": "o1",
+        "updated_at": datetime(2026, 11, 30, 14, 31, 6, tzinfo=UTC),
+        "comment": "tenant text\u2028with\u2029line\x85breaks",
+    }
+    attempt = _row(decision={"why": "rule\u2028two"})
+    seg.append("outcome", outcome)
+    seg.append("attempt", attempt)
+    seg.fh.close()
+    attempts, tasks, outcomes = read_orphan(seg.path)
+    assert outcomes == [outcome]
+    assert attempts == [attempt]
+    assert tasks == []

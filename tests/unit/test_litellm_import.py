@@ -163,3 +163,28 @@ def test_budgets_map_where_they_map_and_are_never_sent_to_a_backend() -> None:
     proxy = notes["litellm_settings.max_budget"]
     assert "--max-usd 100" in proxy and "--window month" in proxy
     assert "provider" in notes["router_settings.provider_budget_config"]
+
+
+def test_a_budget_is_not_mapped_where_its_policy_would_not_see_all_the_spend() -> None:
+    """A budgeted group another group falls back to: that group's policy calls the budgeted
+    backend too, outside the budgeted policy, so a policy budget would not cap what LiteLLM
+    capped (the deployment's whole spend): reported, not mapped. An amount Tollgate's budgets
+    cannot hold (infinite, past the largest budget) is reported too, never written into a
+    config that then fails to load."""
+    data = {
+        "model_list": [
+            _deployment("cheap", "openai/gpt-4o-mini", max_budget=5, budget_duration="1d"),
+            _deployment("main", "openai/gpt-4o"),
+            _deployment("endless", "openai/o3", max_budget="inf"),
+            _deployment("huge", "openai/o4-mini", max_budget="1e400"),
+        ],
+        "router_settings": {"fallbacks": [{"main": ["cheap"]}]},
+    }
+    result = import_litellm_config(data)
+    cfg = Config.model_validate(result.config)
+    assert "cheap" in cfg.policies["main"].candidates
+    assert not cfg.budgets.limits
+    notes = {u.path: u.reason for u in result.unmapped}
+    assert "fallback" in notes["model_list[0].litellm_params.max_budget"]
+    assert "not a USD amount" in notes["model_list[2].litellm_params.max_budget"]
+    assert "not a USD amount" in notes["model_list[3].litellm_params.max_budget"]
