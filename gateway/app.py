@@ -157,8 +157,9 @@ def create_app(
         docs_url=None,  # gateway.http.docs serves the pages with bundled assets (no CDN)
         redoc_url=None,
         # gateway.telemetry owns tracing; FastAPI's own OpenTelemetry hooks otherwise look up
-        # the global providers on every request (and would trace twice if one were set)
-        telemetry={"tracing": False, "metrics": False, "logs": False},
+        # the global providers on every request (and would trace twice if one were set);
+        # auto_configure off: FASTAPI_OTEL_AUTO_CONFIGURE must not install global providers
+        telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
     )
     install_error_handlers(app)
     docs.install(app)

@@ -368,7 +368,7 @@ class RecordWriter:
         replayed = 0
         for path in self.spool_files():
             rows: dict[str, list[dict[str, Any]]] = {"task": [], "attempt": [], "outcome": []}
-            for line in path.read_text(encoding="utf-8").splitlines():
+            for line in path.read_text(encoding="utf-8").split("\n"):
                 if not line.strip():
                     continue
                 item = json.loads(line)
