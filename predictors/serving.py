@@ -162,8 +162,13 @@ class _Item:
 class Worker:
     """The scoring loop over two file descriptors (``rfd``: requests in, ``wfd``: replies out)."""
 
-    def __init__(self, predictor: Any, rfd: int, wfd: int, max_batch: int = 64) -> None:
+    def __init__(
+        self, predictor: Any, rfd: int, wfd: int, max_batch: int = 64, coalesce_s: float = 0.0
+    ) -> None:
         self.predictor = predictor
+        self.coalesce_s = coalesce_s
+        self.gap = 0.05  # seconds between prompt arrivals (capped at 50 ms), a moving average
+        self._arrived = time.monotonic()
         self.rfd = rfd
         self.wfd = wfd
         self.max_batch = max_batch
@@ -217,9 +222,28 @@ class Worker:
             self._eof = True
             return
         self._buf += data
+        now = time.monotonic()
         for body in split_frames(self._buf):
             msg = json.loads(body)
             self.queue.append(_Item(int(msg["id"]), str(msg["text"]), float(msg["deadline"])))
+            self.gap = 0.9 * self.gap + 0.1 * min(now - self._arrived, 0.05)
+            self._arrived = now
+
+    def _coalesce(self) -> None:
+        """Under load, wait up to ``coalesce_s`` for more prompts before scoring: a chunk's
+        fixed cost (the neighbour search streams the whole memory, ~0.35 ms for one query,
+        ~0.1 ms more a query) is then shared. Only when prompts arrive faster than that (an
+        idle gateway's prompt never waits), for a quarter of the first one's slack at most."""
+        if not self.batching or self.gap >= self.coalesce_s:
+            return
+        end = time.monotonic() + min(
+            self.coalesce_s, 0.25 * (self.queue[0].deadline - time.monotonic())
+        )
+        while len(self.queue) < self.max_batch and not self._eof:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([self.rfd], [], [], left)[0]:
+                return
+            self._read(block=True)
 
     def serve_forever(self) -> None:
         """Score until the client closes its end (EOF) and nothing is left queued."""
@@ -234,6 +258,7 @@ class Worker:
                 self._read(block=False)
                 if len(self._buf) + len(self.queue) == before or self._eof:
                     break
+            self._coalesce()
             items = [self.queue.popleft() for _ in range(self._chunk_size())]
             started = time.monotonic()
             self._write(encode_reply(self.score(items)))
@@ -331,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--artifact", default=None, help="artifact directory (default: shipped)")
     p.add_argument("--threads", type=int, default=1, help="encoder threads")
     p.add_argument("--max-batch", type=int, default=64)
+    p.add_argument("--coalesce-ms", type=float, default=2.0, help="Worker._coalesce (0: off)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument(
         "--priority",
@@ -356,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     # the protocol owns stdout: anything a library prints goes to stderr instead
     wfd = os.dup(sys.stdout.fileno())
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    worker = Worker(predictor, sys.stdin.fileno(), wfd, max_batch=args.max_batch)
+    worker = Worker(predictor, sys.stdin.fileno(), wfd, args.max_batch, args.coalesce_ms / 1000)
     worker.hello(device)
     # the gateway closed our pipes or is stopping: the normal end of a worker, not an error
     with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):
