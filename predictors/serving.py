@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--artifact", default=None, help="artifact directory (default: shipped)")
     p.add_argument("--threads", type=int, default=1, help="encoder threads")
     p.add_argument("--max-batch", type=int, default=64)
-    p.add_argument("--coalesce-ms", type=float, default=2.0, help="Worker._coalesce (0: off)")
+    p.add_argument("--coalesce-ms", type=float, default=3.0, help="Worker._coalesce (0: off)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument(
         "--priority",
