@@ -163,12 +163,12 @@ def _top_k(sims: np.ndarray, k: int, stride: int = 8) -> np.ndarray:
     """Column indices of each row's ``k`` largest values: exactly the set
     ``np.argpartition(-sims, k - 1, axis=1)[:, :k]`` gives (in another order).
 
-    A full selection over the memory's 9,401 similarities cost ~0.1 ms a query; this one
+    A full selection runs over all of the memory's 9,401 similarities per query; this one
     partitions every ``stride``-th value first: the ``k``-th largest of those is a lower bound
-    on the row's ``k``-th largest, and only the few hundred values at or above it are selected
-    among (~5x less, ``docs/predictor.md``). Where the ``k``-th value is tied (duplicate
-    memory rows), which of the tied rows count is arbitrary, so such a row takes the full
-    selection: the same neighbours as before, not merely as many.
+    on the row's ``k``-th largest, and only the values at or above it (a few hundred) are
+    selected among. Where the ``k``-th value is tied (duplicate memory rows), which of the
+    tied rows count is arbitrary, so such a row takes the full selection: the same
+    neighbours as before, not merely as many.
     """
     sample = sims[:, ::stride]
     if k < 1 or sample.shape[1] <= k:
