@@ -234,7 +234,7 @@ class Worker:
         fixed cost (the neighbour search streams the whole memory once per chunk) is then
         shared. Only when prompts arrive faster than that (an idle gateway's prompt never
         waits), for a quarter of the first one's slack at most."""
-        if not self.batching or self.gap >= self.coalesce_s:
+        if not self.batching or self.gap >= 2 * self.coalesce_s:
             return
         end = time.monotonic() + min(
             self.coalesce_s, 0.25 * (self.queue[0].deadline - time.monotonic())
