@@ -232,8 +232,8 @@ class Worker:
     def _coalesce(self) -> None:
         """Under load, wait up to ``coalesce_s`` for more prompts before scoring: a chunk's
         fixed cost (the neighbour search streams the whole memory once per chunk) is then
-        shared. Only when prompts arrive faster than that (an idle gateway's prompt never
-        waits), for a quarter of the first one's slack at most."""
+        shared. Only when prompts arrive at most two windows apart (an idle gateway's prompt
+        never waits), for a quarter of the first one's slack at most."""
         if not self.batching or self.gap >= 2 * self.coalesce_s:
             return
         end = time.monotonic() + min(
