@@ -18,7 +18,8 @@ Wire format: every frame is a 4-byte big-endian length and a body.
   time it was sent, so the client judges the deadline by when the worker answered and not by
   when a busy event loop got around to reading the answer.
 
-Batching is adaptive: whatever has arrived is taken (up to ``--max-batch``). An encoder whose
+Batching is adaptive: whatever has arrived is taken (up to ``--max-batch``; under load, after
+waiting up to ``--coalesce-ms`` for more, ``Worker._coalesce``). An encoder whose
 vectors do not depend on their batch (static, GPU, fp32) runs the chunk as one forward pass;
 CPU int8 quantizes activations per batch, so there each text gets its own pass (a prediction
 never depends on which requests it came with) and chunks are small (``PER_TEXT_CHUNK``). The
