@@ -18,7 +18,8 @@ Wire format: every frame is a 4-byte big-endian length and a body.
   time it was sent, so the client judges the deadline by when the worker answered and not by
   when a busy event loop got around to reading the answer.
 
-Batching is adaptive: whatever has arrived is taken (up to ``--max-batch``). An encoder whose
+Batching is adaptive: whatever has arrived is taken (up to ``--max-batch``; under load, after
+waiting up to ``--coalesce-ms`` for more, ``Worker._coalesce``). An encoder whose
 vectors do not depend on their batch (static, GPU, fp32) runs the chunk as one forward pass;
 CPU int8 quantizes activations per batch, so there each text gets its own pass (a prediction
 never depends on which requests it came with) and chunks are small (``PER_TEXT_CHUNK``). The
@@ -162,8 +163,13 @@ class _Item:
 class Worker:
     """The scoring loop over two file descriptors (``rfd``: requests in, ``wfd``: replies out)."""
 
-    def __init__(self, predictor: Any, rfd: int, wfd: int, max_batch: int = 64) -> None:
+    def __init__(
+        self, predictor: Any, rfd: int, wfd: int, max_batch: int = 64, coalesce_s: float = 0.0
+    ) -> None:
         self.predictor = predictor
+        self.coalesce_s = coalesce_s
+        self.gap = 0.05  # seconds between prompt arrivals (capped at 50 ms), a moving average
+        self._arrived = time.monotonic()
         self.rfd = rfd
         self.wfd = wfd
         self.max_batch = max_batch
@@ -217,9 +223,28 @@ class Worker:
             self._eof = True
             return
         self._buf += data
+        now = time.monotonic()
         for body in split_frames(self._buf):
             msg = json.loads(body)
             self.queue.append(_Item(int(msg["id"]), str(msg["text"]), float(msg["deadline"])))
+            self.gap = 0.9 * self.gap + 0.1 * min(now - self._arrived, 0.05)
+            self._arrived = now
+
+    def _coalesce(self) -> None:
+        """Under load, wait up to ``coalesce_s`` for more prompts before scoring: a chunk's
+        fixed cost (the neighbour search streams the whole memory once per chunk) is then
+        shared. Only when prompts arrive at most two windows apart (an idle gateway's prompt
+        never waits), for a quarter of the first one's slack at most."""
+        if not self.batching or self.gap >= 2 * self.coalesce_s:
+            return
+        end = time.monotonic() + min(
+            self.coalesce_s, 0.25 * (self.queue[0].deadline - time.monotonic())
+        )
+        while len(self.queue) < self.max_batch and not self._eof:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([self.rfd], [], [], left)[0]:
+                return
+            self._read(block=True)
 
     def serve_forever(self) -> None:
         """Score until the client closes its end (EOF) and nothing is left queued."""
@@ -234,6 +259,7 @@ class Worker:
                 self._read(block=False)
                 if len(self._buf) + len(self.queue) == before or self._eof:
                     break
+            self._coalesce()
             items = [self.queue.popleft() for _ in range(self._chunk_size())]
             started = time.monotonic()
             self._write(encode_reply(self.score(items)))
@@ -331,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--artifact", default=None, help="artifact directory (default: shipped)")
     p.add_argument("--threads", type=int, default=1, help="encoder threads")
     p.add_argument("--max-batch", type=int, default=64)
+    p.add_argument("--coalesce-ms", type=float, default=3.0, help="Worker._coalesce (0: off)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument(
         "--priority",
@@ -356,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     # the protocol owns stdout: anything a library prints goes to stderr instead
     wfd = os.dup(sys.stdout.fileno())
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    worker = Worker(predictor, sys.stdin.fileno(), wfd, max_batch=args.max_batch)
+    worker = Worker(predictor, sys.stdin.fileno(), wfd, args.max_batch, args.coalesce_ms / 1000)
     worker.hello(device)
     # the gateway closed our pipes or is stopping: the normal end of a worker, not an error
     with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):

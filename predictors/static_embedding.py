@@ -171,9 +171,12 @@ class StaticEmbedder:
         head = min(self.config.head_tokens, budget)
         clipped = [clip_text(t, self.config) for t in texts]  # type: ignore[arg-type]
         # the Rust tokenizer itself: the transformers wrapper around it cost ~0.4 ms a text,
-        # more than the rest of a static decision (same ids: no special tokens, no truncation)
+        # more than the rest of a static decision (same ids: no special tokens, no truncation);
+        # ``encode_batch_fast`` (tokenizers >= 0.21): the same ids without the character
+        # offsets, ~15 % less
+        encode = getattr(self._fast, "encode_batch_fast", self._fast.encode_batch)
         out = []
-        for enc in self._fast.encode_batch(clipped, add_special_tokens=False):
+        for enc in encode(clipped, add_special_tokens=False):
             ids = enc.ids
             if len(ids) > budget:
                 ids = ids[:head] + ids[len(ids) - (budget - head) :]

@@ -159,6 +159,28 @@ def test_batch_independent_encoder_takes_what_is_queued(tmp_path: os.PathLike[st
     assert sum(len(r.ids) for r in replies) == 6
 
 
+@pytest.mark.parametrize("gap_s", [0.0, 5.0])
+def test_under_load_a_small_chunk_waits_for_more_prompts(
+    tmp_path: os.PathLike[str], gap_s: float
+) -> None:
+    """Prompts arriving faster than the window share a pass; an idle worker does not wait."""
+    log = os.path.join(tmp_path, "log")
+    h = Harness(StubModel(0.0, log, batching=True))
+    h.worker.coalesce_s = 0.5
+    h.start()
+    try:
+        h.worker.gap = gap_s  # the recent arrival rate: 0 under load, 5 s apart when idle
+        h.send(0, "first")
+        time.sleep(0.1)  # inside the window
+        h.send(1, "second")
+        h.replies(2)
+    finally:
+        h.close()
+    with open(log) as f:
+        passes = [line.rstrip("\n").split("\t")[1].split("|") for line in f]
+    assert passes == ([["first", "second"]] if gap_s == 0.0 else [["first"], ["second"]])
+
+
 def test_expired_requests_are_answered_without_scoring(tmp_path: os.PathLike[str]) -> None:
     log = os.path.join(tmp_path, "log")
     h = Harness(StubModel(0.0, log, batching=False))
