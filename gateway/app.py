@@ -19,6 +19,7 @@ from gateway.config import load_settings
 from gateway.http import admin, anthropic, dashboard, docs, feedback, health, responses
 from gateway.http import openai as api
 from gateway.http.errors import install_error_handlers
+from gateway.http.fast_routes import OpenAIFastRoutes
 from gateway.http.middleware import GatewayMiddleware
 from gateway.http.observe import ObserveMiddleware
 from gateway.logs import configure_logging
@@ -170,6 +171,8 @@ def create_app(
     app.include_router(health.router)
     app.include_router(feedback.router)
     app.include_router(dashboard.router)
+    # innermost: valid OpenAI POSTs skip FastAPI's routing and dependency machinery
+    app.add_middleware(OpenAIFastRoutes)
     # inside GatewayMiddleware (added last = outermost): it sees the request id and whole body
     app.add_middleware(ObserveMiddleware, tracing=build_tracing(settings.telemetry))
     app.add_middleware(
