@@ -197,7 +197,7 @@ def test_dashboard_in_headless_chromium_matches_the_store(tmp_path: Path, sqlite
             f"--screenshot={shot}", "--window-size=1280,1700", f"{server.url}/dashboard#key={ADMIN}"
         )
         assert run.returncode == 0 and shot.stat().st_size > 10_000, run.stderr[-2000:]
-        out = ROOT / "bench" / "out"
+        out = ROOT.parent / "bench" / "out"  # harness.ROOT is tests/; bench/out is git-ignored
         out.mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, out / "dashboard.png")
 
