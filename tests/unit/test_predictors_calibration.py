@@ -83,7 +83,7 @@ def test_isotonic_map_sparse_tail_stays_near_the_model() -> None:
     m = fit_isotonic_map(p, y)
     grid = np.linspace(0.0, 1.0, CALIBRATION_GRID)
     assert np.all(np.diff(m) >= 0)
-    at = dict(zip(np.round(grid, 2), m))
+    at = dict(zip(np.round(grid, 2), m, strict=True))
     # below and at the sparse tail: near the model's own estimate, far from "never"
     assert at[0.55] > 0.3 and at[0.61] > 0.3
     assert at[0.3] == pytest.approx(0.3, abs=0.05)  # no data at all: the identity
