@@ -132,14 +132,25 @@ def fit_platt(logits: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> tuple[floa
 #: Knots of a stored monotone calibration map: P is looked up at 0, 1/(K-1), ..., 1.
 CALIBRATION_GRID = 101
 
+#: Weight of the prior in :func:`fit_isotonic_map`: the uncalibrated probability counts as
+#: this many observations at each knot (one per 1/100 of the probability range).
+ISOTONIC_PRIOR_WEIGHT = 1.0
 
-def fit_isotonic_map(p: np.ndarray, y: np.ndarray, min_labels: int = 50) -> np.ndarray:
+
+def fit_isotonic_map(
+    p: np.ndarray, y: np.ndarray, min_labels: int = 50, prior_weight: float = ISOTONIC_PRIOR_WEIGHT
+) -> np.ndarray:
     """A monotone map ``p -> P(y = 1 | p)`` as values on ``CALIBRATION_GRID`` equal steps of
     [0, 1] (apply with :func:`apply_calibration_map`).
 
     Isotonic regression (pool adjacent violators, via scikit-learn) of the outcomes on held-out
-    predictions, clipped to [0.001, 0.999]. With fewer than ``min_labels`` labels, or labels of
-    one class only, the identity map is returned (nothing to learn from).
+    predictions, clipped to [0.001, 0.999], with a prior toward the identity: a
+    pseudo-observation ``(g, g)`` of weight ``prior_weight`` at every knot ``g``. Where the
+    labels are dense (tens per knot) they decide; where they are sparse, and outside the range
+    of the held-out predictions, the map stays near the uncalibrated probability. Without it a
+    handful of failures at the bottom of a profile's range became a block of 0.001, and every
+    prediction below them "never succeeds" (issue 9). With fewer than ``min_labels`` labels, or
+    labels of one class only, the identity map is returned (nothing to learn from).
     """
     from sklearn.isotonic import IsotonicRegression
 
@@ -147,8 +158,11 @@ def fit_isotonic_map(p: np.ndarray, y: np.ndarray, min_labels: int = 50) -> np.n
     t, q = _clean(y, p)
     if t.size < min_labels or t.min() == t.max():
         return grid.astype(np.float32)
+    xs = np.concatenate([q, grid])
+    ys = np.concatenate([t, grid])
+    w = np.concatenate([np.ones(q.size), np.full(grid.size, float(prior_weight))])
     iso = IsotonicRegression(y_min=0.001, y_max=0.999, out_of_bounds="clip")
-    iso.fit(q, t)
+    iso.fit(xs, ys, sample_weight=w)
     return np.asarray(iso.predict(grid), dtype=np.float32)
 
 

@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 
 from predictors.calibration import (
+    CALIBRATION_GRID,
+    apply_calibration_map,
     brier_score,
     expected_calibration_error,
+    fit_isotonic_map,
     fit_platt,
     log_loss,
     reliability_table,
@@ -67,6 +70,40 @@ def test_platt_recovers_a_known_map() -> None:
     scale, bias = fit_platt(z, y, l2=0.0)
     assert scale == pytest.approx(2.0, abs=0.1)
     assert bias == pytest.approx(-0.5, abs=0.1)
+
+
+def test_isotonic_map_sparse_tail_stays_near_the_model() -> None:
+    # issue 9: a profile whose held-out predictions all lie in [0.6, 1] and whose four lowest
+    # happen to fail. Plain isotonic regression gives those four a block of its own at 0.001
+    # and clips everything below the data to it: a prompt whose blend falls at 0.55 "never
+    # succeeds" on the word of four labels.
+    rng = np.random.default_rng(1)
+    p = np.concatenate([[0.60, 0.61, 0.62, 0.625], rng.uniform(0.63, 0.98, 2000)])
+    y = np.concatenate([[0.0, 0.0, 0.0, 0.0], (rng.random(2000) < p[4:]).astype(float)])
+    m = fit_isotonic_map(p, y)
+    grid = np.linspace(0.0, 1.0, CALIBRATION_GRID)
+    assert np.all(np.diff(m) >= 0)
+    at = dict(zip(np.round(grid, 2), m, strict=True))
+    # below and at the sparse tail: near the model's own estimate, far from "never"
+    assert at[0.55] > 0.3 and at[0.61] > 0.3
+    assert at[0.3] == pytest.approx(0.3, abs=0.05)  # no data at all: the identity
+    # where the data are dense (the raw p is calibrated there) the map follows them
+    for g in (0.7, 0.8, 0.9):
+        assert at[g] == pytest.approx(g, abs=0.05)
+    q = apply_calibration_map(p[:, None], m[None, :])[:, 0]
+    assert abs(q.mean() - y.mean()) < 0.01
+
+
+def test_isotonic_map_dense_data_outweigh_the_prior() -> None:
+    # the raw p over-states success everywhere and data cover [0, 1]: the map must still
+    # correct it (the pseudo-observations toward the identity are worth little against them)
+    rng = np.random.default_rng(2)
+    p = rng.random(20000)
+    y = (rng.random(20000) < p**2).astype(float)
+    m = fit_isotonic_map(p, y)
+    grid = np.linspace(0.0, 1.0, CALIBRATION_GRID)
+    inner = (grid >= 0.1) & (grid <= 0.9)
+    assert np.max(np.abs(m[inner] - grid[inner] ** 2)) < 0.05
 
 
 def test_hull_aiq_and_costs() -> None:
