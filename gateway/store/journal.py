@@ -73,9 +73,6 @@ def decode_row(row: dict[str, Any]) -> dict[str, Any]:
     for col in _DECIMAL_COLS & out.keys():
         if out[col] is not None:
             out[col] = Decimal(out[col])
-    if "attempt" in out:  # an attempt row written before the cache columns existed
-        out.setdefault("cache_hit", False)
-        out.setdefault("cache_saved_usd", None)
     return out
 
 
