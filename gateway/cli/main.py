@@ -249,7 +249,9 @@ def keys_create(
     config: ConfigOpt = None,
 ) -> None:
     """Create a key; it is printed once, as the last line of output."""
-    if budget_window not in ("total", "day", "month"):
+    from gateway.config.budgets import WINDOWS
+
+    if budget_window not in WINDOWS:
         err.print(
             f"[red]error[/red] --budget-window must be total, day or month, not {budget_window!r}"
         )

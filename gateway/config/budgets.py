@@ -16,21 +16,20 @@ from decimal import Decimal
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from gateway.config.sections import Strict
 
 ScopeKind = Literal["key", "tenant", "policy", "tag"]
 Window = Literal["total", "day", "month"]
-SCOPE_KINDS: tuple[str, ...] = ("key", "tenant", "policy", "tag")
 WINDOWS: tuple[str, ...] = ("total", "day", "month")
 #: The most one budget may be (USD): larger values are a typo, and would overflow nano-USD.
 MAX_BUDGET_USD = Decimal("1e9")
 SCOPE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]*$"
 
 
-class BudgetLimit(BaseModel):
+class BudgetLimit(Strict):
     """One limit: at most ``max_usd`` spent by ``scope`` ``name`` per ``window``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     scope: ScopeKind
     #: The tenant's name, the policy's name, the tag, or the key's id.
@@ -39,11 +38,9 @@ class BudgetLimit(BaseModel):
     window: Window = "total"
 
 
-class BudgetsConfig(BaseModel):
+class BudgetsConfig(Strict):
     """The ``budgets:`` section: the windows' time zone and the limits set in the file (the CLI
     and the admin API add limits stored in the database; see ``docs/configuration.md``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     timezone: str = "UTC"
     limits: tuple[BudgetLimit, ...] = ()

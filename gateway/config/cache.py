@@ -5,18 +5,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from gateway.config.sections import Strict
 
 
-class CacheConfig(BaseModel):
+class CacheConfig(Strict):
     """Response cache for ``/v1/chat/completions`` (docs/cache.md).
 
     ``exact``: an answer is reused for the same normalised request of the same tenant;
     ``semantic``: also for a request that differs only in its last user message when that
     message's predictor embedding is at least ``similarity`` (cosine) close to a cached one.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: Literal["off", "exact", "semantic"] = "off"
     ttl_s: float = Field(default=60.0, gt=0, le=30 * 86400, description="lifetime of an entry")

@@ -14,16 +14,15 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import Row, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.config.budgets import WINDOWS
 from gateway.store.models import api_keys, requests, tenants
 
 KEY_PREFIX = "tg-"
-BUDGET_WINDOWS = ("total", "day", "month")
-BudgetWindow = Literal["total", "day", "month"]
 
 
 def hash_key(raw: str) -> str:
@@ -67,9 +66,6 @@ class Limits:
             if self.allowed_policies is not None
             else None,
         }
-
-    def columns(self) -> dict[str, object]:
-        return self.public()
 
 
 @dataclass(frozen=True)
@@ -163,8 +159,8 @@ class KeyStore:
         budget_window: str = "total",
         limits: Limits | None = None,
     ) -> tuple[str, KeyRecord]:
-        if budget_window not in BUDGET_WINDOWS:
-            raise ValueError(f"budget window must be one of {', '.join(BUDGET_WINDOWS)}")
+        if budget_window not in WINDOWS:
+            raise ValueError(f"budget window must be one of {', '.join(WINDOWS)}")
         tenant_id = await self.ensure_tenant(tenant)
         raw = generate_key()
         key_id = uuid.uuid4().hex
@@ -179,7 +175,7 @@ class KeyStore:
                     max_budget_usd=max_budget_usd,
                     budget_window=budget_window,
                     created_at=now(),
-                    **(limits or Limits()).columns(),
+                    **(limits or Limits()).public(),
                 )
             )
         record = await self.get(key_id)
@@ -192,7 +188,7 @@ class KeyStore:
         tenant_id = await self.ensure_tenant(tenant)
         async with self.engine.begin() as conn:
             await conn.execute(
-                tenants.update().where(tenants.c.id == tenant_id).values(**limits.columns())
+                tenants.update().where(tenants.c.id == tenant_id).values(**limits.public())
             )
         return tenant_id
 
