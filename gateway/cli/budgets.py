@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from gateway.cli.options import ConfigOpt, optional_config, store_url_for
+from gateway.cli.options import ConfigOpt, optional_config, store_url, store_url_for, with_store
 
 app = typer.Typer(
     help="Set, list and delete budgets per tenant, policy, tag or key (total, daily, monthly).",
@@ -24,18 +24,6 @@ out = Console(soft_wrap=True)
 
 ScopeOpt = Annotated[str, typer.Option(help="tenant | policy | tag | key")]
 NameOpt = Annotated[str, typer.Option(help="the tenant's name, the policy, the tag or the key id")]
-
-
-async def _with_store(url: str, fn: Any) -> Any:
-    from gateway.store.database import create_engine
-    from gateway.store.schema_version import ensure_current
-
-    engine = create_engine(url)
-    try:
-        await ensure_current(engine, url)
-        return await fn(engine)
-    finally:
-        await engine.dispose()
 
 
 @app.command("set")
@@ -62,7 +50,7 @@ def budgets_set(
         )
         err.print(f"[red]error[/red] {detail}")
         raise typer.Exit(2) from None
-    created = asyncio.run(_with_store(store_url_for(config), lambda e: store.put_limit(e, limit)))
+    created = asyncio.run(with_store(store_url_for(config), lambda e: store.put_limit(e, limit)))
     verb = "created" if created else "updated"
     out.print(f"{verb} {limit.window} budget ${limit.max_usd} for {limit.scope} {limit.name}")
 
@@ -72,8 +60,8 @@ def budgets_list(config: ConfigOpt = None) -> None:
     """The budgets stored in the database, and those of the config file."""
     from gateway.store import budgets as store
 
-    stored = asyncio.run(_with_store(store_url_for(config), store.list_limits))
     cfg = optional_config(config)
+    stored = asyncio.run(with_store(store_url(cfg), store.list_limits))
     configured = list(cfg.budgets.limits) if cfg is not None else []
     table = Table()
     for col in ("scope", "name", "window", "max USD", "source"):
@@ -103,7 +91,7 @@ def budgets_delete(
         err.print(f"[red]error[/red] --window must be one of {', '.join(WINDOWS)}")
         raise typer.Exit(2)
     n = asyncio.run(
-        _with_store(store_url_for(config), lambda e: store.delete_limits(e, scope, name, window))
+        with_store(store_url_for(config), lambda e: store.delete_limits(e, scope, name, window))
     )
     if not n:
         err.print(f"[red]error[/red] no stored budget for {scope} {name}")

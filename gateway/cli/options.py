@@ -72,15 +72,21 @@ def store_url_for(path: str | None) -> str:
     return database_url_from_env() or store_url(optional_config(path))
 
 
-async def with_keystore(url: str, fn: Any) -> Any:
-    """``fn(KeyStore)`` on the store at ``url`` (its schema checked current), then closed."""
+async def with_store(url: str, fn: Any) -> Any:
+    """``fn(engine)`` on the store at ``url`` (its schema checked current), then closed."""
     from gateway.store.database import create_engine
-    from gateway.store.keys import KeyStore
     from gateway.store.schema_version import ensure_current
 
     engine = create_engine(url)
     try:
         await ensure_current(engine, url)
-        return await fn(KeyStore(engine))
+        return await fn(engine)
     finally:
         await engine.dispose()
+
+
+async def with_keystore(url: str, fn: Any) -> Any:
+    """``fn(KeyStore)`` on the store at ``url`` (its schema checked current), then closed."""
+    from gateway.store.keys import KeyStore
+
+    return await with_store(url, lambda engine: fn(KeyStore(engine)))

@@ -10,8 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from gateway.cli.options import ConfigOpt, optional_config, store_url, with_keystore
-from gateway.settings import database_url_from_env
+from gateway.cli.options import ConfigOpt, optional_config, store_url, store_url_for, with_keystore
 
 app = typer.Typer(help="Rate limits and model access of tenants.", no_args_is_help=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -63,7 +62,7 @@ def limits_from_options(
             err.print(f"[red]error[/red] {option}: {message}", highlight=False)
         if problems:
             raise typer.Exit(2)
-    url = database_url_from_env() or store_url(cfg)
+    url = store_url(cfg)  # the environment's URL first (gateway.settings.database_url)
     return url, Limits.of(rpm, tpm, backends or None, policies or None)
 
 
@@ -103,7 +102,7 @@ def tenants_show(
     config: ConfigOpt = None,
 ) -> None:
     """Print a tenant's limits."""
-    url, _ = limits_from_options(config, None, None, None, None)
+    url = store_url_for(config)
     limits = asyncio.run(with_keystore(url, lambda ks: ks.tenant_limits(tenant)))
     if limits is None:
         err.print(f"[red]error[/red] no tenant {tenant!r}")
