@@ -241,7 +241,7 @@ def _decide(
         by_capability: bool,
         adequate: set[str] | None = None,
         scores: Mapping[str, Decimal | None] | None = None,
-        by_budget: bool = False,
+        budget_low: float | None = None,
     ) -> Decision:
         chosen = order[0]
         path = escalation_path(
@@ -263,7 +263,7 @@ def _decide(
             objective=policy.objective.kind,
             predictor_version=predictor_version,
             cascade=plan,
-            budget_low=budget_low if by_budget else None,
+            budget_low=budget_low,
         )
 
     if not eligible:
@@ -303,6 +303,8 @@ def _decide(
 
     ranked = rank(policy, eligible, dominated)
     adequate_names = {c.name for c in ranked.adequate}
+    choice = policy.objective.on_no_adequate
+    rest = [c for c in eligible if c.name not in adequate_names]
     if budget_low is not None and policy.budget_aware is not None:
         low = f"budget low ({budget_low:.0%} left < {policy.budget_aware.below_fraction:.0%})"
         if policy.budget_aware.objective == "cheapest":
@@ -315,24 +317,21 @@ def _decide(
                 by_capability=False,
                 adequate=adequate_names,
                 scores=ranked.scores,
-                by_budget=True,
+                budget_low=budget_low,
             )
         if len(ranked.adequate) > 1:
             cheap = _cheapest(ranked.adequate)
             if cheap[0] is not ranked.adequate[0]:
-                rest = [c for c in eligible if c.name not in adequate_names]
                 return ok(
-                    cheap + _by_choice(policy.objective.on_no_adequate, rest),
+                    cheap + _by_choice(choice, rest),
                     f"{low}: cheapest adequate {cheap[0].name} (expected {_usd(cheap[0].cost)}, "
                     f"P(success) {_p(cheap[0].p)}) instead of {ranked.adequate[0].name}",
                     None,
                     by_capability=True,
                     adequate=adequate_names,
                     scores=ranked.scores,
-                    by_budget=True,
+                    budget_low=budget_low,
                 )
-    choice = policy.objective.on_no_adequate
-    rest = [c for c in eligible if c.name not in adequate_names]
     tail = _by_choice(choice, rest)
     if choice in ("most_capable", "cheapest"):  # dominated candidates are the last resort
         tail.sort(key=lambda c: c.name in dominated)
