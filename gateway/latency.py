@@ -56,7 +56,7 @@ class LatencyWindow:
         self._data: dict[str, deque[float]] = {}
         self._pending: dict[str, deque[float]] = {}
         self._wanted: set[str] = set()  # backends a policy asked about
-        self._shared: dict[str, list[float]] = {}
+        self._shared: dict[str, float | None] = {}  # backend -> p95 of the merged window
         self._shared_at: float | None = None  # monotonic time of the last good read
         self._task: asyncio.Task[None] | None = None
         self._failing = False
@@ -83,7 +83,7 @@ class LatencyWindow:
             self._shared_at is not None and time.monotonic() - self._shared_at < 3 * self.refresh_s
         )
         if fresh and backend in self._shared:
-            return p95_of(self._shared[backend])
+            return self._shared[backend]
         return self.local_p95(backend)
 
     async def sync(self, *, read: bool = True) -> None:
@@ -99,7 +99,9 @@ class LatencyWindow:
             if read:
                 wanted = sorted(self._wanted)
                 shared = await self.state.latency_read(wanted, int(self.max_age_s * 1000))
-                self._shared, self._shared_at = shared, time.monotonic()
+                # p95 once per read, not on every routed request (it sorts the window)
+                self._shared = {b: p95_of(v) for b, v in shared.items()}
+                self._shared_at = time.monotonic()
             if self._failing:
                 log.warning("shared latency figures are back")
                 self._failing = False
