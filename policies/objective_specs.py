@@ -105,6 +105,3 @@ Objective = Annotated[
     CheapestAdequate | MinCostPerSuccess | MaxQualityWithin | Cascade,
     Field(discriminator="kind"),
 ]
-ObjectiveKind = Literal[
-    "cheapest_adequate", "min_cost_per_success", "max_quality_within", "cascade"
-]

@@ -10,7 +10,6 @@ which holds those attempts already, and replaying them would count them twice.
 Rate limits fall back to windows of this replica's own, at ``local_share`` of each limit (at
 least 1): a replica keeps admitting while Redis is down, within its share; what it admitted
 meanwhile is not replayed (a window is a minute long, it is over by the time Redis is back).
-Circuit breakers fall back to this replica's own. With ``on_failure: closed`` (the default)
 Circuit breakers fall back to this replica's own; the response cache misses (nothing is cached
 meanwhile). With ``on_failure: closed`` (the default)
 ``RedisState`` alone is used and a Redis outage is a 503 for budgeted requests.

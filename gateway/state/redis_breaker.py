@@ -14,12 +14,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from gateway.state.base import BreakerSettings
 from gateway.state.redis_part import Call, RedisPart
-
-T = TypeVar("T")
 
 # KEYS: fails, open, half_open, probe. ARGV: threshold, window_ms, cooldown_ms
 _BREAKER_FAIL = """

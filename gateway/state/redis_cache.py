@@ -16,11 +16,9 @@ compares them itself.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from gateway.state.redis_part import Call, RedisPart
-
-T = TypeVar("T")
 
 _PURGE = """
 local t = redis.call('TIME')

@@ -2,7 +2,7 @@
 the admin API, and each attempt's request tags (so tag budgets re-seed from the store).
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-30
 """
 

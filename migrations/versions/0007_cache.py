@@ -2,7 +2,7 @@
 the reused answer cost when it was made) — gateway.serve.cache, issue 13.
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 Create Date: 2026-11-30
 """
 
