@@ -33,7 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.routing_data import ReplayTable
-from policies import BackendFacts, PredictionFacts, RequestFacts, decide_sweep
+from bench.routing_replay import prediction
+from policies import BackendFacts, RequestFacts, decide_sweep
 from policies.cascade import cascade_step
 from policies.schema import Policy
 from predictors.routing_eval import aiq, cost_to_reach, hull
@@ -181,7 +182,7 @@ def run(
 
     for i in range(len(rows)):
         request = RequestFacts(est_prompt_tokens=int(table.prompt_tokens[rows[i]]))
-        pred = PredictionFacts(dict(zip(table.models, p[i].tolist(), strict=True)), "bench")
+        pred = prediction(table, p[i], None)
         decisions = decide_sweep(policies, "cascade", request, backends, pred, rule="bench")
         for k, d in enumerate(decisions):
             assert d.backend is not None

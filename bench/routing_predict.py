@@ -5,7 +5,9 @@ Predictors (all on the same prompt embeddings, the shipped embedder's):
 
 * ``ours``: the shipped recipe (``predictors.outcome_model.fit_outcome_model`` with the
   artifact's ``TrainConfig``: factor model + Platt + neighbour memory + per-profile isotonic
-  map, every calibration fitted on folds of the training rows); ``ours_oof`` holds its
+  map, every calibration fitted on folds of the training rows; the memory keeps the
+  training rows' answer lengths); ``ours_ratio`` its answer-length ratios of the held-out
+  rows (what the engine scales each backend's typical output by); ``ours_oof`` its
   out-of-fold probabilities of the training rows (what the cascade's verdict is fitted on);
 * ``kNN-10`` / ``kNN-40``: mean outcome of the k most cosine-similar training queries;
 * ``MLP``: scikit-learn's MLP (256 hidden units, early stopping), one output per model.
@@ -29,7 +31,7 @@ from predictors.local_cache import cache_root
 from predictors.outcome_model import TrainConfig, fit_outcome_model
 
 #: Bump when anything below changes what a cached file would hold.
-RECIPE = "4"  # 4: isotonic map with a prior toward the identity (issue 9)
+RECIPE = "5"  # 5: the memory's answer lengths (ours_ratio)
 ROUTERS = ("ours", "kNN-10", "kNN-40", "MLP")
 
 
@@ -95,12 +97,14 @@ def predictions(
             return {k: z[k] for k in z.files}
     itr, ite = split(table, seed)
     y = table.outcome
-    model = fit_outcome_model(x[itr], y[itr], table.models, cfg)
+    model = fit_outcome_model(x[itr], y[itr], table.models, cfg, table.output_tokens[itr])
     assert model.oof_proba is not None
+    proba, ratio = model.predict(x[ite])
     out = {
         "train": itr,
         "test": ite,
-        "ours": model.predict_proba(x[ite]),
+        "ours": proba,
+        "ours_ratio": ratio,
         "ours_oof": model.oof_proba,
         "kNN-10": knn(x[itr], y[itr], x[ite], 10),
         "kNN-40": knn(x[itr], y[itr], x[ite], 40),

@@ -8,8 +8,12 @@ objective, swept over its knob, is a list of ``policies.Policy`` and
 ``policies.decide_sweep`` (the engine behind ``decide``, which the gateway calls) chooses.
 The choice is scored with the recorded outcome and recorded cost of that model.
 
+The objectives get the predictor's answer-length ratios as the gateway passes them
+(``PredictionFacts.output_ratio``), so the engine's expected cost of a model follows the query.
 The baselines (kNN, MLP) route with the cost-penalised argmax ``P - lambda * cost`` over the
-same per-query expected costs (``policies.constraints.expected_cost``).
+engine's expected costs without them (``policies.constraints.expected_cost`` of each model's
+typical output: the published routers predict quality only); the benchmark also prints kNN
+with the ratios, to show how much of a difference is the length model.
 """
 
 from __future__ import annotations
@@ -55,14 +59,31 @@ def requests(table: ReplayTable, rows: np.ndarray) -> list[RequestFacts]:
 
 
 def expected_costs(
-    table: ReplayTable, backends: dict[str, BackendFacts], reqs: list[RequestFacts]
+    table: ReplayTable,
+    backends: dict[str, BackendFacts],
+    reqs: list[RequestFacts],
+    ratio: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(n, m) the engine's expected cost of each model for each request (USD, float)."""
+    """(n, m) the engine's expected cost of each model for each request (USD, float);
+    ``ratio`` (n, m): the predictor's answer-length ratios (NaN: none), else the backends'
+    typical outputs."""
     out = np.zeros((len(reqs), len(table.models)))
     for j, m in enumerate(table.models):
         for i, r in enumerate(reqs):
-            out[i, j] = float(expected_cost(backends[m], r) or 0)
+            q = None if ratio is None or np.isnan(ratio[i, j]) else float(ratio[i, j])
+            out[i, j] = float(expected_cost(backends[m], r, q) or 0)
     return out
+
+
+def prediction(table: ReplayTable, p: np.ndarray, ratio: np.ndarray | None) -> PredictionFacts:
+    """One held-out query's predictor output as the engine reads it (``p``, ``ratio``: its
+    rows)."""
+    ratios = {}
+    if ratio is not None:
+        ratios = {m: float(r) for m, r in zip(table.models, ratio.tolist(), strict=True) if r == r}
+    return PredictionFacts(
+        dict(zip(table.models, p.tolist(), strict=True)), "bench", output_ratio=ratios
+    )
 
 
 def _policy(models: list[str], objective: dict[str, Any]) -> Policy:
@@ -145,13 +166,15 @@ def replay(
     reqs: list[RequestFacts],
     p: np.ndarray,
     groups: list[Sweep],
+    ratio: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """``{sweep name: (knob values, n) chosen model index (-1: no backend)}``."""
+    """``{sweep name: (knob values, n) chosen model index (-1: no backend)}``; ``ratio``: the
+    predictor's answer-length ratios of the queries (n, m), as the gateway passes them."""
     col = {m: j for j, m in enumerate(table.models)}
     flat = [pol for g in groups for pol in g.policies]
     choices = np.full((len(flat), len(reqs)), -1, dtype=int)
     for i, r in enumerate(reqs):
-        pred = PredictionFacts(dict(zip(table.models, p[i].tolist(), strict=True)), "bench")
+        pred = prediction(table, p[i], ratio[i] if ratio is not None else None)
         for k, d in enumerate(decide_sweep(flat, "bench", r, backends, pred, rule="bench")):
             if d.backend is not None:
                 choices[k, i] = col[d.backend]

@@ -12,13 +12,24 @@ from policies.facts import BackendFacts, RequestFacts
 from policies.schema import Policy
 
 
-def expected_output_tokens(backend: BackendFacts, request: RequestFacts) -> int:
-    """``max_tokens`` when the request sets it (an upper bound), else the backend's typical."""
-    return request.max_tokens if request.max_tokens is not None else backend.typical_output_tokens
+def expected_output_tokens(
+    backend: BackendFacts, request: RequestFacts, ratio: float | None = None
+) -> int:
+    """``max_tokens`` when the request sets it (an upper bound), else the backend's typical
+    answer length, scaled by ``ratio`` (the predictor's ``output_ratio`` of the backend's
+    profile for this request; at least one token) when there is one."""
+    if request.max_tokens is not None:
+        return request.max_tokens
+    if ratio is None:
+        return backend.typical_output_tokens
+    return max(1, round(backend.typical_output_tokens * ratio))
 
 
-def expected_cost(backend: BackendFacts, request: RequestFacts) -> Decimal | None:
-    """USD for one attempt: prompt tokens * input price + output tokens * output price.
+def expected_cost(
+    backend: BackendFacts, request: RequestFacts, ratio: float | None = None
+) -> Decimal | None:
+    """USD for one attempt: prompt tokens * input price + output tokens * output price
+    (:func:`expected_output_tokens`).
 
     ``None`` when the backend is unpriced (either price unknown): unknown, never free.
     """
@@ -26,7 +37,7 @@ def expected_cost(backend: BackendFacts, request: RequestFacts) -> Decimal | Non
         return None
     return (
         Decimal(request.est_prompt_tokens) * backend.input_cost_per_token
-        + Decimal(expected_output_tokens(backend, request)) * backend.output_cost_per_token
+        + Decimal(expected_output_tokens(backend, request, ratio)) * backend.output_cost_per_token
     )
 
 

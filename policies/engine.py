@@ -135,10 +135,11 @@ def decide_sweep(
     cands: list[_Cand] = []
     for idx, name in enumerate(base.candidates):
         backend = backends.get(name)
-        cost = expected_cost(backend, request) if backend is not None else None
-        p = None
+        p = ratio = None
         if backend is not None and prediction is not None:
             p = prediction.p_success.get(backend.profile)
+            ratio = prediction.output_ratio.get(backend.profile)
+        cost = expected_cost(backend, request, ratio) if backend is not None else None
         cands.append(_Cand(idx, name, cost, p, removal(base, request, name, backend, cost)))
     eligible = [c for c in cands if c.removed is None]
     dominated = dominated_by(eligible)

@@ -97,9 +97,17 @@ class PredictionFacts:
     p_success: Mapping[str, float]
     predictor_version: str
     complexity: float | None = None
+    #: Per predictor profile, this request's expected answer length over the profile's
+    #: typical one (the predictor's neighbours' answers; 2.0 = twice as long). A backend's
+    #: expected cost scales its ``typical_output_tokens`` by it; profiles left out: 1.0.
+    output_ratio: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for key, p in self.p_success.items():
             if not 0.0 <= p <= 1.0:  # also rejects NaN
                 raise ValueError(f"p_success[{key!r}] = {p!r} is not a probability")
+        for key, r in self.output_ratio.items():
+            if not 0.0 < r < float("inf"):  # also rejects NaN
+                raise ValueError(f"output_ratio[{key!r}] = {r!r} is not a positive ratio")
         object.__setattr__(self, "p_success", MappingProxyType(dict(self.p_success)))
+        object.__setattr__(self, "output_ratio", MappingProxyType(dict(self.output_ratio)))

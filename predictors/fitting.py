@@ -70,6 +70,9 @@ def fine_tune(
         new_x = np.clip(np.round(x[keep] * 127.0), -127, 127).astype(np.int8)
         arrays["knn_x"] = np.concatenate([arrays["knn_x"], new_x])
         arrays["knn_y"] = np.concatenate([arrays["knn_y"], y_all[keep].astype(np.float16)])
+        if "knn_len" in arrays:  # a gateway's labels carry no answer lengths
+            unknown = np.full((int(keep.sum()), arrays["knn_len"].shape[1]), np.nan, np.float16)
+            arrays["knn_len"] = np.concatenate([arrays["knn_len"], unknown])
         model = OutcomeModel(list(model.profiles), arrays)
     return PredictorCls(model, base.meta, base._embedder), learned
 
@@ -89,7 +92,7 @@ def refit_with_shared_data(
     from predictors.datasets import read_dataset
     from predictors.outcome_model import OutcomeModel, TrainConfig, fit_outcome_model
     from predictors.service import Predictor as PredictorCls
-    from predictors.training import join_tables
+    from predictors.training import answer_lengths, join_tables
 
     counts = label_counts(labels)
     learned = sorted(p for p, n in counts.items() if n >= min_labels and p not in base.profiles)
@@ -106,7 +109,9 @@ def refit_with_shared_data(
     x_all = np.concatenate([x_shared, x_new]).astype(np.float32)
     y_all = np.concatenate([np.concatenate([y_shared, pad], axis=1), y_new[keep]])
     cfg = TrainConfig(**{**base.meta["model"]["train_config"], "seed": seed})
-    model: OutcomeModel = fit_outcome_model(x_all, y_all, profiles, cfg)
+    lengths = np.concatenate([answer_lengths(tables, data_dir), pad], axis=1)
+    lengths = np.concatenate([lengths, np.full((int(keep.sum()), len(profiles)), np.nan)])
+    model: OutcomeModel = fit_outcome_model(x_all, y_all, profiles, cfg, lengths)
     return PredictorCls(model, base.meta, base._embedder), learned
 
 
@@ -148,7 +153,7 @@ def holdout_predictor(
     from predictors.datasets import read_dataset, split_ids
     from predictors.outcome_model import TrainConfig, fit_outcome_model
     from predictors.service import Predictor as PredictorCls
-    from predictors.training import join_tables
+    from predictors.training import answer_lengths, join_tables
 
     meta = predictor.meta
     seed = recorded_split_seed(meta)
@@ -166,6 +171,7 @@ def holdout_predictor(
     train, test = split_ids(keys, seed)
     index = {k: i for i, k in enumerate(keys)}
     rows = [index[k] for k in train]
-    model = fit_outcome_model(x[rows], y[rows], profiles, TrainConfig(**train_config))
+    lengths = answer_lengths(tables, data_dir)[rows]
+    model = fit_outcome_model(x[rows], y[rows], profiles, TrainConfig(**train_config), lengths)
     refit_meta = {**meta, "version": f"{predictor.version}-holdout{seed}"}
     return Holdout(PredictorCls(model, refit_meta), frozenset(test), seed, len(rows))

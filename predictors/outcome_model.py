@@ -12,10 +12,16 @@ new backend's profile is fitted from a few hundred outcomes by learning only ``(
 outcomes; a query's P(success) is averaged with the mean outcome of its ``knn_k`` most
 cosine-similar training queries (measured: +0.002-0.004 AIQ over the factor model alone, and
 it is what lets the router beat an MLP on MMLU-Pro). Profiles with no memory labels (fitted
-or aliased later) use the factor part alone. Last, a per-profile isotonic map fitted on the
-out-of-fold blend (``calib_map``) makes the blended probability itself calibrated: the
-memory's mean of 40 labels is noisy, and a noisy P(success) compared against a threshold
-picks the profiles whose noise is high. Training uses torch; inference is numpy.
+or aliased later) use the factor part alone. The same neighbours also say how long an answer
+will be: when the model is fitted with answer lengths, the memory keeps each training query's
+output tokens per profile (``knn_len``) and :meth:`OutcomeModel.predict` returns, per profile,
+the neighbours' mean length over the profile's mean (``len_mean``): 1.0 = a typical answer,
+3.0 = three times as long (code rather than a letter), bounded by :data:`RATIO_BOUND`. The
+policy engine scales a backend's typical output by it, so a request's expected cost follows
+what it asks for. Last, a per-profile isotonic map fitted on the out-of-fold blend
+(``calib_map``) makes the blended probability itself calibrated: the memory's mean of 40
+labels is noisy, and a noisy P(success) compared against a threshold picks the profiles whose
+noise is high. Training uses torch; inference is numpy.
 """
 
 from __future__ import annotations
@@ -34,6 +40,11 @@ from predictors.calibration import (
     fit_platt,
     sigmoid,
 )
+
+#: The answer-length ratio is kept within [1/RATIO_BOUND, RATIO_BOUND]: the memory holds
+#: benchmark answers (one letter, or a page of code), and a chat prompt whose neighbours are
+#: multiple-choice questions must not look 50 times cheaper than a typical answer.
+RATIO_BOUND = 4.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,9 @@ class OutcomeModel:
     _labels: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
     _labelled: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
     _similarity: Any = field(default=None, init=False, repr=False, compare=False)
+    _lengths: tuple[np.ndarray, np.ndarray] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def features(self, x: np.ndarray) -> np.ndarray:
         """The query "difficulty" vectors h(x), shape (n, rank)."""
@@ -82,17 +96,27 @@ class OutcomeModel:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Calibrated P(success), shape (n, n_profiles)."""
+        return self.predict(x, lengths=False)[0]
+
+    def predict(self, x: np.ndarray, lengths: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated P(success) and the answer-length ratio (see the module docstring), both
+        (n, n_profiles); the ratio is NaN where the memory knows no length (or ``lengths`` is
+        False). One neighbour search serves both."""
         x = np.asarray(x, dtype=np.float32)
         z = self.raw_logits(x)
         p = sigmoid(z * self.arrays["platt_scale"] + self.arrays["platt_bias"])
+        ratio = np.full(p.shape, np.nan, dtype=np.float32)
         if "knn_x" in self.arrays:
-            p = _blend(p, self.memory_proba(x), float(self.arrays["knn_params"][1]))
+            nn = self.neighbours(x)
+            p = _blend(p, self.memory_proba(x, nn), float(self.arrays["knn_params"][1]))
+            if lengths and "knn_len" in self.arrays:
+                ratio = self.length_ratio(x, nn)
         if "calib_map" in self.arrays:
             p = apply_calibration_map(p, self.arrays["calib_map"])
-        return np.asarray(p)
+        return np.asarray(p), ratio
 
-    def memory_proba(self, x: np.ndarray) -> np.ndarray:
-        """Mean outcome of the ``k`` most similar training queries (NaN: no labelled one)."""
+    def neighbours(self, x: np.ndarray) -> np.ndarray:
+        """Row indices of the memory's ``k`` queries most similar to each of ``x``."""
         if self._memory is None:  # int8 -> float32 once, not per call
             self._memory = self.arrays["knn_x"].astype(np.float32) / 127.0
             labels = self.arrays["knn_y"].astype(np.float32)
@@ -100,13 +124,26 @@ class OutcomeModel:
             self._labels = np.nan_to_num(labels, nan=0.0)
             self._similarity = _similarity(self._memory)
         k = min(int(self.arrays["knn_params"][0]), self._memory.shape[0])
-        nn = _top_k(self._similarity(np.asarray(x, dtype=np.float32)), k)
+        return _top_k(self._similarity(np.asarray(x, dtype=np.float32)), k)
+
+    def memory_proba(self, x: np.ndarray, nn: np.ndarray | None = None) -> np.ndarray:
+        """Mean outcome of the ``k`` most similar training queries (NaN: no labelled one)."""
+        nn = self.neighbours(x) if nn is None else nn
         assert self._labels is not None and self._labelled is not None
-        total = self._labels[nn].sum(axis=1)  # (n, profiles)
-        count = self._labelled[nn].sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):  # 0/0: no labelled neighbour
-            mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-        return np.asarray(mean, dtype=np.float32)
+        return _nan_mean(self._labels[nn], self._labelled[nn])
+
+    def length_ratio(self, x: np.ndarray, nn: np.ndarray | None = None) -> np.ndarray:
+        """Per profile, the ``k`` most similar training queries' mean answer length over the
+        profile's mean answer length (NaN: no neighbour with a recorded length)."""
+        nn = self.neighbours(x) if nn is None else nn
+        if self._lengths is None:
+            raw = self.arrays["knn_len"].astype(np.float32)
+            self._lengths = (np.nan_to_num(raw, nan=0.0), ~np.isnan(raw))
+        values, known = self._lengths
+        mean = _nan_mean(values[nn], known[nn])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.clip(mean / self.arrays["len_mean"], 1 / RATIO_BOUND, RATIO_BOUND)
+        return np.asarray(np.where(np.isfinite(ratio), ratio, np.nan), dtype=np.float32)
 
     def with_profile(
         self, name: str, a: float, u: np.ndarray, scale: float = 1.0, bias: float = 0.0
@@ -126,16 +163,42 @@ class OutcomeModel:
             i = profiles.index(name)
             for k, v in row.items():
                 arrays[k][i] = v
-            if "knn_y" in arrays:  # the memory's labels were for the old backend
-                arrays["knn_y"][:, i] = np.nan
+            for key in ("knn_y", "knn_len"):  # the memory's labels were for the old backend
+                if key in arrays:
+                    arrays[key][:, i] = np.nan
+            if "len_mean" in arrays:
+                arrays["len_mean"][i] = np.nan
         else:
             profiles.append(name)
             for k, v in row.items():
                 arrays[k] = np.concatenate([arrays[k], np.asarray(v)[None, ...]], axis=0)
-            if "knn_y" in arrays:
-                col = np.full((arrays["knn_y"].shape[0], 1), np.nan, dtype=arrays["knn_y"].dtype)
-                arrays["knn_y"] = np.concatenate([arrays["knn_y"], col], axis=1)
+            for key in ("knn_y", "knn_len"):
+                if key in arrays:
+                    col = np.full((arrays[key].shape[0], 1), np.nan, dtype=arrays[key].dtype)
+                    arrays[key] = np.concatenate([arrays[key], col], axis=1)
+            if "len_mean" in arrays:
+                arrays["len_mean"] = np.append(arrays["len_mean"], np.float32(np.nan))
         return OutcomeModel(profiles, arrays)
+
+
+def _nan_mean(values: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Mean over axis 1 of ``values`` where ``known`` (n, k, profiles) -> (n, profiles); NaN
+    where nothing is known."""
+    total = values.sum(axis=1)
+    count = known.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):  # 0/0: no labelled neighbour
+        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return np.asarray(mean, dtype=np.float32)
+
+
+def length_arrays(lengths: np.ndarray) -> dict[str, np.ndarray]:
+    """The memory's answer lengths (output tokens, NaN unknown; float16, capped at 60,000)
+    and each profile's mean (NaN: none known)."""
+    values = np.minimum(np.asarray(lengths, dtype=np.float32), 60000.0)
+    known = ~np.isnan(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(known.any(axis=0), np.nansum(values, axis=0) / known.sum(axis=0), np.nan)
+    return {"knn_len": values.astype(np.float16), "len_mean": mean.astype(np.float32)}
 
 
 def _blend(p: np.ndarray, memory: np.ndarray, w: float) -> np.ndarray:
@@ -287,9 +350,15 @@ def _train_torch(x: np.ndarray, y: np.ndarray, cfg: TrainConfig) -> dict[str, np
 
 
 def fit_outcome_model(
-    x: np.ndarray, y: np.ndarray, profiles: Sequence[str], cfg: TrainConfig | None = None
+    x: np.ndarray,
+    y: np.ndarray,
+    profiles: Sequence[str],
+    cfg: TrainConfig | None = None,
+    lengths: np.ndarray | None = None,
 ) -> OutcomeModel:
-    """Fit on embeddings ``x`` (n, d) and outcomes ``y`` (n, m; NaN = no record).
+    """Fit on embeddings ``x`` (n, d) and outcomes ``y`` (n, m; NaN = no record);
+    ``lengths`` (n, m): the recorded answers' output tokens (NaN = none), kept in the memory
+    for :meth:`OutcomeModel.predict`'s length ratio.
 
     Out of fold (``cfg.calibration_folds`` folds of the given rows, nothing else): the Platt
     maps are fitted on the factor model's logits; then, with ``final_calibration="isotonic"``,
@@ -335,6 +404,8 @@ def fit_outcome_model(
         arrays["knn_x"] = _quantize(x)
         arrays["knn_y"] = y.astype(np.float16)
         arrays["knn_params"] = np.array([cfg.knn_k, cfg.knn_weight], dtype=np.float32)
+        if lengths is not None:
+            arrays.update(length_arrays(lengths))
     return OutcomeModel(list(profiles), arrays, oof_proba=oof_p)
 
 

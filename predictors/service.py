@@ -77,6 +77,14 @@ class Prediction:
     # the query's vector (in the artifact's embedder space): logged with the request so the
     # predictor can later be trained on the request's outcome (``train --from-store``)
     embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
+    #: Per profile, the expected answer length over the profile's typical one (1.0: typical;
+    #: only profiles whose recorded answers the memory knows)
+    output_ratio: Mapping[str, float] = field(default_factory=dict)
+
+
+def output_ratios(profiles: Sequence[str], row: np.ndarray) -> dict[str, float]:
+    """``{profile: ratio}`` of one query's length ratios, the unknown (NaN) ones left out."""
+    return {p: float(r) for p, r in zip(profiles, row.tolist(), strict=True) if r == r}
 
 
 class Predictor:
@@ -119,15 +127,18 @@ class Predictor:
         return Predictor(self.model, self.meta, self._embedder, {**self.aliases, backend: profile})
 
     def predict_embeddings(self, x: np.ndarray) -> list[Prediction]:
-        probs = self.model.predict_proba(x)
+        probs, ratios = self.model.predict(x)
         complexity = (1.0 - probs[:, self._trained_idx].mean(axis=1)).tolist()
         names = self.model.profiles
         out = []
         for i, (row, c) in enumerate(zip(probs.tolist(), complexity, strict=True)):
             ps = dict(zip(names, row, strict=True))
+            rs = output_ratios(names, ratios[i])
             for alias, target in self.aliases.items():
                 ps[alias] = ps[target]
-            out.append(Prediction(c, MappingProxyType(ps), x[i]))
+                if target in rs:
+                    rs[alias] = rs[target]
+            out.append(Prediction(c, MappingProxyType(ps), x[i], MappingProxyType(rs)))
         return out
 
     def predict_batch(self, prompts: Sequence[str]) -> list[Prediction]:

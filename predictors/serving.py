@@ -91,6 +91,8 @@ class Reply:
     embeddings: np.ndarray  # (len(ids), embed_dim) float32
     failed: dict[int, str]  # id -> "expired" | "error: ..."
     sent: float = 0.0  # time.monotonic() when the worker answered (set when encoded)
+    #: (len(ids), n_profiles) float32 answer-length ratios (NaN: unknown); None: none at all
+    ratios: np.ndarray | None = None
 
 
 def encode_reply(reply: Reply) -> bytes:
@@ -101,12 +103,13 @@ def encode_reply(reply: Reply) -> bytes:
             "shape": list(reply.probs.shape),
             "dim": int(reply.embeddings.shape[1]) if reply.embeddings.ndim == 2 else 0,
             "sent": reply.sent or time.monotonic(),
+            "ratios": reply.ratios is not None,
         }
     ).encode()
-    arrays = b"".join(
-        np.ascontiguousarray(a, dtype=np.float32).tobytes()
-        for a in (reply.probs, reply.complexity, reply.embeddings)
-    )
+    parts = (reply.probs, reply.complexity, reply.embeddings)
+    if reply.ratios is not None:
+        parts += (reply.ratios,)
+    arrays = b"".join(np.ascontiguousarray(a, dtype=np.float32).tobytes() for a in parts)
     return frame(HEADER.pack(len(head)) + head + arrays)
 
 
@@ -118,11 +121,12 @@ def decode_reply(body: bytes) -> Reply:
     data = np.frombuffer(body, dtype=np.float32, offset=HEADER.size + n)
     probs = data[: rows * cols].reshape(rows, cols)
     complexity = data[rows * cols : rows * cols + rows]
-    embeddings = data[rows * cols + rows : rows * cols + rows + rows * dim].reshape(rows, dim)
+    end = rows * cols + rows + rows * dim
+    embeddings = data[rows * cols + rows : end].reshape(rows, dim)
+    ratios = data[end : end + rows * cols].reshape(rows, cols) if head.get("ratios") else None
     failed = {int(k): str(v) for k, v in head["failed"].items()}
-    return Reply(
-        list(head["ids"]), probs, complexity, embeddings, failed, float(head.get("sent", 0.0))
-    )
+    sent = float(head.get("sent", 0.0))
+    return Reply(list(head["ids"]), probs, complexity, embeddings, failed, sent, ratios)
 
 
 class ChunkCost:
@@ -309,6 +313,10 @@ class Worker:
             [[p.p_success[name] for name in self.profiles] for p in preds], dtype=np.float32
         )
         complexity = np.array([p.complexity for p in preds], dtype=np.float32)
+        ratios = np.array(
+            [[p.output_ratio.get(name, np.nan) for name in self.profiles] for p in preds],
+            dtype=np.float32,
+        )
         emb = np.stack(
             [
                 np.asarray(p.embedding, np.float32)
@@ -318,7 +326,9 @@ class Worker:
             ]
         )
         idx = [row[it.text] for it in live]
-        return Reply([it.id for it in live], probs[idx], complexity[idx], emb[idx], failed)
+        return Reply(
+            [it.id for it in live], probs[idx], complexity[idx], emb[idx], failed, 0.0, ratios[idx]
+        )
 
     def _score_chunk(
         self, items: Sequence[_Item], failed: dict[int, str]

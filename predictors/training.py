@@ -55,6 +55,25 @@ def join_tables(tables: Sequence[OutcomeTable]) -> tuple[list[str], list[str], n
     return keys, prompts, np.concatenate(blocks, axis=0) if blocks else np.zeros((0, 0))
 
 
+def answer_lengths(
+    tables: Sequence[OutcomeTable], data_dir: str | Path | None = None
+) -> np.ndarray:
+    """Output tokens (``ceil(chars / 4)``, the datasets' convention) of each recorded answer,
+    rows and columns as :func:`join_tables` stacks them; NaN where a dataset records no
+    answer text (AlpacaEval) or a model did not answer."""
+    blocks = []
+    total = sum(len(t.models) for t in tables)
+    start = 0
+    for t in tables:
+        block = np.full((len(t), total), np.nan, dtype=np.float32)
+        answers = read_answers(t.name, t.ids, t.models, data_dir)
+        if answers is not None:
+            block[:, start : start + len(t.models)] = np.ceil(answers.chars / 4.0)
+        start += len(t.models)
+        blocks.append(block)
+    return np.concatenate(blocks, axis=0) if blocks else np.zeros((0, 0), dtype=np.float32)
+
+
 def calibration_report(y: np.ndarray, p: np.ndarray, profiles: Sequence[str]) -> dict[str, Any]:
     """Brier, log loss, ECE, AUC overall and per profile, plus a 10-bin reliability table."""
     per = {}
@@ -119,7 +138,7 @@ def train(
     embedder = embedder or Embedder(EmbedderConfig())
     x = embed_cached(embedder, prompts)
     report = holdout_report(x, y, keys, profiles, cfg)
-    model = fit_outcome_model(x, y, profiles, cfg)
+    model = fit_outcome_model(x, y, profiles, cfg, answer_lengths(tables, data_dir))
     assert model.oof_proba is not None
     verdict, verdict_meta = fit_cascade_verdict(tables, model.oof_proba, profiles, data_dir)
     profile_info = {}
@@ -148,7 +167,9 @@ def train(
             "family": "IRT-style factor model: logit = a_profile + u_profile . h(x), "
             "per-profile Platt calibration on out-of-fold logits; blended with the mean "
             "outcome of the knn_k most cosine-similar training queries (int8 memory); "
-            "per-profile isotonic map of the out-of-fold blend (calib_map)",
+            "per-profile isotonic map of the out-of-fold blend (calib_map); the memory's "
+            "recorded answer lengths (knn_len, len_mean) give each query's expected answer "
+            "length relative to the profile's mean",
             "train_config": asdict(cfg),
         },
         "complexity": "1 - mean P(success) over the trained profiles",

@@ -8,10 +8,10 @@ set (or they are local), circuits are closed, p95 latency is unknown, and prompt
 from __future__ import annotations
 
 from gateway.analytics.facts import backend_facts, credentials_ok, estimate_tokens
-from gateway.analytics.predictions import config_predictor
+from gateway.analytics.predictions import config_predictor, prediction_facts
 from gateway.analytics.prices import resolve_prices
 from gateway.config import Config
-from policies import Decision, PredictionFacts, RequestFacts, decide, select
+from policies import Decision, RequestFacts, decide, select
 
 
 def explain_route(
@@ -42,11 +42,7 @@ def explain_route(
     predictor = config_predictor(cfg)
     if predictor is not None:
         (p,) = predictor.predict_batch([prompt])
-        prediction = PredictionFacts(
-            p_success=dict(p.p_success),
-            predictor_version=predictor.version,
-            complexity=float(p.complexity),
-        )
+        prediction = prediction_facts(p, predictor.version)
     facts = backend_facts(
         cfg, resolve_prices(cfg), healthy={b.name: credentials_ok(b) for b in cfg.backends}
     )

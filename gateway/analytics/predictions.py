@@ -14,7 +14,7 @@ from policies import PredictionFacts
 if TYPE_CHECKING:
     import numpy as np
 
-    from predictors.service import Predictor
+    from predictors.service import Prediction, Predictor
 
 
 def predict_prompts(
@@ -28,14 +28,17 @@ def predict_prompts(
 
 def predict_vectors(predictor: Predictor, x: np.ndarray) -> list[PredictionFacts]:
     """The policy engine's view of the predictor's output for query vectors ``x``."""
-    return [
-        PredictionFacts(
-            p_success=dict(p.p_success),
-            predictor_version=predictor.version,
-            complexity=float(p.complexity),
-        )
-        for p in predictor.predict_embeddings(x)
-    ]
+    return [prediction_facts(p, predictor.version) for p in predictor.predict_embeddings(x)]
+
+
+def prediction_facts(p: Prediction, version: str) -> PredictionFacts:
+    """One prediction as the policy engine reads it."""
+    return PredictionFacts(
+        p_success=dict(p.p_success),
+        predictor_version=version,
+        complexity=float(p.complexity),
+        output_ratio=dict(p.output_ratio),
+    )
 
 
 def config_predictor(cfg: Config) -> Predictor | None:

@@ -43,7 +43,12 @@ from gateway.serve.predictor_outcome import (
 )
 from gateway.settings import cache_root_from_env
 from predictors.embedding import clip_text
-from predictors.service import AnyEmbedderConfig, Prediction, embedder_config_from_dict
+from predictors.service import (
+    AnyEmbedderConfig,
+    Prediction,
+    embedder_config_from_dict,
+    output_ratios,
+)
 from predictors.serving import HEADER, decode_reply, encode_request
 
 log = logging.getLogger("tollgate.predictor")
@@ -255,7 +260,8 @@ class PredictorClient:
                         continue
                     ps = MappingProxyType(dict(zip(order, reply.probs[i].tolist(), strict=True)))
                     emb = reply.embeddings[i].copy() if reply.embeddings.shape[1] else None
-                    pred = Prediction(float(reply.complexity[i]), ps, emb)
+                    rs = output_ratios(order, reply.ratios[i]) if reply.ratios is not None else {}
+                    pred = Prediction(float(reply.complexity[i]), ps, emb, MappingProxyType(rs))
                     fut.set_result((pred, reply.sent))
                 for item_id, why in reply.failed.items():
                     fut = worker.pending.pop(item_id, None)

@@ -161,11 +161,14 @@ class Router:
             p_success=dict(result.p_success),
             predictor_version=predictor.version,
             complexity=float(result.complexity),
+            output_ratio=dict(getattr(result, "output_ratio", None) or {}),
         )
         logged: dict[str, Any] = {
             "complexity": facts.complexity,
             "p_success": dict(facts.p_success),
         }
+        if facts.output_ratio:
+            logged["output_ratio"] = {k: round(v, 4) for k, v in facts.output_ratio.items()}
         vector = getattr(result, "embedding", None)
         if vector is not None and self.config.predictor.record_embeddings:
             # the query's vector (not its text) so `predictor train --from-store` can learn

@@ -238,6 +238,7 @@ async def test_shipped_artifact_in_a_worker_matches_the_in_process_predictor(
         assert s.prediction.complexity == pytest.approx(ref.complexity, abs=1e-6)
         for name, p in ref.p_success.items():
             assert s.prediction.p_success[name] == pytest.approx(p, abs=1e-6)
+        assert s.prediction.output_ratio == pytest.approx(dict(ref.output_ratio), abs=1e-6)
         assert s.prediction.embedding is not None and ref.embedding is not None
         np.testing.assert_allclose(s.prediction.embedding, ref.embedding, atol=1e-6)
 
@@ -256,3 +257,4 @@ async def test_static_predictor_in_the_gateway_process() -> None:
     assert r.status == "ok" and r.prediction is not None and again.cached
     assert client.version == load_artifact().version
     assert r.prediction.p_success == pytest.approx(dict(ref.p_success), abs=1e-6)
+    assert r.prediction.output_ratio == pytest.approx(dict(ref.output_ratio), abs=1e-6)

@@ -216,6 +216,35 @@ def test_tenant_rules_and_shadow_policy(tmp_path: Path, sqlite_url: str) -> None
         assert stored["prediction"]["p_success"]["frontier"] == 0.95
 
 
+def test_predicted_answer_length_moves_a_cost_aware_choice(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    # $0.04 per success: frontier's +0.15 P(success) is not worth its typical 256-token
+    # answer (+$0.0072), but is worth it when the predictor expects a quarter of that
+    pols = {"d": policy({"kind": "min_cost_per_success", "success_value_usd": "0.04"})}
+    cfg = settings_for(portfolio(tmp_path, pols), sqlite_url)
+    with app_client(cfg, predictor=FakePredictor(P)) as (client, _):
+        assert served(client, create_key(client)).headers["x-tollgate-backend"] == "mini"
+    short = FakePredictor(P, output_ratio={"frontier": 0.25})
+    with app_client(cfg, predictor=short) as (client, _):
+        key = create_key(client)
+        resp = served(client, key)
+        assert resp.headers["x-tollgate-backend"] == "frontier"
+        # the client's max_tokens bounds the answer: the ratio no longer applies
+        assert served(client, key, max_tokens=256).headers["x-tollgate-backend"] == "mini"
+        rid = resp.headers["x-tollgate-request-id"]
+        client.get(f"/v1/requests/{rid}", headers={"authorization": f"Bearer {key}"})
+    import json
+    import sqlite3
+
+    con = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+    (decision,) = con.execute("select decision from requests where request_id=?", (rid,)).fetchone()
+    stored = json.loads(decision)
+    assert stored["prediction"]["output_ratio"] == {"frontier": 0.25}
+    rows = {c["name"]: c for c in stored["candidates"]}
+    assert float(rows["frontier"]["expected_cost_usd"]) < 0.25 * 256 * 0.00003 + 0.001
+
+
 def test_escalation_on_validator_rejection_counts_in_task_cost(
     tmp_path: Path, sqlite_url: str
 ) -> None:

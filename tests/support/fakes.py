@@ -193,15 +193,23 @@ class FakeCaller:
 class FakePrediction:
     complexity: float
     p_success: dict[str, float]
+    output_ratio: dict[str, float] = field(default_factory=dict)
 
 
 class FakePredictor:
-    """A predictor double: fixed P(success) per profile, optionally slow (to hit the timeout)."""
+    """A predictor double: fixed P(success) (and answer-length ratios) per profile, optionally
+    slow (to hit the timeout)."""
 
     version = "fake-predictor-1"
 
-    def __init__(self, p_success: dict[str, float], delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        p_success: dict[str, float],
+        delay_s: float = 0.0,
+        output_ratio: dict[str, float] | None = None,
+    ) -> None:
         self.p_success = p_success
+        self.output_ratio = dict(output_ratio or {})
         self.delay_s = delay_s
         self.prompts: list[str] = []
 
@@ -210,4 +218,4 @@ class FakePredictor:
         if self.delay_s > timeout_s:
             await asyncio.sleep(timeout_s)
             return None
-        return FakePrediction(0.5, dict(self.p_success))
+        return FakePrediction(0.5, dict(self.p_success), dict(self.output_ratio))

@@ -77,6 +77,26 @@ def test_expected_cost_uses_max_tokens_else_typical_output() -> None:
     assert d.row("mini").expected_cost_usd == D("0.01256")
 
 
+def test_expected_cost_follows_the_predicted_answer_length() -> None:
+    req = replace(REQ, max_tokens=None)
+    pred = replace(PRED, output_ratio={"mini": 3.0, "big": 0.5})
+    d = run(policy(), req=req, pred=pred)
+    assert d.row("mini").expected_cost_usd == D("0.01768")  # 1000 + 768 tokens
+    assert d.row("big").expected_cost_usd == D("0.1128")  # 1000 + 128 tokens, at 0.0001
+    assert d.row("local").expected_cost_usd == D("0.001256")  # no ratio: the typical 256
+    # the client's max_tokens still bounds the answer, whatever the predictor expects
+    assert run(policy(), pred=pred).row("mini").expected_cost_usd == D("0.02000")
+    # a ratio moves a cost-aware choice: at $1 per success big's extra 0.10 P(success) is
+    # not worth its typical $0.113 more, but is when its answer will be a quarter as long
+    cost_aware = policy(objective={"kind": "min_cost_per_success", "success_value_usd": "1"})
+    assert run(cost_aware, req=req).backend == "mini"
+    short_big = replace(PRED, output_ratio={"big": 0.25})
+    assert run(cost_aware, req=req, pred=short_big).backend == "big"
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="output_ratio"):
+            PredictionFacts({"mini": 0.5}, "p-1", output_ratio={"mini": bad})
+
+
 # --------------------------------------------------------------------------- constraints
 
 

@@ -16,7 +16,7 @@ from predictors.artifact import (
     read_artifact,
     write_artifact,
 )
-from predictors.outcome_model import OutcomeModel, TrainConfig, fit_outcome_model
+from predictors.outcome_model import RATIO_BOUND, OutcomeModel, TrainConfig, fit_outcome_model
 from predictors.service import load_artifact
 
 META = {"name": "t", "profiles": ["a", "b"], "embedder": {"max_tokens": 64}}
@@ -112,3 +112,45 @@ def test_memory_blend_uses_nearest_neighbours() -> None:
     assert model.memory_proba(np.eye(4, dtype=np.float32)[[0]])[0, 0] == pytest.approx(1.0)
     # neighbours of e1: three e1 rows, one unlabelled -> mean of the two labelled
     assert model.predict_proba(np.eye(4, dtype=np.float32)[[1]])[0, 0] == pytest.approx(0.0)
+
+
+def test_memory_predicts_answer_length_relative_to_the_profile_mean() -> None:
+    # two kinds of query: e0 answered with one token, e1 with 100 (NaN: not recorded)
+    x = np.eye(4, dtype=np.float32)[[0, 0, 0, 1, 1, 1]]
+    y = np.array([[1.0, 1.0]] * 6, dtype=np.float32)
+    lengths = np.array(
+        [[1, np.nan], [1, np.nan], [1, np.nan], [100, np.nan], [100, np.nan], [np.nan, np.nan]],
+        dtype=np.float32,
+    )
+    cfg = TrainConfig(rank=1, steps=1, calibration_folds=0, knn_k=3, knn_weight=1.0)
+    model = fit_outcome_model(x, y, ["m", "silent"], cfg, lengths)
+    mean = (3 * 1 + 2 * 100) / 5
+    np.testing.assert_allclose(model.arrays["len_mean"][0], mean)
+    assert np.isnan(model.arrays["len_mean"][1])
+    p, ratio = model.predict(np.eye(4, dtype=np.float32)[[0, 1]])
+    np.testing.assert_allclose(p, model.predict_proba(np.eye(4, dtype=np.float32)[[0, 1]]))
+    # bounded: one token against a mean of 40.6 is 1/40.6, kept at 1 / RATIO_BOUND
+    assert ratio[0, 0] == pytest.approx(1 / RATIO_BOUND)
+    assert ratio[1, 0] == pytest.approx(min(100 / mean, RATIO_BOUND))
+    assert np.isnan(ratio[:, 1]).all()  # no recorded answers: no ratio, never a guess
+    # a profile added or replaced later knows no lengths
+    grown = model.with_profile("new", a=0.0, u=np.zeros(1, np.float32))
+    assert grown.arrays["knn_len"].shape == (6, 3)
+    assert np.isnan(grown.predict(np.eye(4, dtype=np.float32)[[1]])[1][0, 2])
+    replaced = model.with_profile("m", a=0.0, u=np.zeros(1, np.float32))
+    assert np.isnan(replaced.predict(np.eye(4, dtype=np.float32)[[1]])[1][0, 0])
+
+
+def test_shipped_artifact_predicts_longer_answers_for_code_than_for_a_letter() -> None:
+    predictor = load_artifact()
+    code, letter = predictor.predict_batch(
+        [
+            "Write a python function to return the n-th Fibonacci number. Your code should "
+            "pass these tests: assert fib(10) == 55",
+            "Question: Which gas do plants absorb? A) oxygen B) carbon dioxide C) nitrogen "
+            "D) helium. Answer with the letter.",
+        ]
+    )
+    gpt4 = "gpt-4-1106-preview"
+    assert code.output_ratio[gpt4] > 2 * letter.output_ratio[gpt4]
+    assert all(1 / RATIO_BOUND <= r <= RATIO_BOUND for r in code.output_ratio.values())

@@ -56,6 +56,13 @@ def test_reply_round_trip() -> None:
     np.testing.assert_array_equal(back.probs, reply.probs)
     np.testing.assert_array_equal(back.complexity, reply.complexity)
     np.testing.assert_array_equal(back.embeddings, reply.embeddings)
+    assert back.ratios is None
+    ratios = np.array([[0.5, np.nan, 2.0, 1.0, np.nan], [4.0, 0.25, np.nan, 1.0, 1.5]], np.float32)
+    with_ratios = Reply(reply.ids, reply.probs, reply.complexity, reply.embeddings, {}, 0, ratios)
+    (body,) = split_frames(bytearray(encode_reply(with_ratios)))
+    back = decode_reply(body)
+    np.testing.assert_array_equal(back.ratios, ratios)  # NaN (unknown) survives the pipe
+    np.testing.assert_array_equal(back.embeddings, reply.embeddings)
 
 
 class Harness:

@@ -68,8 +68,9 @@ def stored_prediction(decision: Mapping[str, Any]) -> PredictionFacts | None:
             p_success={str(k): float(v) for k, v in pred["p_success"].items()},
             predictor_version=str(decision.get("predictor_version") or "logged"),
             complexity=None if pred.get("complexity") is None else float(pred["complexity"]),
+            output_ratio={str(k): float(v) for k, v in (pred.get("output_ratio") or {}).items()},
         )
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, AttributeError):
         return None
 
 
