@@ -109,9 +109,14 @@ def run_seed(table: ReplayTable, x: np.ndarray, fp: str, seed: int, root: str | 
     if table.answers.any():
         family = routing_cascade.setup(table, train, pr["ours_oof"])
         q, cost, agree = routing_cascade.curve(table, test, pr["ours"], backends, family)
-        curves["cascade"] = Curve(q, cost)
+        rq, rc = routing_cascade.routed(
+            table, train, test, pr["ours_oof"], pr["ours"], ratio, backends
+        )
+        curves["cascade"] = Curve(np.concatenate([q, rq]), np.concatenate([cost, rc]))
         one = len(routing_cascade.TAUS)  # the family's first: the single cascade
         curves["cascade (one first tier)"] = Curve(q[:one], cost[:one])
+        curves["cascade (fixed first tiers)"] = Curve(q, cost)
+        curves["cascade (per-request first)"] = Curve(rq, rc)
         notes.append(f"seed {seed} cascades: {routing_cascade.describe(table, family)}")
         if agree < 1.0:
             notes.append(f"seed {seed}: tier search replica agreed on {100 * agree:.2f}% cells")
@@ -208,8 +213,10 @@ def benchmark(
     )
     lines += [header, "-" * len(header)]
     knobs = {g.name: g.knob for g in routing_replay.sweeps(table.models, table.cost[:5])}
-    knobs["cascade"] = "first tier, accept_confidence"
+    knobs["cascade"] = "fixed or per-request first, accept_confidence"
     knobs["cascade (one first tier)"] = "accept_confidence"
+    knobs["cascade (fixed first tiers)"] = "first, accept_confidence"
+    knobs["cascade (per-request first)"] = "success_value_usd, accept_confidence"
     order = [r for r in routers if not r.startswith("single:") and r != "oracle"]
     order = [r for r in order if r not in ("Zero router",)] + ["Zero router", "oracle"]
     order += sorted(

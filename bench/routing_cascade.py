@@ -16,7 +16,10 @@ What is fitted, all on the split's training rows only:
   ``escalate_below``, ``straight_up_below``) with the lowest cost to reach the escalation
   tier's training accuracy on the training rows (verdict cross-fitted there on two folds);
 * a family: that cascade, and one per cheap model on the training rows' cost/accuracy hull of
-  single models as first tier, each with the check and bands of the best training AIQ.
+  single models as first tier, each with the check and bands of the best training AIQ;
+* :func:`routed`: the cascade with no fixed first tier (the product's ``success_value_usd``
+  form: the first call is the candidate with the lowest net expected cost per request, so
+  the predictor picks it and the verdict may escalate it), no check.
 
 The knob swept on the held-out rows is ``accept_confidence``, for each cascade of the family:
 a cascade cannot answer for less than its first tier costs, so one cascade's curve starts
@@ -169,8 +172,10 @@ def run(
     backends: dict[str, BackendFacts],
     policies: list[Policy],
     verdict: VerdictModel,
+    ratio: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(knobs, n) correctness and cost of the cascade on ``rows`` (p: their predictions)."""
+    """(knobs, n) correctness and cost of the cascade on ``rows`` (p: their predictions,
+    ``ratio``: their answer-length ratios, as the gateway passes them)."""
     col = {m: j for j, m in enumerate(table.models)}
     y, c = table.outcome[rows], table.cost[rows]
     ans, chars = table.answers[rows], table.answer_chars[rows]
@@ -182,7 +187,7 @@ def run(
 
     for i in range(len(rows)):
         request = RequestFacts(est_prompt_tokens=int(table.prompt_tokens[rows[i]]))
-        pred = prediction(table, p[i], None)
+        pred = prediction(table, p[i], ratio[i] if ratio is not None else None)
         decisions = decide_sweep(policies, "cascade", request, backends, pred, rule="bench")
         for k, d in enumerate(decisions):
             assert d.backend is not None
@@ -289,3 +294,46 @@ def describe(table: ReplayTable, family: list[CascadeSetup]) -> str:
             f"straight_up_below {up}"
         )
     return " | ".join(parts)
+
+
+#: The per-request first tier's knob: what a success is worth, in multiples of the escalation
+#: tier's mean cost on the training rows.
+VALUE_MULTIPLES = [0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0, 300.0]
+ROUTED_TAUS = [round(v, 2) for v in np.linspace(0.0, 1.0, 11)]
+
+
+def routed(
+    table: ReplayTable,
+    train: np.ndarray,
+    test: np.ndarray,
+    p_oof: np.ndarray,
+    p_test: np.ndarray,
+    ratio: np.ndarray | None,
+    backends: dict[str, BackendFacts],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The cascade with its first tier chosen per request (``first`` unset,
+    ``success_value_usd`` swept with ``accept_confidence``), no check, escalating to the best
+    single model by training accuracy; the verdict pooled over every other model as first
+    tier (training rows). ``(len(VALUE_MULTIPLES) * len(ROUTED_TAUS), n)`` held-out rows."""
+    acc = np.nanmean(table.outcome[train], axis=0)
+    strong = int(np.argmax(acc))
+    others = [j for j in range(len(table.models)) if j != strong]
+    verdict = _verdict(p_oof, table, train, others, strong)
+    unit = float(np.nanmean(table.cost[train], axis=0)[strong])
+    policies = [
+        Policy.model_validate(
+            {
+                "candidates": table.models,
+                "objective": {
+                    "kind": "cascade",
+                    "success_value_usd": f"{m * unit:.8g}",
+                    "escalate_to": table.models[strong],
+                    "accept_confidence": tau,
+                },
+                "predictor_fallback": table.models[strong],
+            }
+        )
+        for m in VALUE_MULTIPLES
+        for tau in ROUTED_TAUS
+    ]
+    return run(table, test, p_test, backends, policies, verdict, ratio)

@@ -19,6 +19,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
+#: Objective scores (USD) are rounded to this, so float noise in P(success) never reorders them.
+SCORE_QUANTUM = Decimal("1e-12")
+
 
 @dataclass(frozen=True, slots=True)
 class Cand:

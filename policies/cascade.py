@@ -3,8 +3,10 @@
 This module owns the cascade's decisions, all pure:
 
 * :func:`rank_cascade` (called by the engine's ``decide``): which backend is called first.
-  The policy's ``first`` (cheap) backend, unless the predictor says it is unlikely to succeed
-  (``straight_up_below``): then the escalation tier right away;
+  The policy's ``first`` (cheap) backend or, without one, the candidate ``min_cost_per_success``
+  would choose with the policy's ``success_value_usd`` (the lowest net expected cost; the
+  escalation tier itself answers alone when it is that one); the escalation tier right away
+  when the predictor says the first is unlikely to succeed (``straight_up_below``);
 * :class:`CascadePlan`, carried by the ``Decision`` when the first call is the cheap one;
 * :func:`cascade_step`, which the gateway calls after each answer with the verdict: the
   probability that keeping the *first* backend's answer loses nothing against escalating
@@ -30,9 +32,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal, localcontext
 from typing import Any, Literal
 
-from policies.candidates import Cand, Ranked, fmt_p, most_capable, usd
+from policies.candidates import SCORE_QUANTUM, Cand, Ranked, fmt_p, most_capable, p_key, usd
 from policies.objective_specs import Cascade
 
 CascadeAction = Literal["accept", "check", "escalate"]
@@ -86,18 +89,60 @@ def _tier(obj: Cascade, eligible: Sequence[Cand]) -> Cand | None:
     return most_capable(others)[0] if others else None
 
 
-def rank_cascade(obj: Cascade, eligible: Sequence[Cand]) -> Ranked:
-    """The first call: ``first``, or the escalation tier when ``first`` is predicted to fail."""
-    first = next((c for c in eligible if c.name == obj.first and c.p is not None), None)
+def _net_costs(obj: Cascade, eligible: Sequence[Cand], skip: set[str]) -> dict[str, Decimal]:
+    """A first tier chosen per request: each candidate's net expected cost
+    ``cost - success_value_usd * P(success)`` (priced, with an estimate, undominated, not the
+    check)."""
+    value = obj.success_value_usd
+    assert value is not None
+    out = {}
+    for c in eligible:
+        if c.p is None or c.cost is None or c.name in skip or c.name == obj.check:
+            continue
+        with localcontext() as ctx:
+            ctx.prec = 28
+            out[c.name] = (c.cost - value * Decimal(repr(c.p))).quantize(SCORE_QUANTUM)
+    return out
+
+
+def _first(
+    obj: Cascade, eligible: Sequence[Cand], skip: set[str]
+) -> tuple[Cand | None, dict[str, Decimal]]:
+    if obj.first is not None:
+        fixed = next((c for c in eligible if c.name == obj.first and c.p is not None), None)
+        return fixed, {}
+    scores = _net_costs(obj, eligible, skip)
+    ranked = sorted(
+        (c for c in eligible if c.name in scores), key=lambda c: (scores[c.name], p_key(c), c.idx)
+    )
+    return (ranked[0] if ranked else None), dict(scores)
+
+
+def rank_cascade(obj: Cascade, eligible: Sequence[Cand], skip: set[str] = frozenset()) -> Ranked:
+    """The first call: ``first`` (or, unset, the candidate with the lowest net expected cost),
+    or the escalation tier when the first is predicted to fail or is the tier itself.
+    ``skip``: the dominated candidates (never a per-request first)."""
+    first, scores = _first(obj, eligible, set(skip))
     tier = _tier(obj, eligible)
     if first is None:
-        return Ranked(
-            [],
-            {},
-            lambda c: "",
-            f"the cascade's first backend {obj.first} is not eligible or has no estimate",
+        what = (
+            f"the cascade's first backend {obj.first} is not eligible or has no estimate"
+            if obj.first is not None
+            else "no eligible candidate has a price and an estimate for the cascade's first call"
         )
+        return Ranked([], scores, lambda c: "", what)
     assert first.p is not None
+    if tier is not None and first.name == tier.name:
+        return Ranked(
+            [tier],
+            scores,
+            lambda c: (
+                f"the escalation tier {c.name} has the lowest net expected cost "
+                f"({usd(scores.get(c.name))}; P(success) {fmt_p(c.p)}, expected {usd(c.cost)}): "
+                "it answers alone"
+            ),
+            "",
+        )
     bar = obj.straight_up_below
     if bar is not None and first.p < bar and tier is not None:
         return Ranked(
@@ -112,11 +157,12 @@ def rank_cascade(obj: Cascade, eligible: Sequence[Cand]) -> Ranked:
         )
     check = f", check {obj.check}" if obj.check else ""
     up = f", escalate to {tier.name}" if tier is not None else ", nothing to escalate to"
+    how = "" if obj.first is not None else f" (lowest net expected cost {usd(scores[first.name])})"
     return Ranked(
         [first],
-        {},
+        scores,
         lambda c: (
-            f"cascade: {c.name} answers first (P(success) {fmt_p(c.p)}, expected "
+            f"cascade: {c.name} answers first{how} (P(success) {fmt_p(c.p)}, expected "
             f"{usd(c.cost)}){check}{up}; accept at verdict >= {obj.accept_confidence:.3f}"
         ),
         "",
@@ -124,13 +170,16 @@ def rank_cascade(obj: Cascade, eligible: Sequence[Cand]) -> Ranked:
 
 
 def plan_for(obj: Cascade, chosen: Cand, eligible: Sequence[Cand]) -> CascadePlan | None:
-    """The plan when the decision's first call is the cascade's cheap backend, else None."""
-    if chosen.name != obj.first:
-        return None
+    """The plan when the decision's first call is the cascade's cheap backend (``first``, or
+    with a per-request first any candidate but the escalation tier), else None."""
     tier = _tier(obj, eligible)
+    if obj.first is not None and chosen.name != obj.first:
+        return None
+    if obj.first is None and (tier is None or chosen.name == tier.name):
+        return None
     check = next((c for c in eligible if c.name == obj.check), None)
     return CascadePlan(
-        first=obj.first,
+        first=chosen.name,
         check=check.name if check is not None else None,
         escalate_to=tier.name if tier is not None else None,
         accept_confidence=obj.accept_confidence,

@@ -74,8 +74,13 @@ class Cascade(StrictModel):
     """
 
     kind: Literal["cascade"]
-    #: The cheap backend that answers first.
-    first: Name
+    #: The cheap backend that answers first. Unset: chosen per request, with
+    #: ``success_value_usd``, as ``min_cost_per_success`` would choose (the lowest net expected
+    #: cost ``cost - value * P(success)`` among the eligible, undominated candidates other than
+    #: ``check``); when that is the escalation tier itself, it answers alone.
+    first: Name | None = None
+    #: What one expected success is worth (USD) when ``first`` is chosen per request.
+    success_value_usd: Usd | None = None
     #: A second cheap backend whose answer to the same request is compared with the first's
     #: (agreement on a closed-form answer is the strongest verdict signal). Unset: no check.
     check: Name | None = None
@@ -98,6 +103,12 @@ class Cascade(StrictModel):
     def _bands(self) -> Cascade:
         if self.escalate_below > self.skip_check_above:
             raise PydanticCustomError("band_order", "escalate_below must be <= skip_check_above")
+        if (self.first is None) == (self.success_value_usd is None):
+            raise PydanticCustomError(
+                "first_missing",
+                "give first (a fixed first backend) or success_value_usd (the first backend "
+                "chosen per request), not both",
+            )
         return self
 
 

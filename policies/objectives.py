@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal, localcontext
 
 from policies.candidates import (
+    SCORE_QUANTUM,
     Cand,
     Ranked,
     cheapest,
@@ -41,7 +42,6 @@ from policies.objective_specs import (
 )
 from policies.schema import Policy
 
-_SCORE_QUANTUM = Decimal("1e-12")
 _ONE = Decimal(1)
 
 
@@ -194,7 +194,7 @@ def _min_cost_per_success(
         with localcontext() as ctx:
             ctx.prec = 28
             score = spend - value * success if value is not None else spend / success
-            scores[c.name] = score.quantize(_SCORE_QUANTUM)
+            scores[c.name] = score.quantize(SCORE_QUANTUM)
     ok = [
         c for c in eligible if c.p is not None and c.p > 0.0 and c.p >= floor and c.name not in skip
     ]
@@ -240,6 +240,6 @@ def rank(policy: Policy, eligible: Sequence[Cand], dominated: Mapping[str, str])
     if isinstance(obj, MinCostPerSuccess):
         return _min_cost_per_success(policy, obj, eligible, skip)
     if isinstance(obj, Cascade):
-        return rank_cascade(obj, eligible)
+        return rank_cascade(obj, eligible, skip)
     assert isinstance(obj, MaxQualityWithin)
     return _max_quality_within(obj, eligible, skip)

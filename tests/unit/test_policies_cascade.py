@@ -109,3 +109,40 @@ def test_without_a_check_the_accept_bar_decides_at_once() -> None:
     top = CascadePlan("flash", None, None, 0.8, 1.0, 0.0, 0.7, None, None)
     step = cascade_step(top, checked=False, verdict=0.1)
     assert step.action == "accept" and "no tier to escalate to" in step.reason
+
+
+def routed(**kw: Any) -> Policy:
+    return cascade(**{"first": None, "check": None, "success_value_usd": "1", **kw})
+
+
+def test_a_first_tier_chosen_per_request_by_net_expected_cost() -> None:
+    # costs 0.002 / 0.004 / 0.2; at $1 a success flash (0.7) nets -0.698, pro (0.8) -0.6
+    d = run(routed())
+    assert d.backend == "flash" and d.cascade is not None
+    assert d.cascade.first == "flash" and d.cascade.escalate_to == "pro"
+    assert d.row("flash").score == D("-0.698") and "lowest net expected cost" in d.reason
+    # another request: deep is the likelier one and worth its extra $0.002
+    d = run(routed(), PredictionFacts({"flash": 0.5, "deep": 0.75, "pro": 0.8}, "v"))
+    assert d.backend == "deep" and d.cascade is not None and d.cascade.first == "deep"
+    # at $3 a success the escalation tier nets less than any cheap first: it answers alone
+    d = run(routed(success_value_usd="3"))
+    assert d.backend == "pro" and d.cascade is None and "answers alone" in d.reason
+
+
+def test_a_per_request_first_is_never_the_check_nor_dominated() -> None:
+    pred = PredictionFacts({"flash": 0.7, "deep": 0.75, "pro": 0.8}, "v")
+    assert run(routed(), pred).backend == "deep"  # nets -0.746 against flash's -0.698
+    d = run(routed(check="deep"), pred)
+    assert d.backend == "flash" and d.cascade is not None and d.cascade.check == "deep"
+    # deep costs more than flash for a lower P: dominated, never the first
+    assert run(routed()).backend == "flash"
+    assert run(routed(), PredictionFacts({"flash": 0.7, "deep": 0.7, "pro": 0.8}, "v")).backend == (
+        "flash"
+    )
+
+
+def test_first_or_success_value_but_not_both() -> None:
+    with pytest.raises(ValidationError, match="first_missing"):
+        cascade(success_value_usd="1")
+    with pytest.raises(ValidationError, match="first_missing"):
+        cascade(first=None)
