@@ -31,6 +31,7 @@ attempts). No verdict (``verdict=None``, e.g. no verdict model) escalates.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from typing import Any, Literal
@@ -89,13 +90,15 @@ def _tier(obj: Cascade, eligible: Sequence[Cand]) -> Cand | None:
     return most_capable(others)[0] if others else None
 
 
-def _net_costs(obj: Cascade, eligible: Sequence[Cand], skip: set[str]) -> dict[str, Decimal]:
+def _net_costs(
+    obj: Cascade, eligible: Sequence[Cand], skip: AbstractSet[str]
+) -> dict[str, Decimal | None]:
     """A first tier chosen per request: each candidate's net expected cost
     ``cost - success_value_usd * P(success)`` (priced, with an estimate, undominated, not the
     check)."""
     value = obj.success_value_usd
     assert value is not None
-    out = {}
+    out: dict[str, Decimal | None] = {}
     for c in eligible:
         if c.p is None or c.cost is None or c.name in skip or c.name == obj.check:
             continue
@@ -106,23 +109,26 @@ def _net_costs(obj: Cascade, eligible: Sequence[Cand], skip: set[str]) -> dict[s
 
 
 def _first(
-    obj: Cascade, eligible: Sequence[Cand], skip: set[str]
-) -> tuple[Cand | None, dict[str, Decimal]]:
+    obj: Cascade, eligible: Sequence[Cand], skip: AbstractSet[str]
+) -> tuple[Cand | None, dict[str, Decimal | None]]:
     if obj.first is not None:
         fixed = next((c for c in eligible if c.name == obj.first and c.p is not None), None)
         return fixed, {}
     scores = _net_costs(obj, eligible, skip)
     ranked = sorted(
-        (c for c in eligible if c.name in scores), key=lambda c: (scores[c.name], p_key(c), c.idx)
+        (c for c in eligible if c.name in scores),
+        key=lambda c: (scores[c.name] or Decimal(0), p_key(c), c.idx),
     )
-    return (ranked[0] if ranked else None), dict(scores)
+    return (ranked[0] if ranked else None), scores
 
 
-def rank_cascade(obj: Cascade, eligible: Sequence[Cand], skip: set[str] = frozenset()) -> Ranked:
+def rank_cascade(
+    obj: Cascade, eligible: Sequence[Cand], skip: AbstractSet[str] = frozenset()
+) -> Ranked:
     """The first call: ``first`` (or, unset, the candidate with the lowest net expected cost),
     or the escalation tier when the first is predicted to fail or is the tier itself.
     ``skip``: the dominated candidates (never a per-request first)."""
-    first, scores = _first(obj, eligible, set(skip))
+    first, scores = _first(obj, eligible, skip)
     tier = _tier(obj, eligible)
     if first is None:
         what = (

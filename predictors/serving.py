@@ -9,7 +9,8 @@ loop for the cores, and a crash of the model takes only the worker down.
 Wire format: every frame is a 4-byte big-endian length and a body.
 
 * worker → client, once when ready: JSON ``{"type": "hello", "version", "profiles",
-  "fingerprint", "embedder", "embed_dim", "batching", "device", "pid"}``;
+  "fingerprint", "embedder", "embed_dim", "batching", "device", "pid", "verdict"}``
+  (``verdict``: the artifact's cascade verdict weights, or null);
 * client → worker, one per prompt: JSON ``{"id": int, "text": str, "deadline": float}``
   (``deadline`` on ``time.monotonic()``, the system-wide CLOCK_MONOTONIC on Linux: an item
   still queued past it is answered ``expired`` without being scored — its caller has
@@ -48,6 +49,8 @@ from typing import Any
 
 import numpy as np
 
+from predictors.verdict import VerdictModel
+
 log = logging.getLogger("tollgate.predictor.worker")
 
 HEADER = struct.Struct("!I")
@@ -75,6 +78,16 @@ def split_frames(buf: bytearray) -> list[bytes]:
         pos += HEADER.size + n
     del buf[:pos]
     return out
+
+
+def verdict_of(predictor: Any) -> dict[str, Any] | None:
+    """The artifact's cascade verdict model for the hello (``{"w": [...], "b": float}``), so
+    the gateway can judge answers without a round trip; None when it has none."""
+    model = getattr(predictor, "model", None)
+    verdict = VerdictModel.from_arrays(model.arrays) if model is not None else None
+    if verdict is None:
+        return None
+    return {"w": [float(v) for v in verdict.weights], "b": verdict.bias}
 
 
 def encode_request(item_id: int, text: str, deadline: float) -> bytes:
@@ -106,9 +119,9 @@ def encode_reply(reply: Reply) -> bytes:
             "ratios": reply.ratios is not None,
         }
     ).encode()
-    parts = (reply.probs, reply.complexity, reply.embeddings)
+    parts = [reply.probs, reply.complexity, reply.embeddings]
     if reply.ratios is not None:
-        parts += (reply.ratios,)
+        parts.append(reply.ratios)
     arrays = b"".join(np.ascontiguousarray(a, dtype=np.float32).tobytes() for a in parts)
     return frame(HEADER.pack(len(head)) + head + arrays)
 
@@ -198,6 +211,7 @@ class Worker:
                         "batching": self.batching,
                         "device": device,
                         "pid": os.getpid(),
+                        "verdict": verdict_of(self.predictor),
                     }
                 ).encode()
             )

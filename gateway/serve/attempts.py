@@ -60,7 +60,7 @@ def attempt_row(
         "ttft_ms": clock.ttft_ms,
         "streamed": ctx.streamed,
         "fallback_of": clock.fallback_of,
-        "decision": ctx.decision if clock.number == 1 else None,
+        "decision": ctx.decision if clock.number == 1 else ctx.attempt_note,
         "created_at": clock.created_at,
         "finished_at": now(),
         "cache_hit": False,  # a hit is recorded by gateway.serve.cache

@@ -43,6 +43,9 @@ class RequestContext:
     attempts: int = 0
     last_attempt_id: str | None = None
     decision: dict[str, Any] | None = None  # the policy decision, stored with the 1st attempt
+    #: Stored as a later attempt's ``decision``: why it was called (a cascade's check or
+    #: escalation step, ``gateway.serve.cascade``)
+    attempt_note: dict[str, Any] | None = None
     rejections: int = 0
     tokens: dict[str, int] = field(default_factory=dict)  # used, by backend (every attempt)
     rates: RateHolds = field(default_factory=RateHolds)  # its rate-window entries

@@ -9,7 +9,8 @@ The steps, in order:
 4. budget: reserve the worst case the request may cost; rate limits: admit it in its key's
    and tenant's windows (``gateway.serve.limits``; model access: ``gateway.serve.access``);
 5. dispatch: retries, fallbacks, breakers (``gateway.serve.dispatch``); a plain answer the
-   policy's validators reject escalates to the next tier; a stream is relayed
+   policy's validators reject escalates to the next tier; a cascade decision's plan runs on
+   the first answer (``gateway.serve.cascade``); a stream is relayed
    (``gateway.serve.relay``);
 6. finish, exactly once, for every request that got a reservation — plain, streamed, or
    failed (``gateway.serve.finish``).
@@ -36,6 +37,7 @@ from gateway.request_record import note_request
 from gateway.runtime import Runtime
 from gateway.serve import access, cache, limits
 from gateway.serve.attempts import start_task
+from gateway.serve.cascade import CascadeRun, cascade_run
 from gateway.serve.context import RequestContext
 from gateway.serve.dispatch import Dispatcher
 from gateway.serve.finish import Finish, OutcomeHooks
@@ -170,16 +172,21 @@ class Pipeline:
             )
             ctx.policy, ctx.decision = routed.policy, routed.record
         policy = snap.config.policies.get(routed.policy) if routed.policy else None
+        plan = routed.decision.cascade if routed.decision is not None else None
+        run = cascade_run(plan, rt.predictor, snap.config.backends)
+        if run is not None and (request.stream or request.endpoint != "chat"):
+            run = None  # a stream is served by the first tier as it answers (see cascade)
+        extra = run.backends_in_reach() if run is not None else []
         reservation = Reservation()
         if budgeted:
-            reservation = await self._reserve(ctx, routed, policy, prompt_tokens)
+            reservation = await self._reserve(ctx, routed, policy, prompt_tokens, extra)
         finish = Finish(rt, self.outcomes, ctx, reservation)
         try:
-            await limits.admit(rt, ctx, routed.chain + routed.escalation, prompt_tokens)
+            await limits.admit(rt, ctx, routed.chain + routed.escalation + extra, prompt_tokens)
             start_task(rt, ctx)
             if request.stream:
                 return await self._stream(ctx, routed, finish)
-            return await self._answer(ctx, routed, policy, finish)
+            return await self._answer(ctx, routed, policy, finish, run)
         except BaseException:
             await finish()  # nothing served: settles the reservation (no-op if done)
             raise
@@ -195,21 +202,27 @@ class Pipeline:
         return Answer(ctx.cache.answer(), headers)
 
     async def _reserve(
-        self, ctx: RequestContext, routed: Routed, policy: Policy | None, prompt_tokens: int
+        self,
+        ctx: RequestContext,
+        routed: Routed,
+        policy: Policy | None,
+        prompt_tokens: int,
+        cascade_calls: list[BackendConfig],
     ) -> Reservation:
         """Reserve an upper bound of what the request may cost: every answer (n, list prompts)
-        at the priciest backend in reach, once per escalation tier that may also be paid for,
-        in every budget of the request (``gateway.budgets``). A request with no output cap is
-        capped at what was reserved, so no backend can write past the hold."""
+        at the priciest backend in reach, once per escalation tier (or cascade check and
+        escalation call) that may also be paid for, in every budget of the request
+        (``gateway.budgets``). A request with no output cap is capped at what was reserved,
+        so no backend can write past the hold."""
         snap, request = ctx.snap, ctx.request
+        reach = routed.chain + routed.escalation + cascade_calls
         out_cap = request.max_tokens
         if out_cap is None:
-            declared = [b.max_output_tokens for b in routed.chain + routed.escalation]
+            declared = [b.max_output_tokens for b in reach]
             out_cap = min(filter(None, declared), default=snap.config.server.reserve_output_tokens)
         tiers = 1 + (policy.escalation.max_escalations if policy and policy.escalation else 0)
-        worst = worst_case(
-            snap, routed.chain + routed.escalation, prompt_tokens, int(out_cap) * request.answers
-        )
+        tiers += len(cascade_calls)
+        worst = worst_case(snap, reach, prompt_tokens, int(out_cap) * request.answers)
         reservation = await self.rt.budgets.reserve(
             ctx.principal,
             worst * tiers,
@@ -223,7 +236,12 @@ class Pipeline:
         return reservation
 
     async def _answer(
-        self, ctx: RequestContext, routed: Routed, policy: Policy | None, finish: Finish
+        self,
+        ctx: RequestContext,
+        routed: Routed,
+        policy: Policy | None,
+        finish: Finish,
+        run: CascadeRun | None = None,
     ) -> Answer:
         caller, request = self.rt.caller, ctx.request
         check = None
@@ -235,6 +253,13 @@ class Pipeline:
             "embeddings": caller.embedding,
         }[request.endpoint]
         dispatcher = Dispatcher(self.rt, ctx)
+        if run is not None:  # the cascade objective: first tier, then its verdict's steps
+            backend, resp = await run.run(dispatcher, routed.chain, op)
+            await finish(answer=resp, ok=True)
+            await ctx.cache.keep_answer(self.rt, ctx, resp, backend)
+            headers = {**routed.headers(), **response_headers(ctx, backend, cost=True)}
+            headers["x-tollgate-cascade"] = run.header()
+            return Answer(resp, headers)
         backend, resp, rejection = await dispatcher.call(routed.chain, op, check)
         limit = policy.escalation.max_escalations if policy and policy.escalation else 0
         for tier in routed.escalation[:limit]:

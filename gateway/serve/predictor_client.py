@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
+
 from gateway.serve.predictor_outcome import (
     ERROR,
     OK,
@@ -50,6 +52,7 @@ from predictors.service import (
     output_ratios,
 )
 from predictors.serving import HEADER, decode_reply, encode_request
+from predictors.verdict import VerdictModel
 
 log = logging.getLogger("tollgate.predictor")
 
@@ -116,6 +119,8 @@ class PredictorClient:
         self.version = "unstarted"
         self.fingerprint: str | None = None
         self.device_used: str | None = None
+        #: The artifact's cascade verdict (``gateway.serve.cascade``), known once loaded.
+        self.verdict: VerdictModel | None = None
         self._profiles: frozenset[str] = frozenset()
         self._profile_order: list[str] = []
         self._embedder: AnyEmbedderConfig | None = None
@@ -171,6 +176,7 @@ class PredictorClient:
                 config.runtime,
             )
         self._inline = predictor
+        self.verdict = VerdictModel.from_arrays(predictor.model.arrays)
         self._profile_order = list(predictor.profiles)
         self._profiles = frozenset(self._profile_order)
         self.version = predictor.version
@@ -208,6 +214,12 @@ class PredictorClient:
         self.fingerprint = str(hello["fingerprint"])
         self.device_used = str(hello.get("device"))
         self._embedder = embedder_config_from_dict(hello["embedder"])
+        verdict = hello.get("verdict")
+        self.verdict = (
+            VerdictModel(np.asarray(verdict["w"], np.float32), float(verdict["b"]))
+            if verdict
+            else None
+        )
         worker.hello = hello
         worker.reader = asyncio.create_task(self._read_replies(worker), name="predictor-reader")
         log.info(

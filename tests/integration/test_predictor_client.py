@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from gateway.serve.predictor_client import PredictorClient
+from predictors.verdict import VerdictModel
 from tests.support.predictor_worker import p_cheap
 
 STUB = [sys.executable, "-m", "tests.support.predictor_worker"]
@@ -232,6 +233,13 @@ async def test_shipped_artifact_in_a_worker_matches_the_in_process_predictor(
         await client.close()
     local = load_artifact(artifact).predict_batch(prompts)
     assert client.version == load_artifact(artifact).version
+    shipped_verdict = VerdictModel.from_arrays(load_artifact(artifact).model.arrays)
+    if shipped_verdict is None:
+        assert client.verdict is None
+    else:  # the gateway judges cascade answers with the artifact's own verdict
+        assert client.verdict is not None
+        np.testing.assert_allclose(client.verdict.weights, shipped_verdict.weights)
+        assert client.verdict.bias == pytest.approx(shipped_verdict.bias)
     assert all(b.status == "ok" for b in batched)
     for s, ref in zip(served, local, strict=True):
         assert s.status == "ok" and s.prediction is not None
@@ -258,3 +266,4 @@ async def test_static_predictor_in_the_gateway_process() -> None:
     assert client.version == load_artifact().version
     assert r.prediction.p_success == pytest.approx(dict(ref.p_success), abs=1e-6)
     assert r.prediction.output_ratio == pytest.approx(dict(ref.output_ratio), abs=1e-6)
+    assert client.verdict is not None  # the shipped default carries the cascade verdict

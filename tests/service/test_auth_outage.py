@@ -83,6 +83,4 @@ def test_serve_refuses_to_start_with_a_weak_admin_key() -> None:
         settings = Settings(config=cfg, database_url="sqlite://", admin_key=" ", host=host)
         with pytest.raises(UnsafeBind, match="too weak"):
             check_bind(settings)
-    check_bind(
-        Settings(config=cfg, database_url="sqlite://", admin_key="3f9c2a7d41b86e05c9d1")
-    )
+    check_bind(Settings(config=cfg, database_url="sqlite://", admin_key="3f9c2a7d41b86e05c9d1"))

@@ -216,9 +216,7 @@ def test_tenant_rules_and_shadow_policy(tmp_path: Path, sqlite_url: str) -> None
         assert stored["prediction"]["p_success"]["frontier"] == 0.95
 
 
-def test_predicted_answer_length_moves_a_cost_aware_choice(
-    tmp_path: Path, sqlite_url: str
-) -> None:
+def test_predicted_answer_length_moves_a_cost_aware_choice(tmp_path: Path, sqlite_url: str) -> None:
     # $0.04 per success: frontier's +0.15 P(success) is not worth its typical 256-token
     # answer (+$0.0072), but is worth it when the predictor expects a quarter of that
     pols = {"d": policy({"kind": "min_cost_per_success", "success_value_usd": "0.04"})}
@@ -350,3 +348,75 @@ def test_validator_verdict_is_recorded_as_the_task_outcome(tmp_path: Path, sqlit
                 break
             time.sleep(0.05)
         assert rows == [("validator", 0)]
+
+
+def test_cascade_checks_and_escalates_on_the_verdict_over_the_answer(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """The cascade objective in the request path: mini answers first; the artifact's verdict
+    over its answer (here: a closed-form letter earns a check, agreement with the check
+    keeps it, disagreement or prose escalates) decides; every call is an attempt of the task."""
+    import json
+    import sqlite3
+
+    import numpy as np
+
+    from predictors.verdict import FEATURES, VerdictModel
+
+    w = np.zeros(len(FEATURES), np.float32)
+    w[FEATURES.index("first_closed")] = 2.0
+    w[FEATURES.index("agree")] = 3.0
+    predictor = FakePredictor(P)
+    predictor.verdict = VerdictModel(w, -2.0)  # type: ignore[attr-defined]
+    objective = {
+        "kind": "cascade",
+        "first": "mini",
+        "check": "local",
+        "escalate_to": "frontier",
+        "accept_confidence": 0.6,
+        "skip_check_above": 0.9,
+        "escalate_below": 0.2,
+    }
+    cfg = settings_for(portfolio(tmp_path, {"c": policy(objective)}), sqlite_url)
+    caller = FakeCaller({"mini": Script(text="B"), "local": Script(text="B")})
+    with app_client(cfg, caller, predictor) as (client, fake):
+        key = create_key(client)
+        agreed = served(client, key)  # verdict 0.5: check; local agrees: 0.95, keep mini's
+        assert agreed.headers["x-tollgate-backend"] == "mini"
+        assert agreed.headers["x-tollgate-cascade"] == "check,accept"
+        assert agreed.headers["x-tollgate-attempts"] == "2"
+        assert agreed.json()["choices"][0]["message"]["content"] == "B"
+        fake.scripts["local"] = Script(text="C")  # disagreement: 0.5 < 0.6, escalate
+        disagreed = served(client, key)
+        assert disagreed.headers["x-tollgate-backend"] == "frontier"
+        assert disagreed.headers["x-tollgate-cascade"] == "check,escalate"
+        assert disagreed.headers["x-tollgate-attempts"] == "3"
+        fake.scripts["mini"] = Script(text="I think it depends on the context")  # prose: 0.12
+        prose = served(client, key)
+        assert prose.headers["x-tollgate-cascade"] == "escalate"
+        assert prose.headers["x-tollgate-attempts"] == "2"
+        # a stream is served by the first tier as it answers: no verdict
+        streamed = client.post(
+            "/v1/chat/completions",
+            json=chat_body(model="auto", stream=True),
+            headers={"authorization": f"Bearer {key}"},
+        )
+        assert streamed.headers["x-tollgate-backend"] == "mini"
+        assert "x-tollgate-cascade" not in streamed.headers
+        assert fake.calls == {"mini": 4, "local": 2, "frontier": 2}
+        rid = disagreed.headers["x-tollgate-request-id"]
+        cost = float(disagreed.headers["x-tollgate-cost-usd"])
+        client.get(f"/v1/requests/{rid}", headers={"authorization": f"Bearer {key}"})
+    con = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+    rows = con.execute(
+        "select backend, status, cost_usd, decision from requests where request_id=? "
+        "order by attempt",
+        (rid,),
+    ).fetchall()
+    assert [r[0] for r in rows] == ["mini", "local", "frontier"]
+    assert all(r[1] == "ok" for r in rows)
+    assert sum(float(r[2]) for r in rows) == cost  # every call counts toward the task
+    first, check, escalation = (json.loads(r[3]) for r in rows)
+    assert first["cascade"]["first"] == "mini" and first["cascade"]["check"] == "local"
+    assert check["cascade"]["action"] == "check" and check["cascade"]["verdict"] == 0.5
+    assert escalation["cascade"]["action"] == "escalate"
