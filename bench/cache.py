@@ -34,8 +34,8 @@ from typing import Any
 import aiohttp
 import yaml
 
-from bench.routed_load import HOST, Processes, base_env, free_port, tollgate_cmd, wait_ready
-from gateway.devtools.fake_upstream import FakeUpstream
+from bench.routed_load import HOST, Processes, base_env, tollgate_cmd, wait_ready
+from gateway.devtools.fake_upstream import FakeUpstream, free_port
 
 # (question, paraphrase): distinct topics, so that only a question's own paraphrase is close
 PAIRS = [

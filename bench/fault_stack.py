@@ -20,14 +20,10 @@ from typing import Any
 import httpx
 import yaml
 
+from gateway.devtools.fake_upstream import free_port
+
 VENV_BIN = Path(sys.executable).parent
 ADMIN_KEY = "fault-suite-admin-7c41e9b2d05f"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(check: Any, timeout_s: float, what: str, interval_s: float = 0.1) -> float:

@@ -30,7 +30,6 @@ import asyncio
 import bisect
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,7 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from gateway.devtools.fake_upstream import FakeUpstream  # noqa: E402
+from gateway.devtools.fake_upstream import FakeUpstream, free_port  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -75,12 +74,6 @@ class Run:
             if status not in (200, 429):
                 out[status] = out.get(status, 0) + 1
         return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tollgate(*args: str, env: dict[str, str], config: Path) -> str:

@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.config import Config
+from gateway.devtools.fake_upstream import free_port
 from gateway.settings import Settings
 from tests.support.fakes import FakeCaller
 
@@ -139,14 +140,6 @@ def postgres_database() -> Iterator[str]:
 
 
 # -- a real gateway process ---------------------------------------------------------------------
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class GatewayProcess:
     """``tollgate serve`` in a subprocess, on a free port, with its own config file."""
 

@@ -17,7 +17,8 @@ from types import TracebackType
 import httpx
 import pytest
 
-from tests.support.harness import ROOT, free_port
+from gateway.devtools.fake_upstream import free_port
+from tests.support.harness import ROOT
 
 CACHE = Path(os.environ.get("TOLLGATE_CACHE", Path.home() / ".cache" / "tollgate"))
 SERVER_PYTHON = CACHE / "llama-server" / "bin" / "python"
