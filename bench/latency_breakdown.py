@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench import loadgen  # noqa: E402
 from bench.overhead import (  # noqa: E402
     HOST,
     VENV_BIN,
@@ -229,8 +230,8 @@ async def open_loop(
 
 
 def med(rows: list[tuple[float, ...]], i: int, q: float = 0.5) -> float:
-    values = sorted(r[i] for r in rows)
-    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+    p = loadgen.percentile((r[i] for r in rows), q)
+    return float("nan") if p is None else p
 
 
 # --------------------------------------------------------------------------- run
@@ -342,10 +343,9 @@ def stage_report(results: list[dict[str, Any]]) -> None:
         f"{'CPU p50':>7} {'n':>6}"
     )
     for name, values in segments.items():
-        values.sort()
-        p50, p90 = values[len(values) // 2], values[int(0.9 * len(values))]
-        c = sorted(cpu.get(name, []))
-        used = f"{c[len(c) // 2]:7.3f}" if c else " " * 7
+        p50, p90 = loadgen.percentile(values, 0.5), loadgen.percentile(values, 0.9)
+        cpu_p50 = loadgen.percentile(cpu.get(name, []), 0.5)
+        used = " " * 7 if cpu_p50 is None else f"{cpu_p50:7.3f}"
         print(f"{name:<60} {p50:7.3f} {p90:7.3f} {used} {len(values):6d}")
     print("CPU p50: the gateway thread's CPU time over the segment (time.thread_time)")
 

@@ -375,6 +375,9 @@ async def open_loop(target: Target, rate: float, duration_s: float) -> tuple[lis
 
 
 def pct(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) of sorted ``values``: the ``round(q/100 * n)``-th of them
+    (not ``bench.loadgen.percentile``'s ``floor(q * n) + 1``-th, so that the open-loop rows stay
+    comparable with earlier runs); NaN when there are none."""
     if not values:
         return float("nan")
     return values[min(len(values) - 1, max(0, round(q / 100 * len(values)) - 1))]
