@@ -42,11 +42,7 @@ class MetricsServer(StubServer):
                     f'vllm:num_requests_waiting{{model_name="m"}} {outer.waiting}\n'
                     f'vllm:kv_cache_usage_perc{{model_name="m"}} {outer.kv}\n'
                 ).encode()
-                self.send_response(200)
-                self.send_header("content-type", "text/plain; version=0.0.4")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.send_body(200, "text/plain; version=0.0.4", body)
 
         super().__init__(Handler)
         self.start()

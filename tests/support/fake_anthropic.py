@@ -76,12 +76,7 @@ class FakeAnthropic(StubServer):
                     "stop_sequence": None,
                     "usage": USAGE,
                 }
-                out = json.dumps(message).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
+                self.send_body(200, "application/json", json.dumps(message).encode())
 
         super().__init__(Handler)
 

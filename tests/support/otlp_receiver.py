@@ -46,11 +46,7 @@ class OtlpReceiver(StubServer):
                     return
                 receiver.ingest(ExportTraceServiceRequest.FromString(body))
                 out = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
-                self.send_header("content-length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
+                self.send_body(200, "application/x-protobuf", out)
 
         super().__init__(Handler)
 

@@ -3,8 +3,8 @@ Anthropic API, the OTLP receiver, a vLLM ``/metrics`` page, a scripted OpenAI up
 
 This module owns serving a ``http.server`` request handler on a free 127.0.0.1 port from a
 daemon thread (one more thread per request), its address, and its shutdown; and the handler
-base that keeps the server's request log out of the test output. What a stub answers is its
-handler's business.
+base that keeps the server's request log out of the test output and writes a whole answer.
+What a stub answers is its handler's business.
 """
 
 from __future__ import annotations
@@ -19,6 +19,14 @@ class QuietHandler(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         return
+
+    def send_body(self, status: int, content_type: str, body: bytes) -> None:
+        """A whole answer: status, content type and length, body."""
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
 
 class StubServer:
