@@ -34,8 +34,9 @@ from typing import Any
 import aiohttp
 import yaml
 
-from bench.routed_load import HOST, Processes, base_env, free_port, tollgate_cmd, wait_ready
-from gateway.devtools.fake_upstream import FakeUpstream
+from bench.loadgen import percentile
+from bench.routed_load import HOST, Processes, base_env, tollgate_cmd, wait_ready
+from gateway.devtools.fake_upstream import FakeUpstream, free_port
 
 # (question, paraphrase): distinct topics, so that only a question's own paraphrase is close
 PAIRS = [
@@ -68,10 +69,7 @@ class Samples:
     other: int = 0  # answers whose x-tollgate-cache was not the expected one
 
     def pct(self, q: float) -> float | None:
-        if not self.ms:
-            return None
-        ordered = sorted(self.ms)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return percentile(self.ms, q)
 
 
 async def send(

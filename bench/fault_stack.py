@@ -1,8 +1,8 @@
 """The processes of the fault-injection suite, each started, killed and restarted by the suite
 itself: a private PostgreSQL cluster (``initdb`` + ``pg_ctl`` as the postgres user), a private
-``redis-server``, ``tollgate serve`` replicas, and nginx in front of them. Never the machine's
-shared servers. ``bench/faults.py`` drives them; ``tests/integration/test_faults.py`` asserts
-on what it measures.
+``redis-server``, ``tollgate serve`` replicas (``bench.gateway_process``), and nginx in front
+of them. Never the machine's shared servers. ``bench/faults.py`` drives them;
+``tests/integration/test_faults.py`` asserts on what it measures.
 """
 
 from __future__ import annotations
@@ -12,22 +12,16 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
-VENV_BIN = Path(sys.executable).parent
+from bench.gateway_process import GatewayProcess
+from gateway.devtools.fake_upstream import free_port
+
 ADMIN_KEY = "fault-suite-admin-7c41e9b2d05f"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(check: Any, timeout_s: float, what: str, interval_s: float = 0.1) -> float:
@@ -190,65 +184,16 @@ class PrivateRedis:
         self.proc.send_signal(signal.SIGCONT)
 
 
-class Replica:
-    """One ``tollgate serve`` process; ``kill()`` is ``kill -9``; ``start()`` again restarts it
-    on the same port, config and spool (its journal is recovered at start-up)."""
+class Replica(GatewayProcess):
+    """One ``tollgate serve`` process of the suite, named, with the suite's admin key;
+    ``kill()`` is ``kill -9``; ``start()`` again restarts it on the same port, config and spool
+    (its journal is recovered at start-up)."""
+
+    # not an Exception: a replica that exits at start-up stops the suite
+    exited_error = SystemExit
 
     def __init__(self, name: str, config: dict[str, Any], workdir: Path, env: dict[str, str]):
-        self.name = name
-        self.port = free_port()
-        self.workdir = workdir
-        self.config_path = workdir / f"{name}.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.env = {**os.environ, **env, "TOLLGATE_ADMIN_KEY": ADMIN_KEY}
-        self.log_path = workdir / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout_s: float = 180) -> float:
-        """Start it; returns the seconds until it answered /healthz."""
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    str(VENV_BIN / "tollgate"),
-                    "serve",
-                    "--config",
-                    str(self.config_path),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                ],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-            )
-
-        def up() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise SystemExit(f"{self.name} exited: {self.log_path.read_text()[-2000:]}")
-            return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
-
-        return wait_for(up, timeout_s, f"replica {self.name} to start")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().__init__(config, workdir, {**env, "TOLLGATE_ADMIN_KEY": ADMIN_KEY}, name=name)
 
 
 class Nginx:

@@ -32,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench import loadgen  # noqa: E402
 from bench.overhead import (  # noqa: E402
     HOST,
     VENV_BIN,
@@ -176,61 +178,40 @@ def serve_instrumented(config: str, port: int) -> None:
 # --------------------------------------------------------------------------- load
 
 
-async def open_loop(
-    url: str, model: str, rate: float, duration_s: float
-) -> list[tuple[float, ...]]:
-    """(total, pre, post) ms of every answered request; requests sent on schedule."""
-    import aiohttp
+async def open_loop(url: str, model: str, rate: float, duration_s: float) -> list[tuple[Any, ...]]:
+    """(total, pre, post) ms of every answered request, then its request id and its four
+    monotonic times (scheduled, upstream received, upstream answered, done); requests sent on
+    schedule (``bench.loadgen.open_loop``)."""
     import orjson
 
-    body = chat_body(model).encode()
-    headers = {"content-type": "application/json"}
-    rows: list[tuple[float, ...]] = []
-    n = max(1, int(rate * duration_s))
-    connector = aiohttp.TCPConnector(limit=256)
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=aiohttp.ClientTimeout(total=30)
-    ) as session:
+    rows: list[tuple[Any, ...]] = []
 
-        async def one(at: float) -> None:
-            try:
-                async with session.post(url, data=body, headers=headers) as resp:
-                    raw = await resp.read()
-                    done = time.monotonic()
-                    if resp.status != 200:
-                        return
-            except (aiohttp.ClientError, TimeoutError):
-                return
-            up_recv, up_send = map(float, orjson.loads(raw)["system_fingerprint"].split(":"))
-            rid = resp.headers.get("x-tollgate-request-id", "")
-            rows.append(
-                (
-                    (done - at) * 1000,
-                    (up_recv - at) * 1000,
-                    (done - up_send) * 1000,
-                    rid,
-                    at,
-                    up_recv,
-                    up_send,
-                    done,
-                )
+    def answered(at: float, done: float, headers: Mapping[str, str], raw: bytes) -> None:
+        up_recv, up_send = map(float, orjson.loads(raw)["system_fingerprint"].split(":"))
+        rid = headers.get("x-tollgate-request-id", "")
+        rows.append(
+            (
+                (done - at) * 1000,
+                (up_recv - at) * 1000,
+                (done - up_send) * 1000,
+                rid,
+                at,
+                up_recv,
+                up_send,
+                done,
             )
+        )
 
-        tasks = []
-        t0 = time.monotonic() + 0.05
-        for i in range(n):
-            at = t0 + i / rate
-            delay = at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(at)))
-        await asyncio.wait(tasks, timeout=40)
+    body = chat_body(model).encode()
+    await loadgen.open_loop(
+        url, body, {"content-type": "application/json"}, rate, duration_s, answered
+    )
     return rows
 
 
-def med(rows: list[tuple[float, ...]], i: int, q: float = 0.5) -> float:
-    values = sorted(r[i] for r in rows)
-    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+def med(rows: list[tuple[Any, ...]], i: int, q: float = 0.5) -> float:
+    p = loadgen.percentile((r[i] for r in rows), q)
+    return float("nan") if p is None else p
 
 
 # --------------------------------------------------------------------------- run
@@ -342,10 +323,9 @@ def stage_report(results: list[dict[str, Any]]) -> None:
         f"{'CPU p50':>7} {'n':>6}"
     )
     for name, values in segments.items():
-        values.sort()
-        p50, p90 = values[len(values) // 2], values[int(0.9 * len(values))]
-        c = sorted(cpu.get(name, []))
-        used = f"{c[len(c) // 2]:7.3f}" if c else " " * 7
+        p50, p90 = loadgen.percentile(values, 0.5), loadgen.percentile(values, 0.9)
+        cpu_p50 = loadgen.percentile(cpu.get(name, []), 0.5)
+        used = " " * 7 if cpu_p50 is None else f"{cpu_p50:7.3f}"
         print(f"{name:<60} {p50:7.3f} {p90:7.3f} {used} {len(values):6d}")
     print("CPU p50: the gateway thread's CPU time over the segment (time.thread_time)")
 

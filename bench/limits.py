@@ -28,10 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
-import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,15 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.gateway_process import GatewayProcess  # noqa: E402
 from gateway.devtools.fake_upstream import FakeUpstream  # noqa: E402
 
-VENV_BIN = Path(sys.executable).parent
 REDIS_URL = "redis://127.0.0.1:6379/0"
 WINDOW_S = 60.0
 PROMPT = "please summarise the quarterly report in three short bullet points for the team"
@@ -77,46 +73,12 @@ class Run:
         return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def tollgate(*args: str, env: dict[str, str], config: Path) -> str:
-    exe = VENV_BIN / "tollgate"
-    done = subprocess.run(
-        [str(exe), *args, "--config", str(config)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+def tollgate(gateway: GatewayProcess, *args: str) -> str:
+    """The last line ``tollgate <args>`` prints (on the gateways' config)."""
+    done = gateway.cli(*args)
     if done.returncode != 0:
         raise RuntimeError(f"tollgate {' '.join(args)}: {done.stderr}")
     return done.stdout.strip().splitlines()[-1]
-
-
-def start_gateway(config: Path, env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
-    cmd = [str(VENV_BIN / "tollgate"), "serve", "--config", str(config)]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    with log.open("wb") as out:
-        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gateway exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"gateway not ready:\n{log.read_text()[-3000:]}")
 
 
 async def hammer(
@@ -237,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="tollgate-bench-limits-"))
     prefix = f"tgbench:{uuid.uuid4().hex[:8]}:"
-    procs: list[subprocess.Popen] = []
+    gateways: list[GatewayProcess] = []
     try:
         with FakeUpstream(port=0, completion_tokens=args.completion_tokens) as upstream:
             cfg = {
@@ -257,30 +219,25 @@ def main(argv: list[str] | None = None) -> int:
                 "server": {"access_log": False},
                 "redis": {"key_prefix": prefix},
             }
-            config = work / "config.yaml"
-            config.write_text(yaml.safe_dump(cfg))
             env = {
-                **os.environ,
                 "FAKE_KEY": "k",
                 "TOLLGATE_DATABASE_URL": f"sqlite:///{work}/store.db",
                 "TOLLGATE_REDIS_URL": REDIS_URL,
             }
-            rpm_key = tollgate(
-                "keys", "create", "--tenant", "rpm", "--rpm", str(args.rpm), env=env, config=config
-            )
-            tpm_key = tollgate(
-                "keys", "create", "--tenant", "tpm", "--tpm", str(args.tpm), env=env, config=config
-            )
-            urls = []
-            for i in range(args.gateways):
-                port = free_port()
-                log = work / f"gateway-{i}.log"
-                procs.append(start_gateway(config, env, port, log))
-                urls.append(f"http://127.0.0.1:{port}")
-            for url, proc, i in zip(urls, procs, range(len(procs)), strict=True):
-                wait_ready(url, proc, work / f"gateway-{i}.log")
+            gateways = [
+                GatewayProcess(cfg, work, env, ("--log-level", "warning"), name=f"gateway-{i}")
+                for i in range(args.gateways)
+            ]
+            first = gateways[0]
+            rpm_key = tollgate(first, "keys", "create", "--tenant", "rpm", "--rpm", str(args.rpm))
+            tpm_key = tollgate(first, "keys", "create", "--tenant", "tpm", "--tpm", str(args.tpm))
+            for gateway in gateways:  # started side by side
+                gateway.spawn()
+            for gateway in gateways:
+                gateway.wait_ready(timeout_s=120)
+            urls = [gateway.url for gateway in gateways]
             for url in urls:  # warm-up on an unlimited tenant: first-call imports, connections
-                warm = tollgate("keys", "create", "--tenant", "warm", env=env, config=config)
+                warm = tollgate(first, "keys", "create", "--tenant", "warm")
                 httpx.post(
                     url + "/v1/chat/completions",
                     json={"model": "fake", "messages": [{"role": "user", "content": "hi"}]},
@@ -301,13 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(both())
             upstream_calls = int(upstream.stats().get("total_requests", 0))
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        for gateway in gateways:
+            gateway.stop()
         asyncio.run(cleanup_redis(prefix))
         shutil.rmtree(work, ignore_errors=True)
 

@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/overhead.py` works too
     sys.path.insert(0, str(REPO))
 
+from bench import loadgen  # noqa: E402
 from bench.wrk import chat_body, run_wrk, wrk_available  # noqa: E402
 from gateway.devtools.fake_upstream import FakeUpstream, free_port  # noqa: E402
 
@@ -331,50 +333,29 @@ def litellm_config(upstream: str, tmp: Path) -> Path:
 
 
 async def open_loop(target: Target, rate: float, duration_s: float) -> tuple[list[float], int]:
-    """Send ``rate`` req/s for ``duration_s`` whatever the answers; latencies (ms) from each
-    request's scheduled time (no coordinated omission) and the error count."""
-    import aiohttp
-
-    body = chat_body(target.model).encode()
+    """Send ``rate`` req/s for ``duration_s`` whatever the answers (``bench.loadgen.open_loop``);
+    latencies (ms, sorted) from each request's scheduled time and the error count."""
     headers = {"content-type": "application/json"}
     if target.key:
         headers["authorization"] = f"Bearer {target.key}"
     lat: list[float] = []
-    errors = 0
-    n = max(1, int(rate * duration_s))
-    connector = aiohttp.TCPConnector(limit=256)
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
-        async def one(at: float) -> None:
-            nonlocal errors
-            try:
-                async with session.post(target.url, data=body, headers=headers) as resp:
-                    await resp.read()
-                    if resp.status == 200:
-                        lat.append((time.perf_counter() - at) * 1000)
-                        rid = resp.headers.get("x-tollgate-request-id")
-                        if rid:
-                            target.request_ids.append(rid)
-                        return
-            except (aiohttp.ClientError, TimeoutError):
-                pass
-            errors += 1
+    def answered(at: float, done: float, answer: Mapping[str, str], raw: bytes) -> None:
+        lat.append((done - at) * 1000)
+        rid = answer.get("x-tollgate-request-id")
+        if rid:
+            target.request_ids.append(rid)
 
-        tasks = []
-        t0 = time.perf_counter() + 0.05
-        for i in range(n):
-            at = t0 + i / rate
-            delay = at - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(at)))
-        await asyncio.wait(tasks, timeout=40)
+    body = chat_body(target.model).encode()
+    errors = await loadgen.open_loop(target.url, body, headers, rate, duration_s, answered)
     lat.sort()
     return lat, errors
 
 
 def pct(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) of sorted ``values``: the ``round(q/100 * n)``-th of them
+    (not ``bench.loadgen.percentile``'s ``floor(q * n) + 1``-th, so that the open-loop rows stay
+    comparable with earlier runs); NaN when there are none."""
     if not values:
         return float("nan")
     return values[min(len(values) - 1, max(0, round(q / 100 * len(values)) - 1))]

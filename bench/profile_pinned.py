@@ -31,7 +31,6 @@ import os
 import pstats
 import resource
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -45,7 +44,7 @@ if str(REPO) not in sys.path:
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from bench.wrk import WrkResult, run_wrk, wrk_available  # noqa: E402
-from gateway.devtools.fake_upstream import FakeUpstream  # noqa: E402
+from gateway.devtools.fake_upstream import FakeUpstream, free_port  # noqa: E402
 
 HOST = "127.0.0.1"
 PRICE_IN, PRICE_OUT = "0.0000002", "0.0000006"
@@ -67,12 +66,6 @@ class GcWatch:
             self.cpu_s += time.process_time() - self._t0
             gen = info["generation"]
             self.counts[gen] = self.counts.get(gen, 0) + 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def gateway_config(upstream: str, spool: Path, mode: str, predictor: bool) -> dict[str, Any]:

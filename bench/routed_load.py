@@ -34,7 +34,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +50,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/routed_load.py` works too
     sys.path.insert(0, str(REPO))
 
+from bench.loadgen import percentile  # noqa: E402
+from gateway.devtools.fake_upstream import free_port  # noqa: E402
+
 HOST = "127.0.0.1"
 VENV_BIN = Path(sys.executable).parent
 # How the fake upstream is started: a subprocess, so a move of the module is a one-line change.
@@ -60,12 +62,6 @@ FALLBACK_COUNTER = "tollgate_predictor_fallbacks_total"
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def tollgate_cmd() -> list[str]:
@@ -190,10 +186,7 @@ class Phase:
         return self.ok / self.wall_s if self.wall_s else 0.0
 
     def pct(self, q: float) -> float | None:
-        if not self.latencies_ms:
-            return None
-        xs = sorted(self.latencies_ms)
-        return xs[min(len(xs) - 1, int(q * len(xs)))]
+        return percentile(self.latencies_ms, q)
 
     @property
     def fallback_pct(self) -> float | None:

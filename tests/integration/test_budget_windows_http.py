@@ -29,8 +29,9 @@ import httpx
 import pytest
 import redis
 
+from bench.gateway_process import GatewayProcess
 from gateway.devtools.fake_upstream import FakeUpstream
-from tests.support.harness import REDIS_URL, GatewayProcess
+from tests.support.harness import REDIS_URL
 
 pytestmark = pytest.mark.integration
 

@@ -4,9 +4,7 @@ shared by two monitors (two replicas), and stored calibrations in a real SQL sto
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +18,10 @@ from gateway.store.database import create_engine
 from gateway.store.migrate import upgrade_database
 from tests.support.fakes import FakeCaller
 from tests.support.harness import backend
+from tests.support.stub_server import QuietHandler, StubServer
 
 
-class MetricsServer:
+class MetricsServer(StubServer):
     """Serves ``/metrics`` in vLLM's exposition format with values the test sets; counts hits."""
 
     def __init__(self) -> None:
@@ -30,7 +29,7 @@ class MetricsServer:
         self.hits = 0
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 if self.path != "/metrics":
                     self.send_response(404)
@@ -43,22 +42,10 @@ class MetricsServer:
                     f'vllm:num_requests_waiting{{model_name="m"}} {outer.waiting}\n'
                     f'vllm:kv_cache_usage_perc{{model_name="m"}} {outer.kv}\n'
                 ).encode()
-                self.send_response(200)
-                self.send_header("content-type", "text/plain; version=0.0.4")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.send_body(200, "text/plain; version=0.0.4", body)
 
-            def log_message(self, *args: Any) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
+        self.start()
 
 
 @pytest.fixture

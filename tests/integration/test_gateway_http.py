@@ -15,8 +15,9 @@ import httpx
 import openai
 import pytest
 
+from bench.gateway_process import GatewayProcess
 from gateway.devtools.fake_upstream import FakeUpstream
-from tests.support.harness import VENV_BIN, GatewayProcess
+from tests.support.harness import VENV_BIN
 
 pytestmark = pytest.mark.integration
 

@@ -26,8 +26,9 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.gateway_process import GatewayProcess
 from gateway.devtools.fake_upstream import FakeUpstream
-from tests.support.harness import VENV_BIN, GatewayProcess, backend, config_dict
+from tests.support.harness import VENV_BIN, backend, config_dict
 from tests.support.llamacpp import MODEL_ALIAS, LlamaServer, llama_server_or_skip
 
 pytestmark = pytest.mark.timeout(900)

@@ -14,9 +14,9 @@ import httpx
 import openai
 import pytest
 
+from bench.gateway_process import GatewayProcess
 from gateway.devtools.fake_upstream import FakeUpstream
 from tests.support.fake_anthropic import TEXT, USAGE, FakeAnthropic
-from tests.support.harness import GatewayProcess
 
 pytestmark = pytest.mark.integration
 

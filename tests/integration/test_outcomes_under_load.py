@@ -17,11 +17,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.gateway_process import GatewayProcess
 from gateway.devtools.fake_upstream import FakeUpstream
 from gateway.store.database import create_engine
 from gateway.store.migrate import upgrade_database
 from gateway.store.writer import RecordWriter
-from tests.support.harness import REDIS_URL, GatewayProcess
+from tests.support.harness import REDIS_URL
 
 REQUESTS = 200
 CONCURRENCY = 32

@@ -15,11 +15,11 @@ import openai
 import pytest
 from sqlalchemy import func, inspect, select
 
+from bench.gateway_process import GatewayProcess
 from gateway.devtools.fake_upstream import FakeUpstream
 from gateway.store.models import requests as requests_table
 from tests.support.fakes import FakeCaller, Script
 from tests.support.harness import (
-    GatewayProcess,
     app_client,
     chat_body,
     config_dict,

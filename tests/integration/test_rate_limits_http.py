@@ -23,8 +23,9 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.gateway_process import GatewayProcess
 from gateway.devtools.fake_upstream import FakeUpstream
-from tests.support.harness import REDIS_URL, GatewayProcess
+from tests.support.harness import REDIS_URL
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import httpx
 import pytest
 import yaml
 
-from gateway.devtools.fake_upstream.process import FakeUpstream
+from gateway.devtools.fake_upstream import FakeUpstream, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TOLLGATE = [sys.executable, "-c", "from gateway.cli.main import main; main()"]
@@ -38,12 +37,6 @@ PROMPTS = [
     "Write a haiku about routers.",
     "Solve 17 * 23 and show your steps.",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def env_without_keys(db: Path) -> dict[str, str]:

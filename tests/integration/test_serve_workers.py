@@ -16,10 +16,10 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from gateway.devtools.fake_upstream import FakeUpstream
+from gateway.devtools.fake_upstream import FakeUpstream, free_port
 from gateway.store.database import create_engine
 from gateway.store.models import requests as requests_table
-from tests.support.harness import REDIS_URL, VENV_BIN, free_port
+from tests.support.harness import REDIS_URL, VENV_BIN
 
 pytestmark = pytest.mark.integration
 

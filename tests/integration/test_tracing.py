@@ -13,8 +13,8 @@ from typing import Any
 import openai
 import pytest
 
+from bench.gateway_process import GatewayProcess
 from gateway.devtools.fake_upstream import FakeUpstream
-from tests.support.harness import GatewayProcess
 from tests.support.otlp_receiver import OtlpReceiver
 
 pytestmark = pytest.mark.integration

@@ -7,9 +7,9 @@ talks to through litellm."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.support.stub_server import QuietHandler, StubServer
 
 TEXT = "Hello from the fake Claude"
 USAGE = {
@@ -46,12 +46,12 @@ def _events(model: str) -> list[dict[str, Any]]:
     ]
 
 
-class FakeAnthropic:
+class FakeAnthropic(StubServer):
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)))
                 fake.requests.append(
@@ -76,27 +76,10 @@ class FakeAnthropic:
                     "stop_sequence": None,
                     "usage": USAGE,
                 }
-                out = json.dumps(message).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
+                self.send_body(200, "application/json", json.dumps(message).encode())
 
-            def log_message(self, *args: Any) -> None:  # quiet
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> FakeAnthropic:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        return self.url

@@ -1,5 +1,6 @@
-"""Test harness: config builders, the in-process app client, real Postgres databases, Redis
-prefixes, and a gateway run as a real ``tollgate serve`` subprocess.
+"""Test harness: config builders, the in-process app client, real Postgres databases and Redis
+prefixes. A gateway run as a real ``tollgate serve`` subprocess is
+``bench.gateway_process.GatewayProcess`` (the benches start it too).
 """
 
 from __future__ import annotations
@@ -7,16 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-import yaml
 from fastapi.testclient import TestClient
 
 from gateway.app import create_app
@@ -136,93 +133,3 @@ def postgres_database() -> Iterator[str]:
         yield f"{PG_SERVER}/{name}"
     finally:
         asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-# -- a real gateway process ---------------------------------------------------------------------
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class GatewayProcess:
-    """``tollgate serve`` in a subprocess, on a free port, with its own config file."""
-
-    def __init__(
-        self,
-        config: dict[str, Any],
-        workdir: Path,
-        env: dict[str, str],
-        args: tuple[str, ...] = (),
-    ) -> None:
-        self.args = args  # more ``tollgate serve`` options (``--workers 2``)
-        self.port = free_port()
-        self.workdir = workdir
-        self.config_path = workdir / f"gateway-{self.port}.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.env = {**os.environ, **env}
-        self.log_path = workdir / f"gateway-{self.port}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(VENV_BIN / "tollgate"), *args, "--config", str(self.config_path)],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            cwd=self.workdir,
-            timeout=120,
-        )
-
-    def start(self, timeout_s: float = 180) -> GatewayProcess:
-        log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                str(VENV_BIN / "tollgate"),
-                "serve",
-                "--config",
-                str(self.config_path),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                *self.args,
-            ],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-        )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"gateway did not start: {self.log_path.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def __enter__(self) -> GatewayProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -17,7 +17,8 @@ from types import TracebackType
 import httpx
 import pytest
 
-from tests.support.harness import ROOT, free_port
+from gateway.devtools.fake_upstream import free_port
+from tests.support.harness import ROOT
 
 CACHE = Path(os.environ.get("TOLLGATE_CACHE", Path.home() / ".cache" / "tollgate"))
 SERVER_PYTHON = CACHE / "llama-server" / "bin" / "python"
@@ -60,18 +61,14 @@ class LlamaServer:
 
     def start(self, timeout_s: float = 180) -> LlamaServer:
         log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                str(SERVER_PYTHON), "-m", "llama_cpp.server",
-                "--model", str(GGUF), "--model_alias", MODEL_ALIAS,
-                "--host", "127.0.0.1", "--port", str(self.port),
-                "--n_ctx", str(self.n_ctx), "--n_threads", str(self.threads),
-                "--interrupt_requests", "False",  # a new request must not cut a stream short
-            ],  # fmt: skip
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
+        cmd = [
+            str(SERVER_PYTHON), "-m", "llama_cpp.server",
+            "--model", str(GGUF), "--model_alias", MODEL_ALIAS,
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--n_ctx", str(self.n_ctx), "--n_threads", str(self.threads),
+            "--interrupt_requests", "False",  # a new request must not cut a stream short
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -99,6 +96,9 @@ class LlamaServer:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()

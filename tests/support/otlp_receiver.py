@@ -8,7 +8,6 @@ import gzip
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -16,6 +15,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from tests.support.stub_server import QuietHandler, StubServer
 
 
 def _value(v: AnyValue) -> Any:
@@ -27,14 +28,14 @@ def _attrs(items: Any) -> dict[str, Any]:
     return {kv.key: _value(kv.value) for kv in items}
 
 
-class OtlpReceiver:
+class OtlpReceiver(StubServer):
     def __init__(self) -> None:
         self.spans: list[dict[str, Any]] = []
         self.requests = 0
         self.lock = threading.Lock()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 if self.headers.get("content-encoding") == "gzip":
@@ -45,21 +46,13 @@ class OtlpReceiver:
                     return
                 receiver.ingest(ExportTraceServiceRequest.FromString(body))
                 out = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
-                self.send_header("content-length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
+                self.send_body(200, "application/x-protobuf", out)
 
-            def log_message(self, *args: Any) -> None:  # quiet
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self.url
 
     def ingest(self, request: ExportTraceServiceRequest) -> None:
         spans = []
@@ -97,11 +90,3 @@ class OtlpReceiver:
                 return spans
             time.sleep(0.05)
         raise AssertionError(f"spans not received in {timeout_s}s: {spans}")
-
-    def __enter__(self) -> OtlpReceiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import threading
 
-from tests.support.harness import free_port
+from gateway.devtools.fake_upstream import free_port
 
 
 class TcpProxy:

@@ -14,10 +14,8 @@ import contextlib
 import inspect
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import aiohttp
@@ -29,6 +27,7 @@ from gateway.backends.litellm_adapter import LiteLLMCaller
 from gateway.backends.litellm_errors import ERROR_MAP, Kind, classify, kind_of
 from gateway.backends.upstream import InternalError, UpstreamFailure
 from gateway.config import BackendConfig
+from tests.support.stub_server import QuietHandler, StubServer
 
 
 def _exception_classes(module: Any, prefix: str) -> list[type[BaseException]]:
@@ -126,17 +125,14 @@ def test_a_bug_litellm_wrapped_as_a_connection_error_is_internal() -> None:
 
 
 # -- the real adapter against a real HTTP server ------------------------------------------------
-class _Upstream:
+class _Upstream(StubServer):
     """A scripted OpenAI-compatible server: every POST gets ``reply`` (status, body, delay)."""
 
     def __init__(self) -> None:
         self.reply: tuple[int, bytes, str, float] = (200, b"{}", "application/json", 0.0)
         upstream = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                return
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("content-length", 0)))
                 status, body, ctype, delay = upstream.reply
@@ -152,18 +148,12 @@ class _Upstream:
                 except OSError:
                     return  # the client timed out and left
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        super().__init__(Handler)
+        self.start()
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        return self.url + "/v1"
 
 
 @pytest.fixture(scope="module")
