@@ -145,9 +145,10 @@ def create_app(
             yield
         finally:
             await reloader.close()
-            # verdicts being written and judge calls in flight finish before the store closes
+            # judge calls in flight finish before the store closes; the verdicts they queued
+            # are written by runtime.close(), within server.shutdown_timeout_s like the rest
             judge = runtime.config.judge
-            await drain_outcomes((judge.timeout_s if judge else 0) + 5, runtime.writer)
+            await drain_outcomes((judge.timeout_s if judge else 0) + 5)
             await runtime.close()
 
     app = FastAPI(
