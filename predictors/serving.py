@@ -1,23 +1,12 @@
 """The predictor in a process of its own: score prompts that arrive on a byte stream.
 
-This module owns the predictor *worker* — ``python -m predictors.serving --artifact DIR`` —
-and its wire format. The gateway starts one (or a few) and talks to it over the worker's stdin
+This module owns the predictor *worker* — ``python -m predictors.serving --artifact DIR``.
+The gateway starts one (or a few) and talks to it over the worker's stdin
 and stdout (``gateway.serve.predictor_client``), so model code never runs in the gateway's
 process: the encoder does not hold the event loop's GIL, its thread pool does not fight the
 loop for the cores, and a crash of the model takes only the worker down.
 
-Wire format: every frame is a 4-byte big-endian length and a body.
-
-* worker → client, once when ready: JSON ``{"type": "hello", "version", "profiles",
-  "fingerprint", "embedder", "embed_dim", "batching", "device", "pid", "verdict"}``
-  (``verdict``: the artifact's cascade verdict weights, or null);
-* client → worker, one per prompt: JSON ``{"id": int, "text": str, "deadline": float}``
-  (``deadline`` on ``time.monotonic()``, the system-wide CLOCK_MONOTONIC on Linux: an item
-  still queued past it is answered ``expired`` without being scored — its caller has
-  already given up, and skipping it keeps an overloaded worker from working on the past);
-* worker → client, one per scored chunk: a reply (:func:`encode_reply`), stamped with the
-  time it was sent, so the client judges the deadline by when the worker answered and not by
-  when a busy event loop got around to reading the answer.
+The wire format (frames, the hello, requests and replies) is ``predictors.wire``'s.
 
 Batching is adaptive: whatever has arrived is taken (up to ``--max-batch``; under load, after
 waiting up to ``--coalesce-ms`` for more, ``Worker._coalesce``). An encoder whose
@@ -39,7 +28,6 @@ import json
 import logging
 import os
 import select
-import struct
 import sys
 import time
 from collections import deque
@@ -49,97 +37,13 @@ from typing import Any
 
 import numpy as np
 
-from predictors.verdict import VerdictModel
+from predictors.wire import Reply, encode_reply, frame, split_frames, verdict_of
 
 log = logging.getLogger("tollgate.predictor.worker")
 
-HEADER = struct.Struct("!I")
 # texts a per-text (CPU int8) encoder takes in one go before the chunk is answered: their
 # outcome model runs once for all of them, and the first waits for at most this many passes
 PER_TEXT_CHUNK = 4
-MAX_FRAME = 64 * 1024 * 1024
-
-
-def frame(body: bytes) -> bytes:
-    return HEADER.pack(len(body)) + body
-
-
-def split_frames(buf: bytearray) -> list[bytes]:
-    """Remove and return every complete frame at the start of ``buf``."""
-    out = []
-    pos = 0
-    while len(buf) - pos >= HEADER.size:
-        (n,) = HEADER.unpack_from(buf, pos)
-        if n > MAX_FRAME:
-            raise ValueError(f"frame of {n} bytes exceeds the limit")
-        if len(buf) - pos - HEADER.size < n:
-            break
-        out.append(bytes(buf[pos + HEADER.size : pos + HEADER.size + n]))
-        pos += HEADER.size + n
-    del buf[:pos]
-    return out
-
-
-def verdict_of(predictor: Any) -> dict[str, Any] | None:
-    """The artifact's cascade verdict model for the hello (``{"w": [...], "b": float}``), so
-    the gateway can judge answers without a round trip; None when it has none."""
-    model = getattr(predictor, "model", None)
-    verdict = VerdictModel.from_arrays(model.arrays) if model is not None else None
-    if verdict is None:
-        return None
-    return {"w": [float(v) for v in verdict.weights], "b": verdict.bias}
-
-
-def encode_request(item_id: int, text: str, deadline: float) -> bytes:
-    return frame(json.dumps({"id": item_id, "text": text, "deadline": deadline}).encode())
-
-
-@dataclass(frozen=True)
-class Reply:
-    """Scored items of one chunk, and the ids answered without a score (and why)."""
-
-    ids: list[int]
-    probs: np.ndarray  # (len(ids), n_profiles) float32, the hello's profile order
-    complexity: np.ndarray  # (len(ids),) float32
-    embeddings: np.ndarray  # (len(ids), embed_dim) float32
-    failed: dict[int, str]  # id -> "expired" | "error: ..."
-    sent: float = 0.0  # time.monotonic() when the worker answered (set when encoded)
-    #: (len(ids), n_profiles) float32 answer-length ratios (NaN: unknown); None: none at all
-    ratios: np.ndarray | None = None
-
-
-def encode_reply(reply: Reply) -> bytes:
-    head = json.dumps(
-        {
-            "ids": reply.ids,
-            "failed": {str(k): v for k, v in reply.failed.items()},
-            "shape": list(reply.probs.shape),
-            "dim": int(reply.embeddings.shape[1]) if reply.embeddings.ndim == 2 else 0,
-            "sent": reply.sent or time.monotonic(),
-            "ratios": reply.ratios is not None,
-        }
-    ).encode()
-    parts = [reply.probs, reply.complexity, reply.embeddings]
-    if reply.ratios is not None:
-        parts.append(reply.ratios)
-    arrays = b"".join(np.ascontiguousarray(a, dtype=np.float32).tobytes() for a in parts)
-    return frame(HEADER.pack(len(head)) + head + arrays)
-
-
-def decode_reply(body: bytes) -> Reply:
-    (n,) = HEADER.unpack_from(body, 0)
-    head = json.loads(body[HEADER.size : HEADER.size + n])
-    rows, cols = head["shape"]
-    dim = head["dim"]
-    data = np.frombuffer(body, dtype=np.float32, offset=HEADER.size + n)
-    probs = data[: rows * cols].reshape(rows, cols)
-    complexity = data[rows * cols : rows * cols + rows]
-    end = rows * cols + rows + rows * dim
-    embeddings = data[rows * cols + rows : end].reshape(rows, dim)
-    ratios = data[end : end + rows * cols].reshape(rows, cols) if head.get("ratios") else None
-    failed = {int(k): str(v) for k, v in head["failed"].items()}
-    sent = float(head.get("sent", 0.0))
-    return Reply(list(head["ids"]), probs, complexity, embeddings, failed, sent, ratios)
 
 
 class ChunkCost:

@@ -29,10 +29,7 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from types import MappingProxyType
 from typing import Any
-
-import numpy as np
 
 from gateway.serve.predictor_outcome import (
     ERROR,
@@ -45,14 +42,9 @@ from gateway.serve.predictor_outcome import (
 )
 from gateway.settings import cache_root_from_env
 from predictors.embedding import clip_text
-from predictors.service import (
-    AnyEmbedderConfig,
-    Prediction,
-    embedder_config_from_dict,
-    output_ratios,
-)
-from predictors.serving import HEADER, decode_reply, encode_request
+from predictors.service import AnyEmbedderConfig, Prediction, embedder_config_from_dict
 from predictors.verdict import VerdictModel
+from predictors.wire import HEADER, decode_reply, encode_request, verdict_from_hello
 
 log = logging.getLogger("tollgate.predictor")
 
@@ -214,12 +206,7 @@ class PredictorClient:
         self.fingerprint = str(hello["fingerprint"])
         self.device_used = str(hello.get("device"))
         self._embedder = embedder_config_from_dict(hello["embedder"])
-        verdict = hello.get("verdict")
-        self.verdict = (
-            VerdictModel(np.asarray(verdict["w"], np.float32), float(verdict["b"]))
-            if verdict
-            else None
-        )
+        self.verdict = verdict_from_hello(hello)
         worker.hello = hello
         worker.reader = asyncio.create_task(self._read_replies(worker), name="predictor-reader")
         log.info(
@@ -270,11 +257,7 @@ class PredictorClient:
                     fut = worker.pending.pop(item_id, None)
                     if fut is None or fut.done():
                         continue
-                    ps = MappingProxyType(dict(zip(order, reply.probs[i].tolist(), strict=True)))
-                    emb = reply.embeddings[i].copy() if reply.embeddings.shape[1] else None
-                    rs = output_ratios(order, reply.ratios[i]) if reply.ratios is not None else {}
-                    pred = Prediction(float(reply.complexity[i]), ps, emb, MappingProxyType(rs))
-                    fut.set_result((pred, reply.sent))
+                    fut.set_result((reply.prediction(i, order), reply.sent))
                 for item_id, why in reply.failed.items():
                     fut = worker.pending.pop(item_id, None)
                     if fut is not None and not fut.done():
@@ -413,6 +396,3 @@ async def _read_frame(stream: asyncio.StreamReader) -> bytes | None:
         return await stream.readexactly(n)
     except asyncio.IncompleteReadError:
         return None
-
-
-__all__ = ["PredictorClient", "Scored"]

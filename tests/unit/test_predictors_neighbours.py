@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from predictors.outcome_model import _top_k
+from predictors.memory import top_k as _top_k
 
 
 def _full(sims: np.ndarray, k: int) -> list[set[int]]:

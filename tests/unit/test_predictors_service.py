@@ -15,10 +15,10 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from predictors.serving import (
+from predictors.serving import Worker
+from predictors.wire import (
     HEADER,
     Reply,
-    Worker,
     decode_reply,
     encode_reply,
     encode_request,
