@@ -77,8 +77,7 @@ class CascadeRun:
         if backend.name != plan.first:
             self.steps.append({"action": "none", "reason": f"{backend.name} answered instead"})
             return backend, resp
-        text = completion_text(resp)
-        first = AnswerFacts(plan.p_first or 0.5, extract_choice(text), len(text))
+        first = _facts(plan.p_first, resp)
         v = self._judge(first, None)
         step = self._note(cascade_step(plan, checked=False, verdict=v), v)
         if step.action == "check" and step.backend in self.backends:
@@ -88,9 +87,7 @@ class CascadeRun:
                 alone = cascade_step(replace(plan, check=None), checked=False, verdict=v)
                 step = self._note(alone, v)
             else:
-                ctext = completion_text(checked)
-                check = AnswerFacts(plan.p_check or 0.5, extract_choice(ctext), len(ctext))
-                v = self._judge(first, check)
+                v = self._judge(first, _facts(plan.p_check, checked))
                 step = self._note(cascade_step(plan, checked=True, verdict=v), v)
         if step.action == "escalate" and step.backend in self.backends:
             try:
@@ -112,6 +109,13 @@ class CascadeRun:
     def header(self) -> str:
         """``x-tollgate-cascade``: the actions taken, e.g. ``check,escalate``."""
         return ",".join(s["action"] for s in self.steps) or "none"
+
+
+def _facts(p_success: float | None, resp: dict[str, Any]) -> AnswerFacts:
+    """What the verdict reads of one answer: its backend's P(success), its closed form, its
+    length."""
+    text = completion_text(resp)
+    return AnswerFacts(p_success if p_success is not None else 0.5, extract_choice(text), len(text))
 
 
 def cascade_run(
