@@ -16,16 +16,21 @@ MODELS="$CACHE/models"
 GGUF="$MODELS/SmolLM2-135M-Instruct.Q4_1.gguf"
 mkdir -p "$WHEELS" "$MODELS"
 
-# The wheel is built for this CPU (GGML_NATIVE): the key carries the CPU flags so a cache
-# carried to another kind of CPU rebuilds instead of dying on an illegal instruction.
-cpukey=$(grep -m1 '^flags' /proc/cpuinfo | md5sum | cut -c1-8)
+# The wheel is built for AVX2, not for this CPU (GGML_NATIVE=OFF): a native build on a Xeon
+# with AMX compiles ggml's AMX kernels, and in a VM that does not grant the AMX tile state the
+# server dies with SIGSEGV on its first completion (seen 2026-11-30). The key carries the
+# CPU flags and the build flags, so a cache carried to another CPU or built with other flags
+# is rebuilt (pip's own wheel cache is bypassed: it keys on the sdist, not on CMAKE_ARGS).
+FLAGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_CURL=OFF"
+FLAGS="$FLAGS -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+cpukey=$( (grep -m1 '^flags' /proc/cpuinfo; echo "$FLAGS") | md5sum | cut -c1-8)
 stamp="$WHEELS/.built-$VER-$cpukey"
 if [ ! -f "$stamp" ] || ! ls "$WHEELS"/llama_cpp_python-"$VER"-*.whl >/dev/null 2>&1; then
   rm -f "$WHEELS"/llama_cpp_python-*.whl "$WHEELS"/.built-*
+  rm -rf "$VENV"  # it holds the old build
   echo "llama-wheel: building llama-cpp-python==$VER from source (takes a while on 2 cores)"
-  CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_CURL=OFF" \
-  CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
-    nice python3 -m pip wheel --quiet --no-deps --no-binary llama-cpp-python \
+  CMAKE_ARGS="$FLAGS" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+    nice python3 -m pip wheel --quiet --no-cache-dir --no-deps --no-binary llama-cpp-python \
       "llama-cpp-python==$VER" -w "$WHEELS"
   touch "$stamp"
 fi
