@@ -145,10 +145,9 @@ def create_app(
             yield
         finally:
             await reloader.close()
-            # judge calls in flight finish before the store closes; the verdicts they queued
-            # are written by runtime.close(), within server.shutdown_timeout_s like the rest
+            # verdicts being written and judge calls in flight finish before the store closes
             judge = runtime.config.judge
-            await drain_outcomes((judge.timeout_s if judge else 0) + 5)
+            await drain_outcomes((judge.timeout_s if judge else 0) + 5, runtime.writer)
             await runtime.close()
 
     app = FastAPI(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -82,70 +81,17 @@ class Runtime:
             return False
 
     async def close(self) -> None:
-        """Stop every part within ``server.shutdown_timeout_s``, in two stages whose parts stop
-        together: first those that use Redis and the store (the latency and capacity pollers,
-        the predictor, the record writer's last flush), in the first three quarters of the
-        time; then the connections themselves (Redis, the database engine, the upstream
-        pools), in the rest. A part that fails or outlives its stage is logged by name and
-        every other part still stops. The writer, cancelled, spools the rows it could not
-        write (``RecordWriter.close``), so a store that hangs at shutdown loses none."""
-        budget = self.config.server.shutdown_timeout_s
-        end = asyncio.get_running_loop().time() + budget
-        first: dict[str, Callable[[], Awaitable[object]]] = {
-            "latency window": self.latency.close,
-            "record writer": self.writer.close,
-        }
+        await self.latency.close()
         if self.capacity is not None:
-            first["capacity monitor"] = self.capacity.close
+            await self.capacity.close()
         if self.predictor is not None and hasattr(self.predictor, "close"):
-            first["predictor"] = self.predictor.close
-        await _stop_together(first, end - budget / 4, grace_s=budget / 10)
-        second: dict[str, Callable[[], Awaitable[object]]] = {
-            f"shared state ({self.state.kind})": self.state.close,
-            "database engine": self.engine.dispose,
-        }
+            await self.predictor.close()
+        await self.writer.close()
+        await self.state.close()
+        await self.engine.dispose()
         close_caller = getattr(self.caller, "aclose", None)  # its connection pools
         if close_caller is not None:
-            second["upstream connections"] = close_caller
-        await _stop_together(second, end, grace_s=budget / 10)
-
-
-async def _stop_together(
-    parts: dict[str, Callable[[], Awaitable[object]]], until: float, *, grace_s: float
-) -> None:
-    """Run the closes of ``parts`` (by name) at once until ``until`` (loop time) less
-    ``grace_s``, then cancel those still running and give them ``grace_s`` to unwind. Never
-    raises for a part: a failure, a cancelled part and one that ignores its cancellation
-    (abandoned, still running) are logged by name."""
-    loop = asyncio.get_running_loop()
-
-    async def stop(close: Callable[[], Awaitable[object]]) -> None:
-        await close()
-
-    tasks = {
-        asyncio.create_task(stop(close), name=f"tollgate-close {name}"): name
-        for name, close in parts.items()
-    }
-    try:
-        _, late = await asyncio.wait(tasks, timeout=max(0.0, until - grace_s - loop.time()))
-        for task in late:
-            task.cancel()
-        if late:
-            await asyncio.wait(late, timeout=grace_s)
-    except asyncio.CancelledError:  # the shutdown itself was cancelled: so is every part
-        for task in tasks:
-            task.cancel()
-        raise
-    for task, name in tasks.items():
-        failure = task.exception() if task.done() and not task.cancelled() else None
-        if task in late:
-            log.warning(
-                "shutdown: %s did not stop in time (server.shutdown_timeout_s); %s",
-                name,
-                "cancelled" if task.done() else "abandoned: it ignored the cancellation",
-            )
-        elif failure is not None:
-            log.warning("shutdown: closing %s failed", name, exc_info=failure)
+            await close_caller()
 
 
 async def build_runtime(

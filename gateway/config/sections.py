@@ -73,14 +73,6 @@ class ServerConfig(Strict):
         description="a budget hold lapses by itself this long after it was taken (a replica that "
         "died mid-request never settles it); longer than the slowest request",
     )
-    shutdown_timeout_s: float = Field(
-        default=10.0,
-        gt=0,
-        le=300,
-        description="the most a replica's shutdown waits for its parts to stop (the last rows "
-        "written, Redis and database connections closed); a part still running then is "
-        "cancelled and logged, and rows not yet written stay on the spool for the next start",
-    )
 
 
 class BreakerConfig(Strict):

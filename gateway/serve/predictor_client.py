@@ -222,7 +222,8 @@ class PredictorClient:
         self._closing = True
         for task in list(self._restarts):
             task.cancel()
-        await asyncio.gather(*(self._stop(worker) for worker in self._workers))  # 5 s in all
+        for worker in self._workers:
+            await self._stop(worker)
 
     async def _stop(self, worker: _Worker) -> None:
         proc = worker.proc
@@ -232,12 +233,11 @@ class PredictorClient:
         if proc.stdin is not None and not proc.stdin.is_closing():
             proc.stdin.close()  # EOF: the worker finishes and exits
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), 5)
-        finally:  # not gone in 5 s, or this close cancelled (a shutdown's deadline): killed
+            await asyncio.wait_for(proc.wait(), 5)
+        except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
-                proc.kill()  # (nothing once it has exited)
-        await proc.wait()
+                proc.kill()
+            await proc.wait()
         if worker.reader is not None:
             worker.reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -30,13 +31,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import func
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.store.journal import Journal, Segment, decode_row, encode_row, read_orphan
+from gateway.store.models import outcomes as outcomes_table
 from gateway.store.models import requests as requests_table
-from gateway.store.upserts import INTERRUPTED, upsert_attempts, upsert_outcomes, upsert_tasks
+from gateway.store.models import tasks as tasks_table
 
 log = logging.getLogger("tollgate.store")
+INTERRUPTED = "interrupted"
 _ATTEMPT_DEFAULTS = {"cache_hit": False}  # NOT NULL columns added after rows were spooled
 _COLS = {c.name: _ATTEMPT_DEFAULTS.get(c.name) for c in requests_table.columns}
 Rows = Sequence[dict[str, Any]]
@@ -144,34 +149,19 @@ class RecordWriter:
         self._replayer = asyncio.create_task(self._replay_loop(), name="tollgate-replayer")
 
     async def close(self) -> None:
-        """Flush everything; whatever cannot reach the store is spooled, never dropped: also
-        when this close is cancelled (the runtime's shutdown deadline, a store that hangs),
-        the batch cut mid-write by ``_flush_once`` and the rows still queued by
-        ``_spool_pending``, neither awaiting anything a second cancel could cut."""
+        """Flush everything; whatever cannot reach the store is spooled, never dropped."""
         self._closing = True
         self._wake.set()
-        try:
-            for task in (self._runner, self._replayer):
-                if task is not None:
-                    task.cancel()
-                    await asyncio.wait([task])  # raises only if this close is cancelled
-            await self.flush()
-            with contextlib.suppress(Exception):  # a batch spooled by the cancel goes in now
-                await self.replay_spool()
-        finally:
-            self._spool_pending()
-            if self.journal is not None:
-                self.journal.close()
-
-    def _spool_pending(self) -> None:
-        """Spool the rows still queued (a close cut short). Rows the spool cannot take stay
-        pending in their journal segment, which ``Journal.close`` keeps for recovery."""
-        if self.pending:
-            log.warning("writer closing with %d rows unwritten: spooled", self.pending)
-        while (before := self.pending) > 0:
-            self._spool_or_requeue(*self._take_batch())
-            if self.pending >= before:  # the spool is unwritable: the journal keeps them
-                break
+        for task in (self._runner, self._replayer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self.flush()
+        with contextlib.suppress(Exception):  # a batch spooled by the cancel goes in now
+            await self.replay_spool()
+        if self.journal is not None:
+            self.journal.close()
 
     async def flush(self) -> None:
         """Write every pending row now, and wait for a batch the background loop may be
@@ -261,9 +251,8 @@ class RecordWriter:
 
     async def _write(self, attempts: Rows, tasks: Rows, outcomes: Rows = ()) -> None:
         async with self._write_lock, self.engine.begin() as conn:
-            dialect = self.engine.dialect.name
             if tasks:
-                await conn.execute(upsert_tasks(dialect), tasks)
+                await conn.execute(self._upsert_tasks, tasks)
             if attempts:
                 # one shape per batch: a row spooled or journaled before a column existed
                 # (requests.tags 0006, cache columns 0007) gets its default; today's goes as is
@@ -271,9 +260,45 @@ class RecordWriter:
                     r if r.keys() == _COLS.keys() else {c: r.get(c, d) for c, d in _COLS.items()}
                     for r in attempts
                 ]
-                await conn.execute(upsert_attempts(dialect), attempts)
+                await conn.execute(self._upsert_attempts, attempts)
             if outcomes:
-                await conn.execute(upsert_outcomes(dialect), list(outcomes))
+                await conn.execute(self._upsert_outcomes, list(outcomes))
+
+    @functools.cached_property
+    def _upsert_tasks(self) -> Any:
+        """Insert tasks; on conflict keep the later last_seen_at (one statement per batch, built
+        once per writer like the two below: rebuilding them on every flush cost 0.5 ms)."""
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(tasks_table)
+        latest = (func.greatest if dialect is postgresql else func.max)(
+            tasks_table.c.last_seen_at, stmt.excluded.last_seen_at
+        )
+        return stmt.on_conflict_do_update(index_elements=["id"], set_={"last_seen_at": latest})
+
+    @functools.cached_property
+    def _upsert_attempts(self) -> Any:
+        """Insert attempts; a repeated row changes nothing, except that a final row replaces an
+        ``interrupted`` one recovered from a journal."""
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(requests_table)
+        cols = [c.name for c in requests_table.columns if c.name != "id"]
+        return stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={c: stmt.excluded[c] for c in cols},
+            where=(requests_table.c.status == INTERRUPTED) & (stmt.excluded.status != INTERRUPTED),
+        )
+
+    @functools.cached_property
+    def _upsert_outcomes(self) -> Any:
+        """Insert outcomes; on conflict replace the row unless it is newer than this write."""
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(outcomes_table)
+        cols = [c.name for c in outcomes_table.columns if c.name not in ("id", "created_at")]
+        return stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={c: stmt.excluded[c] for c in cols},
+            where=outcomes_table.c.updated_at <= stmt.excluded.updated_at,
+        )
 
     async def recover_journals(self) -> int:
         """Write what dead writers journaled on this spool directory (their final rows, and an
