@@ -420,3 +420,35 @@ def test_cascade_checks_and_escalates_on_the_verdict_over_the_answer(
     assert first["cascade"]["first"] == "mini" and first["cascade"]["check"] == "local"
     assert check["cascade"]["action"] == "check" and check["cascade"]["verdict"] == 0.5
     assert escalation["cascade"]["action"] == "escalate"
+
+
+def test_a_cascade_reserves_budget_for_its_check_and_escalation(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """A cascade may pay for three calls (first, check, escalation): its budget hold covers
+    them, so a key whose budget fits one call is refused the cascade up front (429) and
+    still served by a one-call policy."""
+    cascade = policy(
+        {
+            "kind": "cascade",
+            "first": "mini",
+            "check": "local",
+            "escalate_to": "frontier",
+            "accept_confidence": 0.6,
+        }
+    )
+    cfg = settings_for(portfolio(tmp_path, {"c": cascade, "d": CHEAPEST}), sqlite_url)
+    with app_client(cfg, predictor=FakePredictor(P)) as (client, fake):
+        # one call's worst case: 3 prompt tokens at frontier's $0.00001 + 100 at $0.00003
+        key = create_key(client, budget=0.005)
+        auth = {"authorization": f"Bearer {key}"}
+        refused = client.post(
+            "/v1/chat/completions", json=chat_body(model="tollgate/c", max_tokens=100), headers=auth
+        )
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "budget_exceeded"
+        assert sum(fake.calls.values()) == 0
+        one_call = client.post(
+            "/v1/chat/completions", json=chat_body(model="tollgate/d", max_tokens=100), headers=auth
+        )
+        assert one_call.status_code == 200, one_call.text
