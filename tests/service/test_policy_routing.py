@@ -437,7 +437,8 @@ def test_a_cascade_reserves_budget_for_its_check_and_escalation(
             "accept_confidence": 0.6,
         }
     )
-    cfg = settings_for(portfolio(tmp_path, {"c": cascade, "d": CHEAPEST}), sqlite_url)
+    one = policy({"kind": "cheapest_adequate", "min_success": 0.7})
+    cfg = settings_for(portfolio(tmp_path, {"c": cascade, "d": one}), sqlite_url)
     with app_client(cfg, predictor=FakePredictor(P)) as (client, fake):
         # one call's worst case: 3 prompt tokens at frontier's $0.00001 + 100 at $0.00003
         key = create_key(client, budget=0.005)
