@@ -208,6 +208,8 @@ def cascade_step(plan: CascadePlan, *, checked: bool, verdict: float | None) -> 
             return CascadeStep("accept", None, f"{why}, but there is no tier to escalate to")
         return CascadeStep("escalate", plan.escalate_to, f"{why}: escalate to {plan.escalate_to}")
 
+    if plan.escalate_to is None:  # a check could change nothing: keep the answer unchecked
+        return CascadeStep("accept", None, "nothing to escalate to: accept")
     if v is None:
         return escalate("no verdict on the answer")
     tau = plan.accept_confidence

@@ -214,6 +214,15 @@ class Policy(StrictModel):
                         )
                     )
                 named.setdefault(value, field_name)
+            if self.escalation is not None:
+                issues.append(
+                    (
+                        ("escalation",),
+                        "a cascade escalates on its own verdict: drop escalation, or route "
+                        "with another objective",
+                        None,
+                    )
+                )
         fbs = self.predictor_fallbacks
         if not fbs:
             issues.append((("predictor_fallback",), "must not be empty", fbs))

@@ -21,6 +21,7 @@ import numpy as np
 from predictors.prompt_vectors import embed_prompts
 
 if TYPE_CHECKING:
+    from predictors.outcome_model import OutcomeModel
     from predictors.service import Predictor
 
 MIN_LABELS = 100
@@ -90,7 +91,7 @@ def refit_with_shared_data(
     labelled rows; names with ``min_labels`` labels that ``base`` lacks become profiles.
     ``cache_dir``: the embedding cache's root (default ``~/.cache/tollgate``)."""
     from predictors.datasets import read_dataset
-    from predictors.outcome_model import OutcomeModel, TrainConfig, fit_outcome_model
+    from predictors.outcome_model import TrainConfig, fit_outcome_model
     from predictors.service import Predictor as PredictorCls
     from predictors.training import answer_lengths, join_tables
 
@@ -112,7 +113,16 @@ def refit_with_shared_data(
     lengths = np.concatenate([answer_lengths(tables, data_dir), pad], axis=1)
     lengths = np.concatenate([lengths, np.full((int(keep.sum()), len(profiles)), np.nan)])
     model: OutcomeModel = fit_outcome_model(x_all, y_all, profiles, cfg, lengths)
-    return PredictorCls(model, base.meta, base._embedder), learned
+    return PredictorCls(with_verdict(model, base.model), base.meta, base._embedder), learned
+
+
+def with_verdict(model: OutcomeModel, base: OutcomeModel) -> OutcomeModel:
+    """``model`` with ``base``'s cascade verdict (a refit learns P(success) only; without the
+    verdict every cascade served by it would escalate)."""
+    from predictors.outcome_model import OutcomeModel
+
+    verdict = {k: v for k, v in base.arrays.items() if k.startswith("verdict_")}
+    return OutcomeModel(list(model.profiles), {**model.arrays, **verdict}) if verdict else model
 
 
 _SPLIT_SEED = re.compile(r"seeded 70/30 by query, seed (\d+)")
@@ -173,5 +183,6 @@ def holdout_predictor(
     rows = [index[k] for k in train]
     lengths = answer_lengths(tables, data_dir)[rows]
     model = fit_outcome_model(x[rows], y[rows], profiles, TrainConfig(**train_config), lengths)
+    model = with_verdict(model, predictor.model)
     refit_meta = {**meta, "version": f"{predictor.version}-holdout{seed}"}
     return Holdout(PredictorCls(model, refit_meta), frozenset(test), seed, len(rows))

@@ -71,7 +71,13 @@ def verdict_of(predictor: Any) -> dict[str, Any] | None:
 def verdict_from_hello(hello: dict[str, Any]) -> VerdictModel | None:
     """The verdict model a worker's hello carries (:func:`verdict_of`), or None."""
     v = hello.get("verdict")
-    return VerdictModel(np.asarray(v["w"], np.float32), float(v["b"])) if v else None
+    if not v:
+        return None
+    arrays = {"verdict_w": np.asarray(v["w"], np.float32), "verdict_b": np.array([v["b"]])}
+    try:  # a worker of another version (other features): no verdict rather than a wrong one
+        return VerdictModel.from_arrays(arrays)
+    except ValueError:
+        return None
 
 
 def encode_request(item_id: int, text: str, deadline: float) -> bytes:

@@ -25,14 +25,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.config import BackendConfig
-from gateway.errors import NoBackendAvailable, RateLimited, UpstreamError
+from gateway.errors import InvalidRequest, NoBackendAvailable, RateLimited, UpstreamError
 from gateway.serve.dispatch import Call, Dispatcher
 from gateway.serve.usage import completion_text
 from policies.cascade import CascadePlan, CascadeStep, cascade_step
 from predictors.verdict import AnswerFacts, VerdictModel, extract_choice
 
 #: A call the cascade can do without: its failure keeps what was already answered.
-CALL_FAILED = (UpstreamError, NoBackendAvailable, RateLimited)
+#: (``InvalidRequest``: the check or escalation backend refused what the first accepted.)
+CALL_FAILED = (UpstreamError, NoBackendAvailable, RateLimited, InvalidRequest)
 
 
 @dataclass

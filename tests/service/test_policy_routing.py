@@ -453,3 +453,33 @@ def test_a_cascade_reserves_budget_for_its_check_and_escalation(
             "/v1/chat/completions", json=chat_body(model="tollgate/d", max_tokens=100), headers=auth
         )
         assert one_call.status_code == 200, one_call.text
+
+
+def test_a_refused_check_keeps_the_answer_already_paid_for(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """The check backend rejects the request (400): the first answer, already paid for, is
+    judged alone and served, not thrown away for the check's error."""
+    import numpy as np
+
+    from predictors.verdict import FEATURES, VerdictModel
+
+    w = np.zeros(len(FEATURES), np.float32)
+    w[FEATURES.index("first_closed")] = 2.0
+    predictor = FakePredictor(P)
+    predictor.verdict = VerdictModel(w, -1.5)  # type: ignore[attr-defined]  # "B": 0.62
+    objective = {
+        "kind": "cascade",
+        "first": "mini",
+        "check": "local",
+        "escalate_to": "frontier",
+        "accept_confidence": 0.6,
+        "skip_check_above": 0.9,
+    }
+    cfg = settings_for(portfolio(tmp_path, {"c": policy(objective)}), sqlite_url)
+    caller = FakeCaller({"mini": Script(text="B"), "local": Script(fail=[400])})
+    with app_client(cfg, caller, predictor) as (client, fake):
+        resp = served(client, create_key(client))
+        assert resp.headers["x-tollgate-backend"] == "mini"
+        assert resp.headers["x-tollgate-cascade"] == "check,accept"  # 0.62 >= 0.6 alone
+        assert fake.calls == {"mini": 1, "local": 1}

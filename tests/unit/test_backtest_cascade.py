@@ -110,3 +110,35 @@ def test_without_a_verdict_model_every_cascade_escalates(tmp_path: Path) -> None
 def test_a_dataset_without_closed_form_answers_has_no_cascade_scorer() -> None:
     table = Table("alpacaeval", ["1"], [MAPPING[b] for b in COST])
     assert cascade_scorer(table, MAPPING, None) is None  # type: ignore[arg-type]
+
+
+def test_a_cascade_check_is_never_the_answer_served() -> None:
+    from gateway.analytics.backtest.store_load import answered
+
+    first = {"status": "ok", "decision": {"backend": "mini", "cascade": {"first": "mini"}}}
+    check = {"status": "ok", "decision": {"cascade": {"action": "check", "verdict": 0.5}}}
+    escalation = {"status": "ok", "decision": {"cascade": {"action": "escalate"}}}
+    plain = {"status": "ok", "decision": None}
+    assert answered(first) and answered(escalation) and answered(plain)
+    assert not answered(check)
+    assert not answered({"status": "error", "decision": None})
+    tries = [first, check]  # check, accept: the first answer was served
+    assert next(r for r in reversed(tries) if answered(r)) is first
+
+
+def test_a_refit_keeps_the_artifacts_cascade_verdict() -> None:
+    import numpy as np
+
+    from predictors.fitting import with_verdict
+    from predictors.outcome_model import OutcomeModel
+    from predictors.verdict import FEATURES, VerdictModel
+
+    w = np.arange(len(FEATURES), dtype=np.float32)
+    base = OutcomeModel(["a"], {"a": np.zeros(1, np.float32), **VerdictModel(w, 0.5).to_arrays()})
+    refit = OutcomeModel(["a", "b"], {"a": np.ones(2, np.float32)})
+    kept = with_verdict(refit, base)
+    verdict = VerdictModel.from_arrays(kept.arrays)
+    assert verdict is not None and verdict.bias == 0.5
+    np.testing.assert_array_equal(verdict.weights, w)
+    assert kept.profiles == ["a", "b"] and kept.arrays["a"].shape == (2,)
+    assert with_verdict(refit, OutcomeModel(["a"], {})) is refit  # nothing to keep

@@ -108,7 +108,21 @@ def test_without_a_check_the_accept_bar_decides_at_once() -> None:
     assert cascade_step(plan, checked=False, verdict=0.79).action == "escalate"
     top = CascadePlan("flash", None, None, 0.8, 1.0, 0.0, 0.7, None, None)
     step = cascade_step(top, checked=False, verdict=0.1)
-    assert step.action == "accept" and "no tier to escalate to" in step.reason
+    assert step.action == "accept" and "nothing to escalate to" in step.reason
+    # with a check but nothing to escalate to, the check could change nothing: not paid for
+    checked_top = CascadePlan("flash", "deep", None, 0.8, 0.95, 0.3, 0.7, 0.65, None)
+    for v in (None, 0.1, 0.5, 0.99):
+        assert cascade_step(checked_top, checked=False, verdict=v).action == "accept"
+
+
+def test_a_cascade_takes_no_validator_escalation() -> None:
+    with pytest.raises(ValidationError, match="escalates on its own verdict"):
+        cascade(**{}).model_validate(
+            {
+                **cascade().model_dump(mode="json"),
+                "escalation": {"validators": [{"kind": "non_empty"}]},
+            }
+        )
 
 
 def routed(**kw: Any) -> Policy:

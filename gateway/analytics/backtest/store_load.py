@@ -81,6 +81,7 @@ async def load_logged_requests(engine: AsyncEngine, limit: int | None = None) ->
                     R.c.prompt_tokens,
                     R.c.completion_tokens,
                     R.c.cost_usd,
+                    R.c.decision,
                 )
                 .where(R.c.request_id.in_(part))
                 .order_by(R.c.request_id, R.c.attempt)
@@ -100,7 +101,7 @@ async def load_logged_requests(engine: AsyncEngine, limit: int | None = None) ->
         decision = dict(h["decision"])
         tries = attempts.get(str(h["request_id"]), [])
         prompt = next((r["prompt_tokens"] for r in tries if r["prompt_tokens"] is not None), None)
-        ok = [r for r in tries if r["status"] == "ok" and r["completion_tokens"] is not None]
+        ok = [r for r in tries if answered(r) and r["completion_tokens"] is not None]
         done = ok or [r for r in tries if r["completion_tokens"] is not None]
         completion = done[-1]["completion_tokens"] if done else None
         prediction = stored_prediction(decision)
@@ -123,13 +124,21 @@ async def load_logged_requests(engine: AsyncEngine, limit: int | None = None) ->
                 ),
                 unpriced=any(r["cost_usd"] is None for r in tries),
                 success=verdict.get(str(h["task_id"])),
-                served_by=next(
-                    (str(r["backend"]) for r in reversed(tries) if r["status"] == "ok"), None
-                ),
+                served_by=next((str(r["backend"]) for r in reversed(tries) if answered(r)), None),
                 rejected=tuple(str(r["backend"]) for r in tries if r["status"] == "rejected"),
             )
         )
     return load
+
+
+def answered(row: Any) -> bool:
+    """An attempt whose answer the client may have got: ``ok``, and not a cascade's check (its
+    answer was only compared with the first one, ``gateway.serve.cascade``)."""
+    note = row["decision"]
+    step = note.get("cascade") if isinstance(note, dict) else None
+    return bool(row["status"] == "ok") and not (
+        isinstance(step, dict) and step.get("action") == "check"
+    )
 
 
 def check_store_exists(url: str) -> None:
