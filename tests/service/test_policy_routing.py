@@ -60,6 +60,14 @@ CHEAPEST = policy(
     {"kind": "cheapest_adequate", "min_success": 0.7, "on_no_adequate": "most_capable"}
 )
 P = {"local": 0.5, "mini": 0.8, "frontier": 0.95}
+#: mini answers first, local checks it, frontier is the escalation tier
+CASCADE = {
+    "kind": "cascade",
+    "first": "mini",
+    "check": "local",
+    "escalate_to": "frontier",
+    "accept_confidence": 0.6,
+}
 
 
 def served(client: Any, key: str, **body: Any) -> Any:
@@ -368,15 +376,7 @@ def test_cascade_checks_and_escalates_on_the_verdict_over_the_answer(
     w[FEATURES.index("agree")] = 3.0
     predictor = FakePredictor(P)
     predictor.verdict = VerdictModel(w, -2.0)  # type: ignore[attr-defined]
-    objective = {
-        "kind": "cascade",
-        "first": "mini",
-        "check": "local",
-        "escalate_to": "frontier",
-        "accept_confidence": 0.6,
-        "skip_check_above": 0.9,
-        "escalate_below": 0.2,
-    }
+    objective = {**CASCADE, "skip_check_above": 0.9, "escalate_below": 0.2}
     cfg = settings_for(portfolio(tmp_path, {"c": policy(objective)}), sqlite_url)
     caller = FakeCaller({"mini": Script(text="B"), "local": Script(text="B")})
     with app_client(cfg, caller, predictor) as (client, fake):
@@ -428,15 +428,7 @@ def test_a_cascade_reserves_budget_for_its_check_and_escalation(
     """A cascade may pay for three calls (first, check, escalation): its budget hold covers
     them, so a key whose budget fits one call is refused the cascade up front (429) and
     still served by a one-call policy."""
-    cascade = policy(
-        {
-            "kind": "cascade",
-            "first": "mini",
-            "check": "local",
-            "escalate_to": "frontier",
-            "accept_confidence": 0.6,
-        }
-    )
+    cascade = policy(dict(CASCADE))
     one = policy({"kind": "cheapest_adequate", "min_success": 0.7})
     cfg = settings_for(portfolio(tmp_path, {"c": cascade, "d": one}), sqlite_url)
     with app_client(cfg, predictor=FakePredictor(P)) as (client, fake):
@@ -455,9 +447,7 @@ def test_a_cascade_reserves_budget_for_its_check_and_escalation(
         assert one_call.status_code == 200, one_call.text
 
 
-def test_a_refused_check_keeps_the_answer_already_paid_for(
-    tmp_path: Path, sqlite_url: str
-) -> None:
+def test_a_refused_check_keeps_the_answer_already_paid_for(tmp_path: Path, sqlite_url: str) -> None:
     """The check backend rejects the request (400): the first answer, already paid for, is
     judged alone and served, not thrown away for the check's error."""
     import numpy as np
@@ -468,14 +458,7 @@ def test_a_refused_check_keeps_the_answer_already_paid_for(
     w[FEATURES.index("first_closed")] = 2.0
     predictor = FakePredictor(P)
     predictor.verdict = VerdictModel(w, -1.5)  # type: ignore[attr-defined]  # "B": 0.62
-    objective = {
-        "kind": "cascade",
-        "first": "mini",
-        "check": "local",
-        "escalate_to": "frontier",
-        "accept_confidence": 0.6,
-        "skip_check_above": 0.9,
-    }
+    objective = {**CASCADE, "skip_check_above": 0.9}
     cfg = settings_for(portfolio(tmp_path, {"c": policy(objective)}), sqlite_url)
     caller = FakeCaller({"mini": Script(text="B"), "local": Script(fail=[400])})
     with app_client(cfg, caller, predictor) as (client, fake):
