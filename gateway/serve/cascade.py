@@ -115,7 +115,7 @@ class CascadeRun:
 def _facts(p_success: float | None, resp: dict[str, Any]) -> AnswerFacts:
     """What the verdict reads of one answer: its backend's P(success), its closed form, its
     length."""
-    text = completion_text(resp)
+    text = completion_text({"choices": (resp.get("choices") or [])[:1]})  # n > 1: the first
     return AnswerFacts(p_success if p_success is not None else 0.5, extract_choice(text), len(text))
 
 
