@@ -155,6 +155,7 @@ class RedisState:
         self._live: dict[str, dict[str, tuple[int, float]]] = {}
         self.last_seen: tuple[int, int] | None = None  # (spent, reserved) of the last reserve
         self._watch: asyncio.Task[None] | None = None
+        self._closing = False  # set by close: the epoch watch stops even if its cancel is lost
         self._cache = RedisCache(self._redis, self._k, self._call)
         self._breakers = RedisBreakers(self._redis, self._k, self._call)
         self._latency = RedisLatency(self._redis, self._k, self._call)
@@ -200,8 +201,10 @@ class RedisState:
     async def _watch_epoch(self) -> None:
         """While this replica holds anything, notice a Redis restart within a second and put
         its holds back, even if it reserves nothing new (long streams in flight)."""
-        while True:
+        while not self._closing:
             await asyncio.sleep(EPOCH_CHECK_S)
+            if self._closing:
+                return
             if not self._live or not self._epoch:
                 continue
             try:
@@ -215,7 +218,9 @@ class RedisState:
                     self._epoch = epoch or ""
                     log.warning("Redis restarted: re-registered this replica's budget holds")
             except self._errors:
-                continue  # still down: the next tick tries again
+                # still down: the next tick tries again (a close's cancel that the client
+                # turned into a timeout ends the loop through _closing, not here)
+                continue
 
     async def budget_reserve(
         self, scope: str, limit_nano: int, amount_nano: int, hold: str, ttl_ms: int
@@ -324,6 +329,7 @@ class RedisState:
             return False
 
     async def close(self) -> None:
+        self._closing = True
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -103,3 +103,25 @@ async def test_holds_survive_a_redis_restart(private_redis: PrivateRedis) -> Non
     finally:
         await a.close()
         await b.close()
+
+
+async def test_close_ends_the_epoch_watch_even_if_its_cancel_is_turned_into_a_timeout(
+    private_redis: PrivateRedis,
+) -> None:
+    """A Redis client may turn the cancel of a call in flight into a timeout; the epoch
+    watch treats timeouts as "still down, try again", so close must not depend on the cancel
+    (a paused Redis once hung a shutdown here for 300 s)."""
+    state = RedisState(private_redis.url, timeout_s=0.3)
+    assert await state.budget_reserve("key:w", 1000, 1, "h", 60_000)  # starts the watch
+
+    async def swallowing_get(*_: object, **__: object) -> str:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise TimeoutError("cancelled mid-call") from None
+        return ""
+
+    state._redis.get = swallowing_get
+    state._epoch = state._epoch or "e"
+    await asyncio.sleep(1.5)  # the watch is now inside the call
+    await asyncio.wait_for(state.close(), 5)  # returned, not hung
