@@ -92,13 +92,13 @@ def _tier(obj: Cascade, eligible: Sequence[Cand]) -> Cand | None:
 
 def _net_costs(
     obj: Cascade, eligible: Sequence[Cand], skip: AbstractSet[str]
-) -> dict[str, Decimal | None]:
+) -> dict[str, Decimal]:
     """A first tier chosen per request: each candidate's net expected cost
     ``cost - success_value_usd * P(success)`` (priced, with an estimate, undominated, not the
     check)."""
     value = obj.success_value_usd
     assert value is not None
-    out: dict[str, Decimal | None] = {}
+    out: dict[str, Decimal] = {}
     for c in eligible:
         if c.p is None or c.cost is None or c.name in skip or c.name == obj.check:
             continue
@@ -114,12 +114,11 @@ def _first(
     if obj.first is not None:
         fixed = next((c for c in eligible if c.name == obj.first and c.p is not None), None)
         return fixed, {}
-    scores = _net_costs(obj, eligible, skip)
+    net = _net_costs(obj, eligible, skip)
     ranked = sorted(
-        (c for c in eligible if c.name in scores),
-        key=lambda c: (scores[c.name] or Decimal(0), p_key(c), c.idx),
+        (c for c in eligible if c.name in net), key=lambda c: (net[c.name], p_key(c), c.idx)
     )
-    return (ranked[0] if ranked else None), scores
+    return (ranked[0] if ranked else None), dict(net)
 
 
 def rank_cascade(
@@ -202,14 +201,13 @@ def cascade_step(plan: CascadePlan, *, checked: bool, verdict: float | None) -> 
     check's answer (``checked=True``); ``verdict`` is P(keeping the first answer loses
     nothing), computed with the answers seen so far."""
     v = verdict
+    up = plan.escalate_to
+    if up is None:  # a check could change nothing: keep the answer unchecked
+        return CascadeStep("accept", None, "nothing to escalate to: accept")
 
     def escalate(why: str) -> CascadeStep:
-        if plan.escalate_to is None:
-            return CascadeStep("accept", None, f"{why}, but there is no tier to escalate to")
-        return CascadeStep("escalate", plan.escalate_to, f"{why}: escalate to {plan.escalate_to}")
+        return CascadeStep("escalate", up, f"{why}: escalate to {up}")
 
-    if plan.escalate_to is None:  # a check could change nothing: keep the answer unchecked
-        return CascadeStep("accept", None, "nothing to escalate to: accept")
     if v is None:
         return escalate("no verdict on the answer")
     tau = plan.accept_confidence
