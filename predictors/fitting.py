@@ -50,6 +50,7 @@ def fine_tune(
     """Keep ``base``'s query features; fit a profile for each name with ``min_labels`` labels
     of both classes (``fit_new_profile``), and add the labelled queries to the
     nearest-neighbour memory. Returns the candidate and the profiles it learned."""
+    from predictors.memory import quantize
     from predictors.outcome_model import OutcomeModel, fit_new_profile
     from predictors.service import Predictor as PredictorCls
 
@@ -68,7 +69,7 @@ def fine_tune(
         y_all = label_matrix(labels, model.profiles)
         keep = ~np.isnan(y_all).all(axis=1)
         arrays = dict(model.arrays)
-        new_x = np.clip(np.round(x[keep] * 127.0), -127, 127).astype(np.int8)
+        new_x = quantize(x[keep])
         arrays["knn_x"] = np.concatenate([arrays["knn_x"], new_x])
         arrays["knn_y"] = np.concatenate([arrays["knn_y"], y_all[keep].astype(np.float16)])
         if "knn_len" in arrays:  # a gateway's labels carry no answer lengths

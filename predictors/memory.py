@@ -46,9 +46,7 @@ def memory_mean(x: np.ndarray, mem_x: np.ndarray, mem_y: np.ndarray, k: int) -> 
     for start in range(0, x.shape[0], 512):
         sims = x[start : start + 512] @ memory.T
         nn = np.argpartition(-sims, kth=k - 1, axis=1)[:, :k]
-        total, count = labels[nn].sum(axis=1), labelled[nn].sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[start : start + 512] = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        out[start : start + 512] = nan_mean(labels[nn], labelled[nn])
     return out
 
 
