@@ -45,7 +45,7 @@ from gateway.outcomes.recording import Outcome, off_request_path, schedule_outco
 from gateway.pricing import Price
 from gateway.runtime import Runtime
 from gateway.serve.context import RequestContext
-from gateway.serve.usage import completion_text, usage_from
+from gateway.serve.usage import completion_text, first_choice_text, usage_from
 from gateway.snapshot import unavailable_reason
 from policies.shadow import in_sample
 
@@ -237,8 +237,7 @@ def consider(
             )
             return None
         if not isinstance(answer, str):
-            choices = answer.get("choices") or []
-            answer = completion_text({"choices": choices[:1]})  # with n > 1: the first
+            answer = first_choice_text(answer)
         job = _Job(
             cfg=cfg,
             backend=backend,

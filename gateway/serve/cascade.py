@@ -27,7 +27,7 @@ from typing import Any
 from gateway.config import BackendConfig
 from gateway.errors import InvalidRequest, NoBackendAvailable, RateLimited, UpstreamError
 from gateway.serve.dispatch import Call, Dispatcher
-from gateway.serve.usage import completion_text
+from gateway.serve.usage import first_choice_text
 from policies.cascade import CascadePlan, CascadeStep, cascade_step
 from predictors.verdict import AnswerFacts, VerdictModel, extract_choice
 
@@ -115,7 +115,7 @@ class CascadeRun:
 def _facts(p_success: float | None, resp: dict[str, Any]) -> AnswerFacts:
     """What the verdict reads of one answer: its backend's P(success), its closed form, its
     length."""
-    text = completion_text({"choices": (resp.get("choices") or [])[:1]})  # n > 1: the first
+    text = first_choice_text(resp)
     return AnswerFacts(p_success if p_success is not None else 0.5, extract_choice(text), len(text))
 
 

@@ -4,7 +4,7 @@ tokenizer, so streamed and plain calls cost the same."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,12 @@ def completion_text(resp: dict[str, Any]) -> str:
         if isinstance(choice.get("text"), str):
             parts.append(choice["text"])
     return "".join(parts)
+
+
+def first_choice_text(resp: Mapping[str, Any]) -> str:
+    """:func:`completion_text` of the first choice only (with ``n > 1``, the one a verdict or
+    a judge reads)."""
+    return completion_text({"choices": (resp.get("choices") or [])[:1]})
 
 
 def usage_from(
