@@ -14,7 +14,10 @@ concurrency level, a closed loop of that many workers sends real RouterBench pro
 A decision "fell back" when the gateway says so: ``x-tollgate-predictor: fallback:<reason>``
 (or, from gateways older than that header, ``x-tollgate-decision: predictor_unavailable``);
 the table also shows the gateway's own count (``tollgate_predictor_fallbacks_total`` in
-``/metrics``) where it exports one. Prompts are not reused across the run unless the data runs
+``/metrics``) where it exports one, and the mean time a routing decision waited for an
+answered prediction (``tollgate_predictor_wait_seconds``: when it far exceeds the worker's own
+time, the wait is the gateway's event loop, busy with other requests, not the predictor).
+Prompts are not reused across the run unless the data runs
 out (then a numbered prefix keeps each text distinct), so the predictor's cache does not flatter
 the numbers; ``--repeat`` sends the same prompts again to show a warm cache.
 
@@ -59,6 +62,8 @@ VENV_BIN = Path(sys.executable).parent
 FAKE_UPSTREAM = [sys.executable, "-m", "gateway.devtools.fake_upstream"]
 PINNED_BACKEND = "local-moe"
 FALLBACK_COUNTER = "tollgate_predictor_fallbacks_total"
+WAIT_SUM = 'tollgate_predictor_wait_seconds_sum{status="ok"}'
+WAIT_COUNT = 'tollgate_predictor_wait_seconds_count{status="ok"}'
 
 
 # --------------------------------------------------------------------------- processes
@@ -178,6 +183,7 @@ class Phase:
     latencies_ms: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     counter_delta: float | None = None  # the gateway's own fallback count over the phase
+    wait_ms: float | None = None  # mean wait for an answered prediction (the gateway's histogram)
     gateway_cpu_s: float | None = None  # CPU seconds the gateway process used in the phase
     predictor_cpu_s: float | None = None  # ... and its predictor worker processes
 
@@ -235,17 +241,23 @@ def cpu_split(gateway_pid: int) -> tuple[float, float]:
     return _cpu_s(gateway_pid), sum(_cpu_s(c) for c in _children(gateway_pid))
 
 
-async def scrape_counter(session: aiohttp.ClientSession, base: str) -> float | None:
+async def scrape(session: aiohttp.ClientSession, base: str) -> tuple[float, float, float] | None:
+    """The gateway's fallback count and its predictor wait histogram's sum and count (ok)."""
     try:
         async with session.get(f"{base}/metrics", timeout=aiohttp.ClientTimeout(total=10)) as r:
             text = await r.text()
     except (TimeoutError, aiohttp.ClientError):
         return None
-    total = None
+    total = wait_sum = wait_n = 0.0
     for line in text.splitlines():
+        value = line.rsplit(" ", 1)[-1]
         if line.startswith(FALLBACK_COUNTER):
-            total = (total or 0.0) + float(line.rsplit(" ", 1)[1])
-    return total
+            total += float(value)
+        elif line.startswith(WAIT_SUM):
+            wait_sum = float(value)
+        elif line.startswith(WAIT_COUNT):
+            wait_n = float(value)
+    return total, wait_sum, wait_n
 
 
 async def run_phase(
@@ -261,7 +273,7 @@ async def run_phase(
     phase = Phase(mode, concurrency)
     cpu0 = cpu_split(gateway_pid) if gateway_pid else None
     model = "auto" if mode == "routed" else PINNED_BACKEND
-    before = await scrape_counter(session, base)
+    before = await scrape(session, base) or (0.0, 0.0, 0.0)
     queue = list(reversed(prompts))
     deadline = time.monotonic() + duration_s
     timeout = aiohttp.ClientTimeout(total=request_timeout_s)
@@ -310,11 +322,11 @@ async def run_phase(
     if cpu0 is not None and gateway_pid:
         cpu1 = cpu_split(gateway_pid)
         phase.gateway_cpu_s, phase.predictor_cpu_s = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
-    after = await scrape_counter(session, base)
-    if before is not None and after is not None:
-        phase.counter_delta = after - before
-    elif after is not None:
-        phase.counter_delta = after
+    after = await scrape(session, base)
+    if after is not None:
+        phase.counter_delta = after[0] - before[0]
+        if after[2] > before[2]:
+            phase.wait_ms = 1000 * (after[1] - before[1]) / (after[2] - before[2])
     return phase
 
 
@@ -341,7 +353,8 @@ def print_table(rows: list[tuple[Phase, Phase]]) -> None:
     head = (
         f"{'conc':>4} | {'routed req/s':>12} | {'pinned req/s':>12} | {'routed/pinned':>13} | "
         f"{'fallbacks':>14} | {'gateway count':>13} | {'errors r/p':>10} | "
-        f"{'routed p50/p99 ms':>17} | {'pinned p50/p99 ms':>17} | {'CPU ms/req r(pred)/p':>21}"
+        f"{'routed p50/p99 ms':>17} | {'pinned p50/p99 ms':>17} | {'CPU ms/req r(pred)/p':>21} | "
+        f"{'pred wait ms':>12}"
     )
     print(head)
     print("-" * len(head))
@@ -356,7 +369,7 @@ def print_table(rows: list[tuple[Phase, Phase]]) -> None:
             f"{_f(ratio, 2):>13} | {fb:>14} | {gw:>13} | {errs:>10} | "
             f"{_f(routed.pct(0.5)) + '/' + _f(routed.pct(0.99)):>17} | "
             f"{_f(pinned.pct(0.5)) + '/' + _f(pinned.pct(0.99)):>17} | "
-            f"{cpu_cell(routed, pinned):>21}"
+            f"{cpu_cell(routed, pinned):>21} | {_f(routed.wait_ms, 2):>12}"
         )
     versions: Counter[str] = Counter()
     for routed, _ in rows:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# a routing decision waits on the predictor; its budget is tens of milliseconds
+PREDICTOR_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 1)
 
 
 class Metrics:
@@ -81,6 +83,14 @@ class Metrics:
             "Routing decisions by how the predictor took part: ok (its estimate was used) or "
             "fallback",
             ["predictor"],
+            registry=r,
+        )
+        self.predictor_wait = Histogram(
+            "tollgate_predictor_wait_seconds",
+            "How long a routing decision waited for the predictor (cache hits included), by "
+            "outcome: ok, timeout, error, unavailable, overloaded",
+            ["status"],
+            buckets=PREDICTOR_BUCKETS,
             registry=r,
         )
         self.cache_lookups = Counter(

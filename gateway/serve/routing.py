@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -145,6 +146,7 @@ class Router:
         if predictor is None:
             return None, {}, {"status": "disabled"}
         timeout_s = self.config.predictor.timeout_ms / 1000
+        t0 = time.monotonic()
         try:
             if hasattr(predictor, "score"):  # the predictor client says why it has none
                 scored = await predictor.score(prompt, timeout_s)
@@ -154,7 +156,9 @@ class Router:
                 called = {"status": "ok" if result is not None else "timeout"}
         except Exception:
             log.exception("predictor failed; the policy's predictor_fallback applies")
-            return None, {}, {"status": "error"}
+            result, called = None, {"status": "error"}
+        wait = self.rt.metrics.predictor_wait.labels(called["status"])
+        wait.observe(time.monotonic() - t0)
         if result is None:
             return None, {}, called
         facts = PredictionFacts(

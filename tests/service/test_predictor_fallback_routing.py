@@ -80,6 +80,9 @@ def test_a_slow_predictor_falls_back_with_reason_timeout(
         assert resp.status_code == 200
         assert resp.headers["x-tollgate-predictor"] == "fallback:timeout"
         assert counter(client, "tollgate_predictor_fallbacks_total", 'reason="timeout"') == 1
+        # the wait is recorded with its outcome, and it ended at the timeout, not at the answer
+        assert counter(client, "tollgate_predictor_wait_seconds_count", 'status="timeout"') == 1
+        assert counter(client, "tollgate_predictor_wait_seconds_sum", 'status="timeout"') < 0.9
 
 
 def test_a_predictor_that_answers_is_ok(tmp_path: Path, sqlite_url: str, monkeypatch: Any) -> None:
@@ -95,6 +98,10 @@ def test_a_predictor_that_answers_is_ok(tmp_path: Path, sqlite_url: str, monkeyp
         assert resp.headers["x-tollgate-decision"] == "objective"
         assert counter(client, "tollgate_routing_decisions_total", 'predictor="ok"') == 1
         assert counter(client, "tollgate_predictor_fallbacks_total", "reason=") == 0
+        # how long the decision waited for it: one observation, under the request's timeout
+        wait = "tollgate_predictor_wait_seconds"
+        assert counter(client, f"{wait}_count", 'status="ok"') == 1
+        assert 0 < counter(client, f"{wait}_sum", 'status="ok"') < 5.0
 
 
 def test_no_available_fallback_tells_the_client_what_was_tried(
