@@ -41,7 +41,7 @@ class RateHolds:
     """One request's entries in rate windows, until the finish step settles them."""
 
     hold: str = field(default_factory=lambda: uuid.uuid4().hex)
-    estimate: int = 0  # tokens reserved per admission (prompt estimate + output caps)
+    estimate: int = 0  # tokens one call may use (prompt estimate + output caps)
     token_scopes: list[str] = field(default_factory=list)  # key / tenant token windows
     backend_holds: list[tuple[str, str, str]] = field(default_factory=list)  # backend, scope, hold
     calls: int = 0
@@ -61,7 +61,8 @@ def needs_tokens(principal: Principal, chain: tuple[BackendConfig, ...]) -> bool
 def token_estimate(
     snap: Snapshot, ctx: RequestContext, chain: list[BackendConfig], prompt_tokens: int
 ) -> int:
-    """What the request may use at most: its prompt and the output cap of every answer."""
+    """What one call of the request may use at most: its prompt and the output cap of every
+    answer."""
     request = ctx.request
     if request.endpoint == "embeddings":
         return prompt_tokens
@@ -145,11 +146,15 @@ def _refusal(
     )
 
 
-async def admit(rt: Runtime, ctx: RequestContext, chain: list[BackendConfig], prompt: int) -> None:
-    """Admit the request in its key's and tenant's windows, or raise RateLimited."""
+async def admit(
+    rt: Runtime, ctx: RequestContext, chain: list[BackendConfig], prompt: int, calls: int = 1
+) -> None:
+    """Admit the request in its key's and tenant's windows, or raise RateLimited. The caller's
+    token windows hold what all the ``calls`` it may pay for may use (its answer, escalation
+    tiers, a cascade's check and escalation); each backend's window, one call's worth."""
     holds = ctx.rates
     holds.estimate = token_estimate(ctx.snap, ctx, chain, prompt)
-    limited = _caller_scopes(ctx.principal, holds.estimate)
+    limited = _caller_scopes(ctx.principal, holds.estimate * max(1, calls))
     if not limited:
         return
     scopes = [scope for scope, _ in limited]

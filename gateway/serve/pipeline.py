@@ -114,6 +114,13 @@ def worst_case(
     return worst
 
 
+def paid_calls(policy: Policy | None, cascade_calls: list[BackendConfig]) -> int:
+    """How many backend calls one request may pay for: its answer, each escalation tier the
+    policy allows, and a cascade's check and escalation calls."""
+    tiers = 1 + (policy.escalation.max_escalations if policy and policy.escalation else 0)
+    return tiers + len(cascade_calls)
+
+
 class Pipeline:
     """Serves requests; ``outcomes`` receives validator verdicts and served answers."""
 
@@ -177,12 +184,14 @@ class Pipeline:
         if run is not None and (request.stream or request.endpoint != "chat"):
             run = None  # a stream is served by the first tier as it answers (see cascade)
         extra = run.backends_in_reach() if run is not None else []
+        calls = paid_calls(policy, extra)
         reservation = Reservation()
         if budgeted:
-            reservation = await self._reserve(ctx, routed, policy, prompt_tokens, extra)
+            reservation = await self._reserve(ctx, routed, prompt_tokens, extra, calls)
         finish = Finish(rt, self.outcomes, ctx, reservation)
         try:
-            await limits.admit(rt, ctx, routed.chain + routed.escalation + extra, prompt_tokens)
+            reach = routed.chain + routed.escalation + extra
+            await limits.admit(rt, ctx, reach, prompt_tokens, calls)
             start_task(rt, ctx)
             if request.stream:
                 return await self._stream(ctx, routed, finish)
@@ -205,9 +214,9 @@ class Pipeline:
         self,
         ctx: RequestContext,
         routed: Routed,
-        policy: Policy | None,
         prompt_tokens: int,
         cascade_calls: list[BackendConfig],
+        calls: int,
     ) -> Reservation:
         """Reserve an upper bound of what the request may cost: every answer (n, list prompts)
         at the priciest backend in reach, once per escalation tier (or cascade check and
@@ -220,12 +229,10 @@ class Pipeline:
         if out_cap is None:
             declared = [b.max_output_tokens for b in reach]
             out_cap = min(filter(None, declared), default=snap.config.server.reserve_output_tokens)
-        tiers = 1 + (policy.escalation.max_escalations if policy and policy.escalation else 0)
-        tiers += len(cascade_calls)
         worst = worst_case(snap, reach, prompt_tokens, int(out_cap) * request.answers)
         reservation = await self.rt.budgets.reserve(
             ctx.principal,
-            worst * tiers,
+            worst * calls,
             cfg=snap.config.budgets,
             policy=routed.policy,
             tags=request.tags,

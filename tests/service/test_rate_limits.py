@@ -56,3 +56,26 @@ def test_key_limits_and_a_limited_escalation_tier(tmp_path: Path, sqlite_url: st
         assert over.status_code == 429
         assert over.json()["error"]["type"] == "requests"
         assert over.headers["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_a_key_token_window_holds_every_call_a_request_may_pay_for(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """A routed request whose policy may escalate once may pay for two calls: the key's token
+    window must hold both before it is admitted (the settlement counts every call's tokens),
+    while a pinned request holds one call's worth."""
+    caller = FakeCaller({"local": Script(answer_tokens=3), "mini": Script(answer_tokens=3)})
+    with app_client(settings_for(config(tmp_path), sqlite_url), caller) as (client, _):
+        made = client.post("/admin/keys", json={"tenant": "acme", "tpm": 300}, headers=ADMIN)
+        key = {"authorization": f"Bearer {made.json()['key']}"}
+        body = {**chat_body(model="local"), "max_tokens": 200}
+        pinned = client.post("/v1/chat/completions", json=body, headers=key)
+        assert pinned.status_code == 200, pinned.text  # ~210 tokens held, then settled
+        routed = client.post(
+            "/v1/chat/completions", json={**body, "model": "tollgate/esc"}, headers=key
+        )
+        assert routed.status_code == 429, routed.text  # 2 x ~210 > 300
+        assert routed.json()["error"]["type"] == "tokens"
+        small = {**body, "model": "tollgate/esc", "max_tokens": 100}
+        ok = client.post("/v1/chat/completions", json=small, headers=key)
+        assert ok.status_code == 200, ok.text  # 2 x ~110 fits next to the settled pinned call
