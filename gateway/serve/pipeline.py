@@ -182,7 +182,13 @@ class Pipeline:
         plan = routed.decision.cascade if routed.decision is not None else None
         run = cascade_run(plan, rt.predictor, snap.config.backends)
         if run is not None and (request.stream or request.endpoint != "chat"):
-            run = None  # a stream is served by the first tier as it answers (see cascade)
+            # a stream is served by the first tier as it answers (see cascade): the plan is
+            # kept in the stored decision, marked as not run, and the response says so
+            run = None
+            skipped = "stream" if request.stream else request.endpoint
+            if ctx.decision is not None and ctx.decision.get("cascade"):
+                ctx.decision["cascade"] = {**ctx.decision["cascade"], "skipped": skipped}
+            routed.extra_headers["x-tollgate-cascade"] = f"skipped:{skipped}"
         extra = run.backends_in_reach() if run is not None else []
         calls = paid_calls(policy, extra)
         reservation = Reservation()

@@ -63,12 +63,13 @@ class Routed:
     escalation: list[BackendConfig] = field(default_factory=list)
     record: dict[str, Any] | None = None  # what is stored with the request (decision, shadow)
     predictor: str | None = None  # x-tollgate-predictor: ok | fallback:<reason>
+    extra_headers: dict[str, str] = field(default_factory=dict)  # what serving adds
 
     def headers(self) -> dict[str, str]:
         out = self.decision.header_summary() if self.decision is not None else {}
         if self.predictor is not None:
             out["x-tollgate-predictor"] = self.predictor
-        return out
+        return {**out, **self.extra_headers}
 
 
 class Router:

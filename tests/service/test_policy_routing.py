@@ -402,7 +402,8 @@ def test_cascade_checks_and_escalates_on_the_verdict_over_the_answer(
             headers={"authorization": f"Bearer {key}"},
         )
         assert streamed.headers["x-tollgate-backend"] == "mini"
-        assert "x-tollgate-cascade" not in streamed.headers
+        assert streamed.headers["x-tollgate-cascade"] == "skipped:stream"
+        streamed_id = streamed.headers["x-tollgate-request-id"]
         assert fake.calls == {"mini": 4, "local": 2, "frontier": 2}
         rid = disagreed.headers["x-tollgate-request-id"]
         cost = float(disagreed.headers["x-tollgate-cost-usd"])
@@ -420,6 +421,10 @@ def test_cascade_checks_and_escalates_on_the_verdict_over_the_answer(
     assert first["cascade"]["first"] == "mini" and first["cascade"]["check"] == "local"
     assert check["cascade"]["action"] == "check" and check["cascade"]["verdict"] == 0.5
     assert escalation["cascade"]["action"] == "escalate"
+    (stored,) = con.execute(
+        "select decision from requests where request_id=?", (streamed_id,)
+    ).fetchone()
+    assert json.loads(stored)["cascade"]["skipped"] == "stream"  # the plan did not run
 
 
 def test_a_cascade_reserves_budget_for_its_check_and_escalation(
