@@ -211,8 +211,8 @@ def benchmark(
     lines = [
         "",
         f"== {name}: {len(table)} queries, {len(singles)} models; {seeds} seeded 70/30 splits "
-        f"(seeds {first_seed}-{first_seed + seeds - 1}) "
-        f"(fitted on 70 %, scored on 30 %); {boot} paired bootstrap resamples; best single "
+        f"(seeds {first_seed}-{first_seed + seeds - 1}; fitted on 70 %, scored on 30 %); "
+        f"{boot} paired bootstrap resamples; best single "
         f"model (train accuracy): {best_name} ==",
         f"embedder: {emb.fingerprint} (artifact {artifact or 'default'})",
         table.cost_note,
