@@ -12,9 +12,10 @@ profile models (``bench.routing_data.fit_prices``), so the cost axis is RouterBe
 cost; the shortfall and bar rules depend on the candidates' cost order only.
 
 Per policy it prints the mean cost and quality of what was served, and the quality gained over
-two baselines at the same cost: the Zero router over the same candidates (the hull of their
-single models: random mixes) and kNN-40 routing the same candidates by ``P - lambda * cost``
-(its hull over lambda), with paired bootstrap intervals over queries; and each backend's share.
+three baselines at the same cost: the Zero router over the same candidates (the hull of their
+single models: random mixes), and kNN-40 and the MLP routing the same candidates by
+``P - lambda * cost`` (their hulls over lambda), with paired bootstrap intervals over queries;
+and each backend's share.
 Run: ``python bench/routing_shipped.py`` (about a minute with cached embeddings);
 ``--policy NAME`` for another policy of the config, ``--first-seed`` / ``--seeds`` for the splits.
 """
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> list[str]:
     emb = make_embedder(embedder_config_from_dict(meta["embedder"]), threads=1, cache_dir=root)
     x = embed_cached(emb, table.prompts, cache_dir=root)
     rng = np.random.default_rng(12345)
-    rows: list[tuple[float, float, float, float, np.ndarray]] = []
+    rows: list[tuple[float, float, float, float, float, np.ndarray]] = []
     boots: list[np.ndarray] = []
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     for seed in seeds:
@@ -134,6 +135,7 @@ def run(args: argparse.Namespace) -> list[str]:
         )
         est = routing_replay.expected_costs(table, facts, reqs)[:, cols]
         knn = list(routing_replay.penalised(pr["kNN-40"][:, cols], est, LAMBDAS))
+        mlp = list(routing_replay.penalised(pr["MLP"][:, cols], est, LAMBDAS))
         zero = [np.full(len(test), j) for j in range(len(cols))]
         share = np.bincount(choice, minlength=len(cols)) / len(choice)
         idx = np.arange(len(test))
@@ -143,6 +145,7 @@ def run(args: argparse.Namespace) -> list[str]:
                 float(y[idx, choice].mean()),
                 _gain(y, c, choice, zero),
                 _gain(y, c, choice, knn),
+                _gain(y, c, choice, mlp),
                 share,
             )
         )
@@ -153,13 +156,14 @@ def run(args: argparse.Namespace) -> list[str]:
                 (
                     _gain(y[w], c[w], choice[w], [z[w] for z in zero]),
                     _gain(y[w], c[w], choice[w], [k[w] for k in knn]),
+                    _gain(y[w], c[w], choice[w], [m[w] for m in mlp]),
                 )
             )
         boots.append(np.array(reps))
-    mean = np.mean([r[:4] for r in rows], axis=0)
-    spread = np.mean(boots, axis=0)  # (boot, 2): the mean over splits of each resample
+    mean = np.mean([r[:5] for r in rows], axis=0)
+    spread = np.mean(boots, axis=0)  # (boot, 3): the mean over splits of each resample
     lo, hi = np.percentile(spread, 2.5, axis=0), np.percentile(spread, 97.5, axis=0)
-    shares = np.mean([r[4] for r in rows], axis=0)
+    shares = np.mean([r[5] for r in rows], axis=0)
     objective = policy.objective.model_dump(exclude_none=True)
     out = [
         f"== policy {args.policy!r} of {args.config}: {objective}",
@@ -172,6 +176,8 @@ def run(args: argparse.Namespace) -> list[str]:
         f"[{lo[0]:+.4f}, {hi[0]:+.4f}]",
         f"vs kNN-40 over the same candidates (P - lambda * cost), at the same cost: "
         f"{mean[3]:+.4f} [{lo[1]:+.4f}, {hi[1]:+.4f}]",
+        f"vs the MLP over the same candidates (P - lambda * cost), at the same cost: "
+        f"{mean[4]:+.4f} [{lo[2]:+.4f}, {hi[2]:+.4f}]",
         "share served: "
         + ", ".join(f"{a} {s:.2f}" for a, s in zip(candidates, shares, strict=True)),
     ]
