@@ -215,7 +215,8 @@ class Router:
             allowed = checked.allowed
         else:
             allowed = access.check_policy(principal, policy_name, policy.candidates, self.config)
-        request = replace(request, allowed_backends=allowed)  # model access: only these
+        if allowed is not None:  # model access: only these (None, the default: every one)
+            request = replace(request, allowed_backends=allowed)
         if self.rt.state_in_process:  # no I/O in backend_facts: no tasks either
             backends = await self.backend_facts()
             prediction, logged, called = await self.prediction(request.prompt_text)
