@@ -54,6 +54,9 @@ class LatencyWindow:
         self.state = state
         self.flush_s, self.refresh_s, self.max_age_s = flush_s, refresh_s, max_age_s
         self._data: dict[str, deque[float]] = {}
+        # backend -> p95 of ``_data``, until its next sample: every routing decision asks for
+        # every backend's p95, far more often than samples arrive per backend
+        self._local_p95: dict[str, float | None] = {}
         self._pending: dict[str, deque[float]] = {}
         self._wanted: set[str] = set()  # backends a policy asked about
         self._shared: dict[str, float | None] = {}  # backend -> p95 of the merged window
@@ -63,6 +66,7 @@ class LatencyWindow:
 
     def observe(self, backend: str, latency_ms: float) -> None:
         self._data.setdefault(backend, deque(maxlen=self.size)).append(latency_ms)
+        self._local_p95.pop(backend, None)
         if self.state is not None:
             self._pending.setdefault(backend, deque(maxlen=MAX_PENDING)).append(latency_ms)
             self._wanted.add(backend)
@@ -73,7 +77,11 @@ class LatencyWindow:
         self._wanted.update(backends)
 
     def local_p95(self, backend: str) -> float | None:
-        return p95_of(self._data.get(backend) or [])
+        try:
+            return self._local_p95[backend]
+        except KeyError:
+            found = self._local_p95[backend] = p95_of(self._data.get(backend) or [])
+            return found
 
     def p95(self, backend: str) -> float | None:
         if self.state is None:

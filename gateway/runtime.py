@@ -53,6 +53,12 @@ class Runtime:
         """The live config, for reads outside a request (a request keeps its own snapshot)."""
         return self.snapshot.config
 
+    @property
+    def state_in_process(self) -> bool:
+        """Whether the shared state lives in this process (no Redis): its calls never wait on
+        I/O, so awaiting them one by one costs no latency and spares a task each."""
+        return getattr(self.state, "kind", None) == "in-process"
+
     def install(self, snapshot: Snapshot) -> None:
         """Swap in a new snapshot (hot reload): one assignment, so requests that start from
         now on see all of it and requests in flight none of it."""

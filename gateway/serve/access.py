@@ -14,6 +14,7 @@ lists only what the caller may use. Backends' own
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from gateway.auth import Principal
 from gateway.config import BackendConfig, Config
@@ -64,6 +65,15 @@ def check_backend(principal: Principal, backend: BackendConfig, config: Config) 
             param="model",
             code=CODE,
         )
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A passed ``check_policy``: the policy and the backends it let the caller use (None:
+    every backend), so a later step of the same request need not check again."""
+
+    policy: str
+    allowed: frozenset[str] | None
 
 
 def check_policy(

@@ -157,10 +157,12 @@ class Pipeline:
             policy=route.policy,
             request_id=request_id,
         )
+        checked: access.Checked | None = None  # a policy's check, for the router to reuse
         if route.policy is None:  # the same access check for pinned and routed requests,
             access.check_backend(principal, route.chain[0], snap.config)  # cache hits included
         elif (named := snap.config.policies.get(route.policy)) is not None:
-            access.check_policy(principal, route.policy, named.candidates, snap.config)
+            allowed = access.check_policy(principal, route.policy, named.candidates, snap.config)
+            checked = access.Checked(route.policy, allowed)
         ctx.cache = await cache.probe(rt, ctx, route)  # before routing and any reservation
         if ctx.cache.hit is not None:
             return self._cached(ctx)
@@ -175,7 +177,13 @@ class Pipeline:
             routed = Routed(None, snap.callable_chain(route))
         else:
             routed = await Router(rt, snap).route(
-                route.policy, principal, request, request_id=request_id, prompt_tokens=prompt_tokens
+                route.policy,
+                principal,
+                request,
+                request_id=request_id,
+                prompt_tokens=prompt_tokens,
+                budgeted=budgeted,
+                checked=checked,
             )
             ctx.policy, ctx.decision = routed.policy, routed.record
         policy = snap.config.policies.get(routed.policy) if routed.policy else None

@@ -85,27 +85,31 @@ class Router:
         return self.snap.config
 
     async def backend_facts(self) -> dict[str, BackendFacts]:
-        cfg, snap = self.config, self.snap
-        allowed = await asyncio.gather(*(self.rt.allowed(b.name) for b in cfg.backends))
-        capacity = self.rt.capacity  # self-hosted backends over their load limits spill over
+        cfg, snap, rt = self.config, self.snap, self.rt
+        if rt.state_in_process:
+            # the breakers live in this process: nothing to wait for, so no task per backend
+            allowed = [await rt.allowed(b.name) for b in cfg.backends]
+        else:  # one round trip each to the shared state: concurrently
+            allowed = await asyncio.gather(*(rt.allowed(b.name) for b in cfg.backends))
+        capacity = rt.capacity  # self-hosted backends over their load limits spill over
         self.saturated = {
             b.name: why
             for b in cfg.backends
             if capacity is not None and (why := capacity.saturation(b)) is not None
         }
-        return {
-            backend.name: facts_for(
+        facts: dict[str, BackendFacts] = {}
+        for backend, ok in zip(cfg.backends, allowed, strict=True):
+            missing = unavailable_reason(backend)  # reads the environment: once per backend
+            facts[backend.name] = facts_for(
                 backend,
                 snap.price(backend),
-                healthy=unavailable_reason(backend) is None and backend.name not in self.saturated,
-                unhealthy_reason=unavailable_reason(backend)
-                or saturated_note(self.saturated.get(backend.name)),
+                healthy=missing is None and backend.name not in self.saturated,
+                unhealthy_reason=missing or saturated_note(self.saturated.get(backend.name)),
                 circuit_open=not ok,
-                p95_latency_ms=self.rt.latency.p95(backend.name),
+                p95_latency_ms=rt.latency.p95(backend.name),
                 profile=learned_profile(backend, snap.learned_profiles),
             )
-            for backend, ok in zip(cfg.backends, allowed, strict=True)
-        }
+        return facts
 
     async def request_facts(
         self, principal: Principal, request: ClientRequest, prompt_tokens: int
@@ -190,7 +194,12 @@ class Router:
         *,
         request_id: str,
         prompt_tokens: int,
+        budgeted: bool = True,
+        checked: access.Checked | None = None,
     ) -> Routed:
+        """Decide where the request goes. ``budgeted`` False: no budget can apply to the
+        caller (``BudgetLedger.may_apply``), so none is looked up; ``checked``: the access
+        check the pipeline already passed for this request (not repeated for that policy)."""
         policy_set = self.config.policy_set
         if policy_set is None:
             raise InvalidRequest("this gateway has no routing policies configured", param="model")
@@ -200,13 +209,22 @@ class Router:
         else:
             rule = "model"
         note_request(policy=policy_name)  # the access line names it even if refused below
-        request = await self.with_budget(request, principal, client_request, policy_name)
+        if budgeted:
+            request = await self.with_budget(request, principal, client_request, policy_name)
         policy = policy_set.policies[policy_name]
-        allowed = access.check_policy(principal, policy_name, policy.candidates, self.config)
-        request = replace(request, allowed_backends=allowed)  # model access: only these
-        backends, (prediction, logged, called) = await asyncio.gather(
-            self.backend_facts(), self.prediction(request.prompt_text)
-        )
+        if checked is not None and checked.policy == policy_name:
+            allowed = checked.allowed
+        else:
+            allowed = access.check_policy(principal, policy_name, policy.candidates, self.config)
+        if allowed is not None:  # model access: only these (None, the default: every one)
+            request = replace(request, allowed_backends=allowed)
+        if self.rt.state_in_process:  # no I/O in backend_facts: no tasks either
+            backends = await self.backend_facts()
+            prediction, logged, called = await self.prediction(request.prompt_text)
+        else:
+            backends, (prediction, logged, called) = await asyncio.gather(
+                self.backend_facts(), self.prediction(request.prompt_text)
+            )
         decision = decide(policy, policy_name, request, backends, prediction, rule=rule)
         if decision.backend is None and self.saturated:  # nowhere to spill: queue there
             backends = unsaturated(backends, self.saturated)
