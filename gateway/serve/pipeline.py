@@ -42,7 +42,7 @@ from gateway.serve.context import RequestContext
 from gateway.serve.dispatch import Dispatcher
 from gateway.serve.finish import Finish, OutcomeHooks
 from gateway.serve.relay import StreamEnd, relay
-from gateway.serve.request import parse_request
+from gateway.serve.request import ClientRequest, parse_request
 from gateway.serve.routing import Routed, Router
 from gateway.snapshot import Snapshot
 from policies import Policy, ValidationResult, run_validators
@@ -114,11 +114,17 @@ def worst_case(
     return worst
 
 
-def paid_calls(policy: Policy | None, cascade_calls: list[BackendConfig]) -> int:
+def paid_calls(
+    policy: Policy | None, request: ClientRequest, cascade_calls: list[BackendConfig]
+) -> int:
     """How many backend calls one request may pay for: its answer, each escalation tier the
-    policy allows, and a cascade's check and escalation calls."""
-    tiers = 1 + (policy.escalation.max_escalations if policy and policy.escalation else 0)
-    return tiers + len(cascade_calls)
+    policy allows (a non-streamed chat answer is the one the validators judge), and a
+    cascade's check and escalation calls."""
+    calls = 1 + len(cascade_calls)
+    judged = request.endpoint == "chat" and not request.stream
+    if judged and policy is not None and policy.escalation is not None:
+        calls += policy.escalation.max_escalations
+    return calls
 
 
 class Pipeline:
@@ -198,7 +204,7 @@ class Pipeline:
                 ctx.decision["cascade"] = {**ctx.decision["cascade"], "skipped": skipped}
             routed.extra_headers["x-tollgate-cascade"] = f"skipped:{skipped}"
         extra = run.backends_in_reach() if run is not None else []
-        calls = paid_calls(policy, extra)
+        calls = paid_calls(policy, request, extra)
         reservation = Reservation()
         if budgeted:
             reservation = await self._reserve(ctx, routed, prompt_tokens, extra, calls)

@@ -76,6 +76,11 @@ def test_a_key_token_window_holds_every_call_a_request_may_pay_for(
         )
         assert routed.status_code == 429, routed.text  # 2 x ~210 > 300
         assert routed.json()["error"]["type"] == "tokens"
+        # a stream is not judged by the validators, so it cannot escalate: one call's worth
+        stream = {**body, "model": "tollgate/esc", "stream": True}
+        with client.stream("POST", "/v1/chat/completions", json=stream, headers=key) as resp:
+            assert resp.status_code == 200
+            resp.read()
         small = {**body, "model": "tollgate/esc", "max_tokens": 100}
         ok = client.post("/v1/chat/completions", json=small, headers=key)
-        assert ok.status_code == 200, ok.text  # 2 x ~110 fits next to the settled pinned call
+        assert ok.status_code == 200, ok.text  # 2 x ~110 fits next to the settled calls
