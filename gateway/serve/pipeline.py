@@ -46,6 +46,7 @@ from gateway.serve.request import ClientRequest, parse_request
 from gateway.serve.routing import Routed, Router
 from gateway.snapshot import Snapshot
 from policies import Policy, ValidationResult, run_validators
+from policies.schema import Escalation
 
 
 @dataclass(frozen=True)
@@ -114,17 +115,22 @@ def worst_case(
     return worst
 
 
+def escalation_of(policy: Policy | None, request: ClientRequest) -> Escalation | None:
+    """The policy's escalation where it applies: its validators judge a non-streamed chat
+    answer, and only such an answer escalates."""
+    if policy is None or request.endpoint != "chat" or request.stream:
+        return None
+    return policy.escalation
+
+
 def paid_calls(
     policy: Policy | None, request: ClientRequest, cascade_calls: list[BackendConfig]
 ) -> int:
-    """How many backend calls one request may pay for: its answer, each escalation tier the
-    policy allows (a non-streamed chat answer is the one the validators judge), and a
-    cascade's check and escalation calls."""
-    calls = 1 + len(cascade_calls)
-    judged = request.endpoint == "chat" and not request.stream
-    if judged and policy is not None and policy.escalation is not None:
-        calls += policy.escalation.max_escalations
-    return calls
+    """How many backend calls one request may pay for: its answer, each escalation tier that
+    applies to it, and a cascade's check and escalation calls."""
+    escalation = escalation_of(policy, request)
+    tiers = escalation.max_escalations if escalation is not None else 0
+    return 1 + tiers + len(cascade_calls)
 
 
 class Pipeline:
@@ -205,12 +211,12 @@ class Pipeline:
             routed.extra_headers["x-tollgate-cascade"] = f"skipped:{skipped}"
         extra = run.backends_in_reach() if run is not None else []
         calls = paid_calls(policy, request, extra)
+        reach = routed.chain + routed.escalation + extra
         reservation = Reservation()
         if budgeted:
-            reservation = await self._reserve(ctx, routed, prompt_tokens, extra, calls)
+            reservation = await self._reserve(ctx, routed, prompt_tokens, reach, calls)
         finish = Finish(rt, self.outcomes, ctx, reservation)
         try:
-            reach = routed.chain + routed.escalation + extra
             await limits.admit(rt, ctx, reach, prompt_tokens, calls)
             start_task(rt, ctx)
             if request.stream:
@@ -235,7 +241,7 @@ class Pipeline:
         ctx: RequestContext,
         routed: Routed,
         prompt_tokens: int,
-        cascade_calls: list[BackendConfig],
+        reach: list[BackendConfig],
         calls: int,
     ) -> Reservation:
         """Reserve an upper bound of what the request may cost: every answer (n, list prompts)
@@ -244,7 +250,6 @@ class Pipeline:
         (``gateway.budgets``). A request with no output cap is capped at what was reserved,
         so no backend can write past the hold."""
         snap, request = ctx.snap, ctx.request
-        reach = routed.chain + routed.escalation + cascade_calls
         out_cap = request.max_tokens
         if out_cap is None:
             declared = [b.max_output_tokens for b in reach]
@@ -271,9 +276,8 @@ class Pipeline:
         run: CascadeRun | None = None,
     ) -> Answer:
         caller, request = self.rt.caller, ctx.request
-        check = None
-        if request.endpoint == "chat" and policy is not None and policy.escalation is not None:
-            check = AnswerCheck(policy.escalation.validators)
+        escalation = escalation_of(policy, request)
+        check = AnswerCheck(escalation.validators) if escalation is not None else None
         op = {
             "chat": caller.chat,
             "completions": caller.completion,
@@ -288,7 +292,7 @@ class Pipeline:
             headers["x-tollgate-cascade"] = run.header()
             return Answer(resp, headers)
         backend, resp, rejection = await dispatcher.call(routed.chain, op, check)
-        limit = policy.escalation.max_escalations if policy and policy.escalation else 0
+        limit = escalation.max_escalations if escalation is not None else 0
         for tier in routed.escalation[:limit]:
             if rejection is None:
                 break
