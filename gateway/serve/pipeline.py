@@ -100,6 +100,9 @@ def response_headers(
         headers["x-tollgate-cost-usd"] = format_usd(None if ctx.unpriced else ctx.total_cost)
     if ctx.cache is not None:
         headers.update(ctx.cache.headers())  # x-tollgate-cache: hit | miss
+    plan = ctx.decision.get("cascade") if ctx.decision is not None else None
+    if isinstance(plan, dict) and plan.get("skipped"):  # a cascade that did not run says so
+        headers["x-tollgate-cascade"] = f"skipped:{plan['skipped']}"
     return headers
 
 
@@ -205,10 +208,9 @@ class Pipeline:
             # a stream is served by the first tier as it answers (see cascade): the plan is
             # kept in the stored decision, marked as not run, and the response says so
             run = None
-            skipped = "stream" if request.stream else request.endpoint
             if ctx.decision is not None and ctx.decision.get("cascade"):
+                skipped = "stream" if request.stream else request.endpoint
                 ctx.decision["cascade"] = {**ctx.decision["cascade"], "skipped": skipped}
-            routed.extra_headers["x-tollgate-cascade"] = f"skipped:{skipped}"
         extra = run.backends_in_reach() if run is not None else []
         calls = paid_calls(policy, request, extra)
         reach = routed.chain + routed.escalation + extra

@@ -63,13 +63,12 @@ class Routed:
     escalation: list[BackendConfig] = field(default_factory=list)
     record: dict[str, Any] | None = None  # what is stored with the request (decision, shadow)
     predictor: str | None = None  # x-tollgate-predictor: ok | fallback:<reason>
-    extra_headers: dict[str, str] = field(default_factory=dict)  # what serving adds
 
     def headers(self) -> dict[str, str]:
         out = self.decision.header_summary() if self.decision is not None else {}
         if self.predictor is not None:
             out["x-tollgate-predictor"] = self.predictor
-        return {**out, **self.extra_headers}
+        return out
 
 
 class Router:
