@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +58,7 @@ class Runtime:
     def state_in_process(self) -> bool:
         """Whether the shared state lives in this process (no Redis): its calls never wait on
         I/O, so awaiting them one by one costs no latency and spares a task each."""
-        return getattr(self.state, "kind", None) == "in-process"
+        return self.state.kind == "in-process"
 
     def install(self, snapshot: Snapshot) -> None:
         """Swap in a new snapshot (hot reload): one assignment, so requests that start from
@@ -77,6 +78,14 @@ class Runtime:
         except Exception:
             log.exception("circuit breaker read failed for %s; treating it as closed", backend)
             return True
+
+    async def allowed_all(self, backends: Iterable[str]) -> list[bool]:
+        """:meth:`allowed` for each backend (no probe): concurrently when each read is a
+        round trip to the shared state, one after another when the state is in this process
+        (nothing to wait for, so no task per backend)."""
+        if self.state_in_process:
+            return [await self.allowed(b) for b in backends]
+        return list(await asyncio.gather(*(self.allowed(b) for b in backends)))
 
     async def store_ok(self) -> bool:
         try:

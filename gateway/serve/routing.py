@@ -85,11 +85,7 @@ class Router:
 
     async def backend_facts(self) -> dict[str, BackendFacts]:
         cfg, snap, rt = self.config, self.snap, self.rt
-        if rt.state_in_process:
-            # the breakers live in this process: nothing to wait for, so no task per backend
-            allowed = [await rt.allowed(b.name) for b in cfg.backends]
-        else:  # one round trip each to the shared state: concurrently
-            allowed = await asyncio.gather(*(rt.allowed(b.name) for b in cfg.backends))
+        allowed = await rt.allowed_all(b.name for b in cfg.backends)
         capacity = rt.capacity  # self-hosted backends over their load limits spill over
         self.saturated = {
             b.name: why
