@@ -167,10 +167,13 @@ def replay(
     p: np.ndarray,
     groups: list[Sweep],
     ratio: np.ndarray | None = None,
+    columns: dict[str, int] | None = None,
 ) -> dict[str, np.ndarray]:
     """``{sweep name: (knob values, n) chosen model index (-1: no backend)}``; ``ratio``: the
-    predictor's answer-length ratios of the queries (n, m), as the gateway passes them."""
-    col = {m: j for j, m in enumerate(table.models)}
+    predictor's answer-length ratios of the queries (n, m), as the gateway passes them;
+    ``columns``: the index each backend name stands for (default: the dataset's models, the
+    backends being named after them)."""
+    col = columns if columns is not None else {m: j for j, m in enumerate(table.models)}
     flat = [pol for g in groups for pol in g.policies]
     choices = np.full((len(flat), len(reqs)), -1, dtype=int)
     for i, r in enumerate(reqs):

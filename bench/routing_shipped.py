@@ -35,11 +35,10 @@ if str(REPO) not in sys.path:  # `python bench/routing_shipped.py` works too
     sys.path.insert(0, str(REPO))
 
 from bench import routing_replay  # noqa: E402
-from bench.routing_data import ReplayTable, read  # noqa: E402
+from bench.routing_data import read  # noqa: E402
 from bench.routing_predict import predictions  # noqa: E402
 from gateway.config import BackendConfig  # noqa: E402
 from gateway.config.loader import load_config  # noqa: E402
-from policies import BackendFacts, RequestFacts, decide_sweep  # noqa: E402
 from policies.schema import Policy  # noqa: E402
 from predictors.artifact import read_artifact  # noqa: E402
 from predictors.embedding_cache import embed_cached  # noqa: E402
@@ -62,24 +61,6 @@ def shipped_policy(config: Path, name: str) -> tuple[Policy, list[BackendConfig]
     by_name = {b.name: b for b in cfg.backends}
     backends = [by_name[c] for c in policy.candidates]
     return policy, backends, [b.profile or b.name for b in backends]
-
-
-def decided(
-    policy: Policy,
-    name: str,
-    request: RequestFacts,
-    backends: dict[str, BackendFacts],
-    table: ReplayTable,
-    p: np.ndarray,
-    ratio: np.ndarray,
-    candidates: list[str],
-) -> int:
-    """The index (in ``candidates``) of the backend the product's engine chooses."""
-    pred = routing_replay.prediction(table, p, ratio)
-    (decision,) = decide_sweep([policy], name, request, backends, pred, rule="bench")
-    if decision.backend is None:
-        raise SystemExit(f"the policy chose no backend: {decision.reason}")
-    return candidates.index(decision.backend)
 
 
 def _gain(y: np.ndarray, c: np.ndarray, choice: np.ndarray, base: list[np.ndarray]) -> float:
@@ -127,12 +108,14 @@ def run(args: argparse.Namespace) -> list[str]:
             for b, prof in zip(configured, profiles, strict=True)
         }
         reqs = routing_replay.requests(table, test)
-        choice = np.array(
-            [
-                decided(policy, args.policy, r, backends, table, pr["ours"][i], ratio, candidates)
-                for i, (r, ratio) in enumerate(zip(reqs, pr["ours_ratio"], strict=True))
-            ]
+        shipped = routing_replay.Sweep(args.policy, "as shipped", [0.0], [policy])
+        position = {name: i for i, name in enumerate(candidates)}
+        replayed = routing_replay.replay(
+            table, backends, reqs, pr["ours"], [shipped], pr["ours_ratio"], position
         )
+        choice = replayed[args.policy][0]
+        if (choice < 0).any():
+            raise SystemExit(f"policy {args.policy!r} chose no backend for some queries")
         est = routing_replay.expected_costs(table, facts, reqs)[:, cols]
         knn = list(routing_replay.penalised(pr["kNN-40"][:, cols], est, LAMBDAS))
         mlp = list(routing_replay.penalised(pr["MLP"][:, cols], est, LAMBDAS))
